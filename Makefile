@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both create .venv/ (via scripts/bootstrap.sh) when it is missing or stale.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Where the demo writes: the sample ImageNet tree, and the data root (OUT).
+DEMO_SRC ?= data/sample
+DEMO_OUT ?= data/out
+
+.PHONY: help install lint format test demo clean
+
+help:
+	@echo "make demo     install, write the sample ImageNet tree, run the pipeline on it"
+	@echo "make test     install, lint (ruff), run the test suite"
+	@echo "make install  only create/refresh .venv/"
+	@echo "make format   apply ruff's formatter and safe fixes"
+	@echo "make clean    remove .venv/ and data/"
+
+$(VENV)/.installed: pyproject.toml scripts/bootstrap.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# pytest exits non-zero (5) when it collected no test, so an empty run fails.
+test: lint
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/alexnet sample-data $(DEMO_SRC)
+	@echo
+	@echo "Sample ImageNet tree: $(DEMO_SRC) (see $(DEMO_SRC)/sample-data.json)."
+	@echo "Next stages, not built yet: preprocess -> stats -> train -> evaluate"
+	@echo "(issues 3-8); when they land, 'make demo' runs them all on $(DEMO_SRC) into $(DEMO_OUT)."
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The `alexnet` command and the Prefect flows that wire the stages together."""

@@ -1,0 +1,1 @@
+"""Source tree -> resized, cropped pixels -> shards; statistics with Dask; sample data."""

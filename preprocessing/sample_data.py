@@ -1,0 +1,471 @@
+"""A small, synthetic ImageNet: the real ILSVRC-2012 layout, learnable classes.
+
+`alexnet sample-data DIR` writes a tree that the preprocessing stage reads
+exactly as it reads the real ImageNet:
+
+    DIR/train/<wnid>/<wnid>_<n>.JPEG      class folders
+    DIR/val/ILSVRC2012_val_<8 digits>.JPEG flat, classes shuffled
+    DIR/LOC_val_solution.csv               Kaggle: ImageId,PredictionString
+    DIR/LOC_synset_mapping.txt             "wnid name", in class order
+    DIR/sample-data.json                   what was made (for tests and people)
+
+Each class is a combination of an object shape, an object colour and a
+background texture, and no two of the first eight classes share any of the
+three, so a small CNN learns them in a few epochs. Position, scale, rotation,
+aspect ratio, background tones, noise and JPEG quality vary per image.
+
+The real set's quirks are planted too, a few of each: CMYK JPEGs, grayscale
+JPEGs, a PNG named `.JPEG`, and files that cannot be decoded (truncated,
+empty, not an image). `sample-data.json` lists every one of them by path.
+
+Determinism: every image is drawn from its own RNG seeded by
+`(seed, split, class, index)`, so the same `--seed` gives byte-identical files
+(whatever `--workers`), and adding images per class leaves existing ones as
+they were.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+GENERATOR_VERSION = 1
+
+SHAPES = ("circle", "square", "triangle", "cross", "star", "ring", "diamond", "hexagon")
+COLOURS = {
+    "red": (220, 35, 35),
+    "orange": (245, 140, 20),
+    "yellow": (240, 225, 40),
+    "green": (35, 170, 60),
+    "cyan": (30, 205, 215),
+    "blue": (40, 70, 225),
+    "purple": (145, 45, 195),
+    "white": (245, 245, 245),
+}
+TEXTURES = ("plain", "horizontal stripes", "vertical stripes", "diagonal stripes",
+            "checkerboard", "dots", "grid", "waves")  # fmt: skip
+MAX_CLASSES = len(SHAPES) * len(COLOURS) * len(TEXTURES)  # 512
+
+# Quirks of the real training set, planted on purpose. The first three decode
+# (to be converted to RGB); the last three cannot be decoded (to be rejected).
+DECODABLE_QUIRKS = ("cmyk", "grayscale", "png-named-jpeg")
+UNDECODABLE_QUIRKS = ("truncated", "empty", "not-an-image")
+TRAIN_QUIRKS = DECODABLE_QUIRKS + UNDECODABLE_QUIRKS
+VAL_QUIRKS = ("cmyk", "grayscale")  # the real val set has both, and no broken files
+
+_SPLIT_CODE = {"train": 1, "val": 2}
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """What to generate. Everything that changes a byte of the output is here."""
+
+    classes: int = 10
+    train_per_class: int = 100
+    val_per_class: int = 20
+    quirks: int = 2
+    seed: int = 0
+    min_side: int = 100
+    max_side: int = 600
+
+    def check(self) -> None:
+        """Raise ValueError with a readable message for impossible settings."""
+        if not 1 <= self.classes <= MAX_CLASSES:
+            raise ValueError(f"--classes must be between 1 and {MAX_CLASSES}, got {self.classes}")
+        if self.train_per_class < 1 or self.val_per_class < 0:
+            raise ValueError("need at least 1 training image per class and >= 0 val images")
+        if self.quirks < 0:
+            raise ValueError(f"--quirks must be >= 0, got {self.quirks}")
+        n_train = self.classes * self.train_per_class
+        if self.quirks * len(TRAIN_QUIRKS) > n_train:
+            raise ValueError(
+                f"{self.quirks} quirks of each of {len(TRAIN_QUIRKS)} kinds need "
+                f"{self.quirks * len(TRAIN_QUIRKS)} training images, only {n_train} requested"
+            )
+        if not 16 <= self.min_side <= self.max_side:
+            raise ValueError(f"need 16 <= --min-side <= --max-side, got {self.min_side}, "
+                             f"{self.max_side}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SampleClass:
+    index: int
+    wnid: str
+    name: str
+    shape: str
+    colour: str
+    texture: str
+
+
+def sample_class(index: int) -> SampleClass:
+    """The class at `index`: a bijection from 0..511 onto (shape, colour, texture).
+
+    With k = 64a + 8b + d: shape d, colour d+b, texture d+2b+a (mod 8). The first
+    eight classes therefore differ in all three attributes, and any two classes
+    differ in at least one.
+    """
+    if not 0 <= index < MAX_CLASSES:
+        raise ValueError(f"class index {index} out of range 0..{MAX_CLASSES - 1}")
+    a, b, d = index // 64, (index // 8) % 8, index % 8
+    shape = SHAPES[d]
+    colour = list(COLOURS)[(d + b) % 8]
+    texture = TEXTURES[(d + 2 * b + a) % 8]
+    # wnid-shaped ids ("n" + 8 digits) that sort in class order, as the real ones do.
+    wnid = f"n{1441000 + 1000 * index:08d}"
+    return SampleClass(index, wnid, f"{colour} {shape}, {texture}", shape, colour, texture)
+
+
+@dataclass
+class Drawn:
+    """One generated image: its encoded bytes and where the object is."""
+
+    data: bytes
+    width: int
+    height: int
+    bbox: tuple[int, int, int, int]  # x_min, y_min, x_max, y_max of the object
+    quirk: str | None = None
+
+
+def _texture_mask(texture: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A boolean (h, w) pattern; True where the second background tone goes."""
+    period = int(rng.integers(10, 40))
+    yy, xx = np.ogrid[:h, :w]
+    yy = yy + int(rng.integers(0, period))
+    xx = xx + int(rng.integers(0, period))
+    half = max(period // 2, 1)
+    if texture == "plain":
+        return np.zeros((h, w), dtype=bool)
+    if texture == "horizontal stripes":
+        return np.broadcast_to((yy // half) % 2 == 0, (h, w))
+    if texture == "vertical stripes":
+        return np.broadcast_to((xx // half) % 2 == 0, (h, w))
+    if texture == "diagonal stripes":
+        return ((xx + yy) // half) % 2 == 0
+    if texture == "checkerboard":
+        return ((xx // half) + (yy // half)) % 2 == 0
+    if texture == "dots":
+        dy, dx = (yy % period) - period / 2, (xx % period) - period / 2
+        return dy * dy + dx * dx < (period * 0.28) ** 2
+    if texture == "grid":
+        line = max(period // 6, 2)
+        return (xx % period < line) | (yy % period < line)
+    if texture == "waves":
+        return np.sin(2 * np.pi * xx / period + 3.0 * np.sin(2 * np.pi * yy / (2.5 * period))) > 0
+    raise ValueError(f"unknown texture {texture!r}")
+
+
+def _unit_vertices(shape: str) -> list[tuple[float, float]]:
+    """Vertices of a polygonal shape inside the unit circle, unrotated."""
+
+    def ring(n: int, phase: float = 0.0, radii: tuple[float, ...] = (1.0,)) -> list:
+        return [
+            (radii[k % len(radii)] * math.cos(phase + 2 * math.pi * k / n),
+             radii[k % len(radii)] * math.sin(phase + 2 * math.pi * k / n))
+            for k in range(n)
+        ]  # fmt: skip
+
+    t = 0.33  # half the width of a cross's arm
+    return {
+        "triangle": ring(3),
+        "square": ring(4, math.pi / 4),
+        "hexagon": ring(6),
+        "star": ring(10, radii=(1.0, 0.42)),
+        "diamond": [(0, -1), (0.55, 0), (0, 1), (-0.55, 0)],
+        "cross": [(t, 1), (t, t), (1, t), (1, -t), (t, -t), (t, -1),
+                  (-t, -1), (-t, -t), (-1, -t), (-1, t), (-t, t), (-t, 1)],
+    }[shape]  # fmt: skip
+
+
+def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    """Vertices of `shape` with radius r centred at (cx, cy), rotated by angle."""
+    cos, sin = math.cos(angle), math.sin(angle)
+    return [
+        (cx + r * (x * cos - y * sin), cy + r * (x * sin + y * cos))
+        for x, y in _unit_vertices(shape)
+    ]
+
+
+def draw_image(
+    cls: SampleClass, rng: np.random.Generator, spec: SampleSpec
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """Draw one RGB image of class `cls` and return it with the object's bounding box."""
+    # Size: shorter side and aspect ratio (landscape or portrait), within the bounds.
+    aspect = math.exp(rng.uniform(math.log(0.6), math.log(1.7)))  # width / height
+    short = int(rng.integers(spec.min_side, max(spec.min_side + 1, int(spec.max_side / 1.7) + 1)))
+    w, h = (round(short * aspect), short) if aspect >= 1 else (short, round(short / aspect))
+    w, h = min(max(w, spec.min_side), spec.max_side), min(max(h, spec.min_side), spec.max_side)
+
+    # Background: the class's texture in two random, muted tones (so that the
+    # background colour itself carries no class information, only its pattern).
+    base = rng.uniform(40, 200)
+    tone0 = np.clip(base + rng.normal(0, 18, 3), 0, 255)
+    tone1 = np.clip(
+        tone0 + rng.choice([-1, 1]) * rng.uniform(45, 80) + rng.normal(0, 10, 3), 0, 255
+    )
+    mask = _texture_mask(cls.texture, h, w, rng)
+    pixels = np.where(mask[..., None], tone1, tone0).astype(np.float32)
+    if cls.texture == "plain":  # a soft vertical gradient, like an out-of-focus scene
+        pixels += np.linspace(-25, 25, h, dtype=np.float32)[:, None, None] * rng.choice([-1, 1])
+
+    # The object: class colour with a little jitter, random place, size and angle.
+    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    colour = tuple(
+        int(c) for c in np.clip(np.array(COLOURS[cls.colour]) + rng.normal(0, 12, 3), 0, 255)
+    )
+    r = rng.uniform(0.18, 0.38) * min(w, h)
+    cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+    angle = rng.uniform(0, 2 * math.pi)
+    draw = ImageDraw.Draw(img)
+    if cls.shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    elif cls.shape == "ring":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=colour, width=max(int(0.32 * r), 2))
+    else:
+        draw.polygon(_polygon(cls.shape, cx, cy, r, angle), fill=colour)
+    bbox = (
+        max(int(cx - r), 0),
+        max(int(cy - r), 0),
+        min(int(cx + r), w - 1),
+        min(int(cy + r), h - 1),
+    )
+
+    # Sensor noise.
+    noisy = np.asarray(img, dtype=np.float32)
+    noisy += rng.standard_normal(noisy.shape, dtype=np.float32) * np.float32(rng.uniform(2, 12))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB"), bbox
+
+
+def _encode(img: Image.Image, quirk: str | None, rng: np.random.Generator) -> bytes:
+    """Encode as the file on disk should hold it, planting `quirk` if given."""
+    buf = io.BytesIO()
+    quality = int(rng.integers(70, 96))
+    if quirk == "png-named-jpeg":
+        img.save(buf, "PNG")
+    elif quirk == "cmyk":
+        img.convert("CMYK").save(buf, "JPEG", quality=quality)
+    elif quirk == "grayscale":
+        img.convert("L").save(buf, "JPEG", quality=quality)
+    elif quirk == "empty":
+        return b""
+    elif quirk == "not-an-image":
+        return b"<html><head><title>404 Not Found</title></head><body>Not Found</body></html>\n"
+    else:
+        img.save(buf, "JPEG", quality=quality)
+    data = buf.getvalue()
+    if quirk == "truncated":  # a download cut off half way: valid header, half the scan
+        return data[: len(data) // 2]
+    return data
+
+
+@dataclass(frozen=True)
+class _Job:
+    split: str
+    class_index: int
+    index: int
+    relpath: str
+    quirk: str | None
+
+
+def _make(job: _Job, spec: SampleSpec) -> tuple[_Job, Drawn]:
+    rng = np.random.default_rng([spec.seed, _SPLIT_CODE[job.split], job.class_index, job.index])
+    img, bbox = draw_image(sample_class(job.class_index), rng, spec)
+    data = _encode(img, job.quirk, rng)
+    return job, Drawn(data, img.width, img.height, bbox, job.quirk)
+
+
+def _make_chunk(jobs: list[_Job], spec: SampleSpec) -> list[tuple[_Job, Drawn]]:
+    return [_make(job, spec) for job in jobs]
+
+
+def plan(spec: SampleSpec) -> tuple[list[SampleClass], list[_Job]]:
+    """Every file to write, in a fixed order, with the quirk planted in it (if any)."""
+    spec.check()
+    classes = [sample_class(k) for k in range(spec.classes)]
+    jobs: list[_Job] = []
+
+    train = [(c, i) for c in range(spec.classes) for i in range(spec.train_per_class)]
+    quirk_of: dict[tuple[int, int], str] = {}
+    slots = np.random.default_rng([spec.seed, 101]).permutation(len(train))
+    kinds = [k for k in TRAIN_QUIRKS for _ in range(spec.quirks)]
+    for kind, slot in zip(kinds, slots, strict=False):
+        quirk_of[train[slot]] = kind
+    for c, i in train:
+        wnid = classes[c].wnid
+        jobs.append(_Job("train", c, i, f"train/{wnid}/{wnid}_{i + 1}.JPEG", quirk_of.get((c, i))))
+
+    # val: flat and numbered in a seeded random class order, like the real set.
+    val = [(c, i) for c in range(spec.classes) for i in range(spec.val_per_class)]
+    order = np.random.default_rng([spec.seed, 102]).permutation(len(val))
+    n_val_quirks = min(max(1, spec.quirks // 2) if spec.quirks else 0, len(val) // len(VAL_QUIRKS))
+    val_kinds = [k for k in VAL_QUIRKS for _ in range(n_val_quirks)]
+    for pos, v in enumerate(order):
+        c, i = val[v]
+        quirk = val_kinds[pos] if pos < len(val_kinds) else None
+        jobs.append(_Job("val", c, i, f"val/ILSVRC2012_val_{pos + 1:08d}.JPEG", quirk))
+    return classes, jobs
+
+
+def _chunks(items: list[_Job], size: int) -> Iterator[list[_Job]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class SampleReport:
+    """What `generate` wrote, also saved as DIR/sample-data.json."""
+
+    spec: dict
+    generator_version: int
+    n_train: int
+    n_val: int
+    classes: list[dict]
+    quirks: list[dict] = field(default_factory=list)  # {"path", "kind", "decodable"}
+    seconds: float = 0.0
+
+    @property
+    def n_undecodable(self) -> int:
+        return sum(not q["decodable"] for q in self.quirks)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _already_there(out: Path, spec: SampleSpec) -> SampleReport | None:
+    """The report of an identical earlier run in `out`, if there is one."""
+    meta = out / "sample-data.json"
+    try:
+        old = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if old.get("spec") != asdict(spec) or old.get("generator_version") != GENERATOR_VERSION:
+        return None
+    old.pop("seconds", None)
+    return SampleReport(**old, seconds=0.0)
+
+
+def generate(out: str | os.PathLike, spec: SampleSpec | None = None, workers: int = 1,
+             progress: bool | None = None) -> SampleReport:  # fmt: skip
+    """Write the sample tree to `out` and return what was written.
+
+    The tree is built in a hidden sibling folder and renamed into place, so
+    `out` either does not exist, or holds a complete tree. `out` must not
+    exist or be empty; if it already holds the tree of the same spec, nothing
+    is written and the earlier report is returned.
+    """
+    spec = spec or SampleSpec()
+    classes, jobs = plan(spec)
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"{out} exists and is not a directory")
+        if any(out.iterdir()):
+            earlier = _already_there(out, spec)
+            if earlier is not None:
+                return earlier
+            raise FileExistsError(
+                f"{out} is not empty and does not hold a sample tree of these settings; "
+                "choose a new folder or remove it first"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    started = time.perf_counter()
+    show = _Progress(len(jobs), enabled=progress)
+    report = SampleReport(asdict(spec), GENERATOR_VERSION, 0, 0, [asdict(c) for c in classes])
+    solution: list[tuple[str, str]] = []
+    try:
+        chunks = list(_chunks(jobs, 32))
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                results = pool.map(_make_chunk, chunks, [spec] * len(chunks))
+                _collect(results, tmp, classes, report, solution, show)
+        else:
+            _collect(
+                map(_make_chunk, chunks, [spec] * len(chunks)), tmp, classes, report, solution, show
+            )
+
+        (tmp / "LOC_synset_mapping.txt").write_text(
+            "".join(f"{c.wnid} {c.name}\n" for c in classes)
+        )
+        rows = "".join(f"{image_id},{pred}\n" for image_id, pred in sorted(solution))
+        (tmp / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + rows)
+        (tmp / "val").mkdir(exist_ok=True)
+        report.seconds = round(time.perf_counter() - started, 3)
+        (tmp / "sample-data.json").write_text(json.dumps(asdict(report), indent=1) + "\n")
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        show.close()
+    return report
+
+
+def _collect(
+    results: Iterator[list[tuple[_Job, Drawn]]],
+    tmp: Path,
+    classes: list[SampleClass],
+    report: SampleReport,
+    solution: list[tuple[str, str]],
+    show: _Progress,
+) -> None:
+    for chunk in results:
+        for job, drawn in chunk:
+            _write_bytes(tmp / job.relpath, drawn.data)
+            if job.split == "train":
+                report.n_train += 1
+            else:
+                report.n_val += 1
+                image_id = Path(job.relpath).stem
+                x0, y0, x1, y1 = drawn.bbox
+                solution.append((image_id, f"{classes[job.class_index].wnid} {x0} {y0} {x1} {y1}"))
+            if job.quirk:
+                decodable = job.quirk in DECODABLE_QUIRKS
+                report.quirks.append(
+                    {"path": job.relpath, "kind": job.quirk, "decodable": decodable}
+                )
+            show.update()
+
+
+class _Progress:
+    """A one-line counter on a terminal; a few plain lines otherwise."""
+
+    def __init__(self, total: int, enabled: bool | None = None, every_s: float = 5.0) -> None:
+        self.total, self.done, self.every_s = total, 0, every_s
+        self.tty = sys.stderr.isatty() if enabled is None else enabled
+        self.start = self.last = time.perf_counter()
+
+    def update(self) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if now - self.last < (0.2 if self.tty else self.every_s) and self.done < self.total:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        eta = (self.total - self.done) / max(rate, 1e-9)
+        line = f"sample-data: {self.done}/{self.total} images, {rate:.0f} img/s, ETA {eta:.0f}s"
+        if self.tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty and self.done:
+            print(file=sys.stderr, flush=True)

@@ -1,0 +1,1 @@
+"""The on-disk format of a data root: shards, manifest, rejects, statistics files."""

@@ -1,0 +1,139 @@
+"""The install itself: pillow-simd is the PIL, torch is the pinned CPU build,
+the packages import, imports point only down the stack, the CLI answers."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import importlib.metadata as md
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("shards", "preprocessing", "training", "flows")
+# Which project packages each package may import (the design's arrows), and
+# which heavy third-party packages it must not.
+ALLOWED = {
+    "shards": set(),
+    "preprocessing": {"shards"},
+    "training": {"shards"},
+    "flows": {"preprocessing", "training", "shards"},
+}
+FORBIDDEN_THIRD_PARTY = {
+    "shards": {"torch", "prefect", "dask", "distributed"},
+    "preprocessing": {"torch", "prefect"},
+    "training": {"prefect"},
+    "flows": set(),
+}
+
+
+def test_pil_is_pillow_simd():
+    import PIL
+
+    simd = md.version("pillow-simd")
+    with pytest.raises(md.PackageNotFoundError):
+        md.version("pillow")  # stock Pillow would own PIL/ instead
+    assert PIL.__version__ in (simd, simd.split(".post")[0])
+    owned = {str(f) for f in md.files("pillow-simd") or []}
+    assert "PIL/__init__.py" in owned
+    assert (
+        Path(PIL.__file__).resolve()
+        == Path(md.distribution("pillow-simd").locate_file("PIL/__init__.py")).resolve()
+    )
+
+
+def test_torch_is_the_pinned_build():
+    import torch
+
+    assert torch.__version__.split("+")[0] == "2.13.0"
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_packages_import(name):
+    importlib.import_module(name)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_point_down_the_stack(package):
+    for path in sorted((ROOT / package).rglob("*.py")):
+        used = _imports(path)
+        upward = (used & set(PACKAGES)) - ALLOWED[package] - {package}
+        assert not upward, f"{path.relative_to(ROOT)} imports {sorted(upward)} (against the design)"
+        heavy = used & FORBIDDEN_THIRD_PARTY[package]
+        assert not heavy, f"{path.relative_to(ROOT)} imports {sorted(heavy)}"
+
+
+def _alexnet(*args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("alexnet")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
+
+
+def _stages() -> dict[str, argparse.ArgumentParser]:
+    from flows.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_cli_help_lists_every_stage():
+    top = _alexnet("--help")
+    assert top.returncode == 0, top.stderr
+    assert "sample-data" in _stages()
+    for name in _stages():
+        assert name in top.stdout
+
+
+def test_every_subcommand_help_shows_defaults():
+    for name, parser in _stages().items():
+        res = _alexnet(name, "--help")
+        assert res.returncode == 0, res.stderr
+        text = " ".join(res.stdout.split())  # argparse wraps lines
+        options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+        assert options, name
+        for action in options:
+            assert f"(default: {action.default})" in text, (name, action.dest)
+
+
+def test_cli_start_does_not_import_torch_or_prefect():
+    code = (
+        "import sys, flows.cli as c; c.build_parser(); "
+        "print(sorted({'torch', 'prefect'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cli_sample_data_writes_and_refuses_to_clobber(tmp_path):
+    out = tmp_path / "tree"
+    res = _alexnet("sample-data", str(out), "--classes", "2", "--train-per-class", "6",
+                   "--val-per-class", "1", "--quirks", "1", "--workers", "1")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "2 classes, 12 train and 2 val images" in res.stdout
+    assert len(list((out / "train").rglob("*.JPEG"))) == 12
+
+    again = _alexnet("sample-data", str(out), "--classes", "2", "--train-per-class", "6",
+                     "--val-per-class", "1", "--quirks", "1")  # fmt: skip
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+    other = _alexnet("sample-data", str(out), "--seed", "3")
+    assert other.returncode == 2
+    assert "not empty" in other.stderr and "Traceback" not in other.stderr
+    assert len(list((out / "train").rglob("*.JPEG"))) == 12
+
+    bad = _alexnet("sample-data", str(tmp_path / "x"), "--classes", "0")
+    assert bad.returncode == 2 and "must be >= 1" in bad.stderr

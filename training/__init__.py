@@ -1,0 +1,1 @@
+"""The two-column AlexNet, its augmentations, optimizer, training loop and evaluation."""
