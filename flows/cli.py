@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -63,14 +64,30 @@ def _add_sample_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "dir", metavar="DIR", help="where to write the tree (must not exist, or be empty)"
     )
-    p.add_argument("--classes", type=_positive_int, default=d.classes,
-                   help=f"number of classes (at most {MAX_CLASSES})")  # fmt: skip
-    p.add_argument("--train-per-class", type=_positive_int, default=d.train_per_class,
-                   help="training images per class")  # fmt: skip
-    p.add_argument("--val-per-class", type=_non_negative_int, default=d.val_per_class,
-                   help="validation images per class")  # fmt: skip
-    p.add_argument("--quirks", type=_non_negative_int, default=d.quirks,
-                   help="how many of each quirk to plant in train/ (0 for none)")  # fmt: skip
+    p.add_argument(
+        "--classes",
+        type=_positive_int,
+        default=d.classes,
+        help=f"number of classes (at most {MAX_CLASSES})",
+    )
+    p.add_argument(
+        "--train-per-class",
+        type=_positive_int,
+        default=d.train_per_class,
+        help="training images per class",
+    )
+    p.add_argument(
+        "--val-per-class",
+        type=_non_negative_int,
+        default=d.val_per_class,
+        help="validation images per class",
+    )
+    p.add_argument(
+        "--quirks",
+        type=_non_negative_int,
+        default=d.quirks,
+        help="how many of each quirk to plant in train/ (0 for none)",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument(
         "--min-side", type=_positive_int, default=d.min_side, help="smallest image side, px"
@@ -78,8 +95,12 @@ def _add_sample_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-side", type=_positive_int, default=d.max_side, help="largest image side, px"
     )
-    p.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
-                   help="processes drawing images (the output does not depend on it)")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="processes drawing images (the output does not depend on it)",
+    )
     p.set_defaults(handler=_run_sample_data)
 
 
@@ -107,9 +128,127 @@ def _run_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- alexnet preprocess --------------------------------------------------------
+
+
+def _add_preprocess(sub: argparse._SubParsersAction) -> None:
+    from preprocessing.cluster import default_workers
+    from preprocessing.image import RESAMPLING, ImageSettings
+    from preprocessing.prepare import PrepareSettings
+
+    d, di = PrepareSettings(), ImageSettings()
+    p = sub.add_parser(
+        "preprocess",
+        formatter_class=_Formatter,
+        help="ImageNet tree -> 256x256 WebDataset shards, manifest and rejects",
+        description=(
+            "Resize every image's shorter side to 256 and keep the central 256x256 crop\n"
+            "(the paper's rule), writing WebDataset shards OUT/shards/{train,val}/*.tar,\n"
+            "OUT/manifest.json and OUT/rejects.jsonl (undecodable inputs, with reasons),\n"
+            "plus per-shard partial statistics for `alexnet stats`. One Dask task per shard.\n"
+            "Deterministic: the same source and settings give the same bytes. Safe to kill:\n"
+            "running the same command again keeps completed shards and finishes the job."
+        ),
+    )
+    p.add_argument("src", metavar="SRC", help="the ImageNet tree (train/<wnid>/..., val/...)")
+    p.add_argument(
+        "out", metavar="OUT", help="the data root to write (new, empty, or an earlier OUT)"
+    )
+    p.add_argument("--splits", default="train,val", help="comma-separated splits to process")
+    p.add_argument(
+        "--val-labels",
+        default=None,
+        help="labels of a flat val/ (LOC_val_solution.csv or 'file wnid|index' lines); "
+        "found under SRC when not given",
+    )
+    p.add_argument(
+        "--shard-size", type=_positive_int, default=d.shard_size, help="samples per shard"
+    )
+    p.add_argument(
+        "--format",
+        choices=["jpg", "png"],
+        default=di.format,
+        help="stored image format (png is lossless)",
+    )
+    p.add_argument("--quality", type=int, default=di.quality, help="JPEG quality")
+    p.add_argument(
+        "--filter",
+        choices=sorted(RESAMPLING),
+        default=di.filter,
+        help="resampling filter of the resize",
+    )
+    p.add_argument(
+        "--draft",
+        action=argparse.BooleanOptionalAction,
+        default=di.draft,
+        help="let the JPEG decoder downscale by 1/2, 1/4 or 1/8 first when the shorter side is "
+        ">= 512 (faster; changes pixels slightly)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=di.max_pixels,
+        help="reject images with more pixels (decompression bombs)",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the train shard order")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=default_workers(),
+        help="local Dask worker processes",
+    )
+    p.add_argument(
+        "--dask-address",
+        default=None,
+        help="use the running Dask scheduler at this address (tcp://host:port)",
+    )
+    p.set_defaults(handler=_run_preprocess)
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    from preprocessing.image import ImageSettings
+    from preprocessing.prepare import PrepareSettings, preprocess
+
+    image = ImageSettings(
+        format=args.format,
+        quality=args.quality,
+        filter=args.filter,
+        draft=args.draft,
+        max_pixels=args.max_pixels,
+    )
+    settings = PrepareSettings(image=image, shard_size=args.shard_size, seed=args.seed)
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    report = preprocess(
+        args.src,
+        args.out,
+        settings,
+        splits=splits,
+        val_labels=args.val_labels,
+        workers=args.workers,
+        dask_address=args.dask_address,
+    )
+    m = report.manifest
+    for split, entry in m["splits"].items():
+        print(
+            f"{split}: {entry['count']} images in {len(entry['shards'])} shards, "
+            f"{entry['rejected']} rejected"
+        )
+    if report.shards_written == 0:
+        print(f"{args.out}: every shard was already complete; nothing to do")
+    else:
+        print(f"wrote {report.shards_written} shards, kept {report.shards_reused} complete ones")
+    print(
+        f"manifest: {Path(args.out) / 'manifest.json'}; rejects: {Path(args.out) / 'rejects.jsonl'}"
+    )
+    return 0
+
+
 # --- the command ---------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_sample_data]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_sample_data,
+    _add_preprocess,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError) as err:
+    except (
+        ValueError,
+        RuntimeError,
+        FileExistsError,
+        FileNotFoundError,
+        NotADirectoryError,
+    ) as err:
         print(f"alexnet: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from preprocessing.progress import Progress
 
 GENERATOR_VERSION = 1
 
@@ -54,8 +55,16 @@ COLOURS = {
     "purple": (145, 45, 195),
     "white": (245, 245, 245),
 }
-TEXTURES = ("plain", "horizontal stripes", "vertical stripes", "diagonal stripes",
-            "checkerboard", "dots", "grid", "waves")  # fmt: skip
+TEXTURES = (
+    "plain",
+    "horizontal stripes",
+    "vertical stripes",
+    "diagonal stripes",
+    "checkerboard",
+    "dots",
+    "grid",
+    "waves",
+)
 MAX_CLASSES = len(SHAPES) * len(COLOURS) * len(TEXTURES)  # 512
 
 # Quirks of the real training set, planted on purpose. The first three decode
@@ -95,8 +104,9 @@ class SampleSpec:
                 f"{self.quirks * len(TRAIN_QUIRKS)} training images, only {n_train} requested"
             )
         if not 16 <= self.min_side <= self.max_side:
-            raise ValueError(f"need 16 <= --min-side <= --max-side, got {self.min_side}, "
-                             f"{self.max_side}")  # fmt: skip
+            raise ValueError(
+                f"need 16 <= --min-side <= --max-side, got {self.min_side}, {self.max_side}"
+            )
 
 
 @dataclass(frozen=True)
@@ -171,10 +181,12 @@ def _unit_vertices(shape: str) -> list[tuple[float, float]]:
 
     def ring(n: int, phase: float = 0.0, radii: tuple[float, ...] = (1.0,)) -> list:
         return [
-            (radii[k % len(radii)] * math.cos(phase + 2 * math.pi * k / n),
-             radii[k % len(radii)] * math.sin(phase + 2 * math.pi * k / n))
+            (
+                radii[k % len(radii)] * math.cos(phase + 2 * math.pi * k / n),
+                radii[k % len(radii)] * math.sin(phase + 2 * math.pi * k / n),
+            )
             for k in range(n)
-        ]  # fmt: skip
+        ]
 
     t = 0.33  # half the width of a cross's arm
     return {
@@ -183,9 +195,21 @@ def _unit_vertices(shape: str) -> list[tuple[float, float]]:
         "hexagon": ring(6),
         "star": ring(10, radii=(1.0, 0.42)),
         "diamond": [(0, -1), (0.55, 0), (0, 1), (-0.55, 0)],
-        "cross": [(t, 1), (t, t), (1, t), (1, -t), (t, -t), (t, -1),
-                  (-t, -1), (-t, -t), (-1, -t), (-1, t), (-t, t), (-t, 1)],
-    }[shape]  # fmt: skip
+        "cross": [
+            (t, 1),
+            (t, t),
+            (1, t),
+            (1, -t),
+            (t, -t),
+            (t, -1),
+            (-t, -1),
+            (-t, -t),
+            (-1, -t),
+            (-1, t),
+            (-t, t),
+            (-t, 1),
+        ],
+    }[shape]
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -357,8 +381,12 @@ def _already_there(out: Path, spec: SampleSpec) -> SampleReport | None:
     return SampleReport(**old, seconds=0.0)
 
 
-def generate(out: str | os.PathLike, spec: SampleSpec | None = None, workers: int = 1,
-             progress: bool | None = None) -> SampleReport:  # fmt: skip
+def generate(
+    out: str | os.PathLike,
+    spec: SampleSpec | None = None,
+    workers: int = 1,
+    progress: bool | None = None,
+) -> SampleReport:
     """Write the sample tree to `out` and return what was written.
 
     The tree is built in a hidden sibling folder and renamed into place, so
@@ -385,7 +413,7 @@ def generate(out: str | os.PathLike, spec: SampleSpec | None = None, workers: in
     shutil.rmtree(tmp, ignore_errors=True)
 
     started = time.perf_counter()
-    show = _Progress(len(jobs), enabled=progress)
+    show = Progress("sample-data", len(jobs), enabled=progress, every_s=5.0)
     report = SampleReport(asdict(spec), GENERATOR_VERSION, 0, 0, [asdict(c) for c in classes])
     solution: list[tuple[str, str]] = []
     try:
@@ -424,7 +452,7 @@ def _collect(
     classes: list[SampleClass],
     report: SampleReport,
     solution: list[tuple[str, str]],
-    show: _Progress,
+    show: Progress,
 ) -> None:
     for chunk in results:
         for job, drawn in chunk:
@@ -442,30 +470,3 @@ def _collect(
                     {"path": job.relpath, "kind": job.quirk, "decodable": decodable}
                 )
             show.update()
-
-
-class _Progress:
-    """A one-line counter on a terminal; a few plain lines otherwise."""
-
-    def __init__(self, total: int, enabled: bool | None = None, every_s: float = 5.0) -> None:
-        self.total, self.done, self.every_s = total, 0, every_s
-        self.tty = sys.stderr.isatty() if enabled is None else enabled
-        self.start = self.last = time.perf_counter()
-
-    def update(self) -> None:
-        self.done += 1
-        now = time.perf_counter()
-        if now - self.last < (0.2 if self.tty else self.every_s) and self.done < self.total:
-            return
-        self.last = now
-        rate = self.done / max(now - self.start, 1e-9)
-        eta = (self.total - self.done) / max(rate, 1e-9)
-        line = f"sample-data: {self.done}/{self.total} images, {rate:.0f} img/s, ETA {eta:.0f}s"
-        if self.tty:
-            print("\r" + line, end="", file=sys.stderr, flush=True)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.tty and self.done:
-            print(file=sys.stderr, flush=True)

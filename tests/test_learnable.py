@@ -49,11 +49,18 @@ def test_tiny_cnn_learns_the_classes(tmp_path):
     xv, yv = tensors(val)
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(3, 16, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # (B, 16, 16, 16)
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, 8, 8)
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, spec.classes),
-    )  # fmt: skip
+        nn.Conv2d(3, 16, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # (B, 16, 16, 16)
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # (B, 32, 8, 8)
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, spec.classes),
+    )
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(20):
         perm = torch.randperm(len(xt))

@@ -120,14 +120,36 @@ def test_cli_start_does_not_import_torch_or_prefect():
 
 def test_cli_sample_data_writes_and_refuses_to_clobber(tmp_path):
     out = tmp_path / "tree"
-    res = _alexnet("sample-data", str(out), "--classes", "2", "--train-per-class", "6",
-                   "--val-per-class", "1", "--quirks", "1", "--workers", "1")  # fmt: skip
+    res = _alexnet(
+        "sample-data",
+        str(out),
+        "--classes",
+        "2",
+        "--train-per-class",
+        "6",
+        "--val-per-class",
+        "1",
+        "--quirks",
+        "1",
+        "--workers",
+        "1",
+    )
     assert res.returncode == 0, res.stderr
     assert "2 classes, 12 train and 2 val images" in res.stdout
     assert len(list((out / "train").rglob("*.JPEG"))) == 12
 
-    again = _alexnet("sample-data", str(out), "--classes", "2", "--train-per-class", "6",
-                     "--val-per-class", "1", "--quirks", "1")  # fmt: skip
+    again = _alexnet(
+        "sample-data",
+        str(out),
+        "--classes",
+        "2",
+        "--train-per-class",
+        "6",
+        "--val-per-class",
+        "1",
+        "--quirks",
+        "1",
+    )
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
     other = _alexnet("sample-data", str(out), "--seed", "3")

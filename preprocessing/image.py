@@ -1,0 +1,202 @@
+"""Decode anything ImageNet throws at us, resize the shorter side, crop the centre.
+
+`ImageProcessor(settings)(data)` returns a `Processed` (the encoded 256x256
+image, its decoded pixels as stored, and facts about the original) or a
+`Rejected` with a reason a person understands. It never raises for bad input,
+so one broken file never kills a shard (img2dataset's resizer does the same).
+
+Conversions to 8-bit RGB:
+- CMYK (and Adobe's inverted CMYK) JPEGs: Pillow's CMYK -> RGB conversion.
+- L, I;16 / I (16-bit) grayscale: replicated to three channels; 16-bit values
+  are scaled to 8 bits (round(v * 255 / 65535)), not clipped.
+- P (palette), LA, RGBA, and images with a transparency key: matted on white.
+- The format is found from the content; a PNG named `.JPEG` decodes as a PNG.
+
+Resize: shorter side to `size` with Pillow's LANCZOS (a windowed-sinc filter
+whose support widens with the scale factor, so downscaling is antialiased),
+then the central `size` x `size` crop: offset `(W - size) // 2`, so for an odd
+excess the extra column or row is dropped on the right or bottom. Images
+smaller than `size` are upscaled by the same rule.
+
+Draft: for JPEGs whose shorter side is at least twice `size`, the decoder is
+asked for a 1/2, 1/4 or 1/8 scale (DCT-domain downscaling, libjpeg's
+`scale_num/scale_denom`), never below `size` on the shorter side; LANCZOS then
+does the rest. It changes pixels slightly, so it is a setting.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+# We enforce our own, configurable pixel limit before decoding; Pillow's own
+# check would raise a warning or error with less useful words.
+Image.MAX_IMAGE_PIXELS = None
+
+RESAMPLING = {
+    "lanczos": Image.Resampling.LANCZOS,
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "box": Image.Resampling.BOX,
+}
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Every setting that changes a stored byte."""
+
+    size: int = 256
+    format: str = "jpg"  # or "png" (lossless)
+    quality: int = 95
+    filter: str = "lanczos"
+    draft: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def check(self) -> None:
+        """Raise ValueError for settings that cannot work."""
+        if self.format not in ("jpg", "png"):
+            raise ValueError(f"--format must be jpg or png, got {self.format!r}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"--quality must be in 1..100, got {self.quality}")
+        if self.filter not in RESAMPLING:
+            raise ValueError(f"--filter must be one of {sorted(RESAMPLING)}, got {self.filter!r}")
+        if self.size < 8:
+            raise ValueError(f"size must be >= 8, got {self.size}")
+        if self.max_pixels < 1:
+            raise ValueError(f"--max-pixels must be >= 1, got {self.max_pixels}")
+
+
+@dataclass
+class Processed:
+    data: bytes  # the encoded image, as stored in the shard
+    pixels: np.ndarray  # (size, size, 3) uint8: what a reader decodes from `data`
+    width: int  # of the original
+    height: int
+    source_format: str  # what the content is (JPEG, PNG, ...), whatever the name says
+    source_mode: str  # Pillow mode of the original (RGB, CMYK, L, P, RGBA, I;16, ...)
+
+
+@dataclass
+class Rejected:
+    reason: str
+
+
+_MAGIC = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"GIF8": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
+
+
+def _sniff(data: bytes) -> str | None:
+    """The format that `data`'s first bytes claim, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _MAGIC.items() if data.startswith(magic)), None)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit RGB (see the module docstring for the rules)."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(im)
+        if mode == "I" and a.max(initial=0) <= 255 and im.format != "PNG":
+            a8 = np.clip(a, 0, 255).astype(np.uint8)
+        else:  # 16-bit samples: scale, don't clip
+            a8 = ((np.clip(a, 0, 65535).astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(a8, "L").convert("RGB")
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8), "L").convert(
+            "RGB"
+        )
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def resize_and_crop(im: Image.Image, size: int, resample: int) -> Image.Image:
+    """Shorter side to `size`, then the central `size` x `size` patch."""
+    w, h = im.size
+    if w <= h:
+        new = (size, max(size, round(h * size / w)))
+    else:
+        new = (max(size, round(w * size / h)), size)
+    if new != (w, h):
+        im = im.resize(new, resample)
+    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+class ImageProcessor:
+    """Bytes of any image file -> `Processed` or `Rejected`. Configured once, called per image."""
+
+    def __init__(self, settings: ImageSettings) -> None:
+        settings.check()
+        self.s = settings
+        self.resample = RESAMPLING[settings.filter]
+
+    def __call__(self, data: bytes) -> Processed | Rejected:
+        s = self.s
+        if not data:
+            return Rejected("empty file (0 bytes)")
+        try:
+            im = Image.open(io.BytesIO(data))
+        except Exception as err:  # UnidentifiedImageError, or a header Pillow chokes on
+            claimed = _sniff(data)
+            if claimed:
+                return Rejected(
+                    f"corrupt {claimed} header: starts like a {claimed} but cannot be read "
+                    f"({type(err).__name__})"
+                )
+            return Rejected(f"not an image: unrecognised content (starts with {data[:16]!r})")
+        with im:
+            width, height = im.size
+            fmt, mode = im.format or "unknown", im.mode
+            if width * height > s.max_pixels:
+                return Rejected(
+                    f"too many pixels: {width}x{height} = {width * height:,} exceeds the "
+                    f"--max-pixels limit of {s.max_pixels:,} (a possible decompression bomb)"
+                )
+            if width < 1 or height < 1:
+                return Rejected(f"image has no pixels ({width}x{height})")
+            try:
+                if s.draft and fmt == "JPEG" and min(width, height) >= 2 * s.size:
+                    k = s.size / min(width, height)
+                    im.draft(
+                        im.mode, (max(s.size, round(width * k)), max(s.size, round(height * k)))
+                    )
+                im.load()
+                rgb = to_rgb(im)
+                out = resize_and_crop(rgb, s.size, self.resample)
+            except (OSError, SyntaxError, ValueError, EOFError) as err:
+                msg = str(err) or type(err).__name__
+                if "truncated" in msg.lower() or isinstance(err, EOFError):
+                    return Rejected(f"truncated file: the image data ends early ({msg})")
+                return Rejected(f"corrupt image data: {type(err).__name__}: {msg}")
+        return self._encode(out, width, height, fmt, mode)
+
+    def _encode(self, out: Image.Image, width: int, height: int, fmt: str, mode: str) -> Processed:
+        buf = io.BytesIO()
+        if self.s.format == "png":
+            out.save(buf, "PNG", compress_level=6)
+            pixels = np.asarray(out)
+        else:
+            out.save(buf, "JPEG", quality=self.s.quality)
+            # The pixels as stored: what any reader of the shard decodes.
+            with Image.open(io.BytesIO(buf.getvalue())) as back:
+                pixels = np.asarray(back.convert("RGB"))
+        return Processed(buf.getvalue(), pixels, width, height, fmt, mode)

@@ -1,0 +1,423 @@
+"""The preprocess stage: an ImageNet tree -> 256x256 WebDataset shards + manifest.
+
+    tree = scan(SRC)                      every input, labelled (source.py)
+    plans = plan_shards(tree, settings)   which input goes to which shard
+    for each plan not already complete:   one Dask task per shard
+        write_shard(...)                  decode, resize, crop, encode, tar,
+                                          partial statistics, then the record
+    manifest.json, rejects.jsonl          from the shard records
+
+Determinism: the plan is a pure function of the source listing and the
+settings, each shard's bytes a pure function of its plan, and the manifest is
+built from the records in shard order; so the output does not depend on how
+many workers ran, or in what order shards finished.
+
+Resume: a shard is complete when its record (written last, atomically) exists
+and names the same plan digest, and the tar it describes has the recorded size.
+A killed run leaves at most some temporaries (swept away) and some complete
+shards (kept). An unchanged re-run finds every shard complete and starts no
+cluster at all.
+
+Train order: inputs are sorted by sha256(seed, key), a pseudo-random
+permutation in which each image's place depends only on its own key, so shards
+mix classes, and an image added later does not move the others relative to one
+another. Val keeps source order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from preprocessing.image import ImageProcessor, ImageSettings, Processed
+from preprocessing.progress import Progress
+from preprocessing.source import SourceFile, SourceTree, scan
+from shards.atomic import remove_stale_temporaries, write_bytes, write_json
+from shards.format import (
+    MANIFEST,
+    REJECTS,
+    SPLITS,
+    ShardWriter,
+    partials_path,
+    record_path,
+    shard_dir,
+    shard_index,
+    shard_name,
+)
+from shards.partials import Partials
+
+FORMAT_VERSION = 1
+# What a data root may hold besides hidden files; anything else means OUT is
+# somebody's folder, not ours, and we refuse to write into it.
+OWNED_ENTRIES = {"shards", MANIFEST, REJECTS, "stats", "runs"}
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Everything that decides the bytes of the shards."""
+
+    image: ImageSettings = field(default_factory=ImageSettings)
+    shard_size: int = 1000
+    seed: int = 0
+
+    def check(self) -> None:
+        self.image.check()
+        if self.shard_size < 1:
+            raise ValueError(f"--shard-size must be >= 1, got {self.shard_size}")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self.image), "shard_size": self.shard_size, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    split: str
+    index: int
+    files: tuple[SourceFile, ...]
+    digest: str  # sha256 of the settings and every input's identity
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.split, self.index)
+
+
+def _train_order(seed: int, f: SourceFile) -> bytes:
+    return hashlib.sha256(f"{seed}\0{f.key}".encode()).digest()
+
+
+def plan_shards(tree: SourceTree, settings: PrepareSettings) -> dict[str, list[ShardPlan]]:
+    """Split each split's inputs into shards of `shard_size`, in the documented order."""
+    settings_json = json.dumps(settings.as_dict(), sort_keys=True)
+    plans: dict[str, list[ShardPlan]] = {}
+    for split, files in tree.files.items():
+        if split == "train":
+            files = sorted(files, key=functools.partial(_train_order, settings.seed))
+        n = settings.shard_size
+        plans[split] = []
+        for i, start in enumerate(range(0, len(files), n)):
+            chunk = tuple(files[start : start + n])
+            h = hashlib.sha256(f"{FORMAT_VERSION}\n{split}\n{settings_json}\n".encode())
+            for f in chunk:
+                h.update(f"{f.key}\t{f.identity()}\n".encode())
+            plans[split].append(ShardPlan(split, i, chunk, h.hexdigest()))
+    return plans
+
+
+@functools.lru_cache(maxsize=4)
+def _processor(settings: ImageSettings) -> ImageProcessor:
+    return ImageProcessor(settings)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_shard(
+    src: str, out: str, plan: ShardPlan, settings: ImageSettings, wnids: tuple[str, ...]
+) -> dict:
+    """Process one shard's inputs and commit the shard; return its record. (A Dask task.)"""
+    process = _processor(settings)
+    tar = shard_dir(out, plan.split) / plan.name
+    partials = Partials.zeros(settings.size) if plan.split == "train" else None
+    rejects = []
+    with ShardWriter(tar) as writer:
+        for f in plan.files:
+            try:
+                data = (Path(src) / f.relpath).read_bytes()
+            except OSError as err:
+                rejects.append({"path": f.relpath, "reason": f"could not read the file: {err}"})
+                continue
+            result = process(data)
+            if not isinstance(result, Processed):
+                rejects.append({"path": f.relpath, "reason": result.reason})
+                continue
+            meta = {
+                "path": f.relpath,
+                "wnid": wnids[f.label],
+                "width": result.width,
+                "height": result.height,
+                "format": result.source_format,
+                "mode": result.source_mode,
+            }
+            meta_bytes = json.dumps(meta, sort_keys=True).encode()
+            writer.write(f.key, result.data, settings.format, f.label, meta_bytes)
+            if partials is not None:
+                partials.add(result.pixels)
+    record = {
+        "split": plan.split,
+        "index": plan.index,
+        "shard": plan.name,
+        "plan": plan.digest,
+        "inputs": len(plan.files),
+        "count": writer.count,
+        "bytes": tar.stat().st_size,
+        "sha256": _sha256_file(tar),
+        "rejects": rejects,
+    }
+    if partials is not None:
+        data = partials.to_bytes()
+        write_bytes(partials_path(tar), data)
+        record["partials"] = partials_path(tar).name
+        record["partials_sha256"] = hashlib.sha256(data).hexdigest()
+    write_json(record_path(tar), record)  # last: this marks the shard complete
+    return record
+
+
+def completed_record(out: str | os.PathLike, plan: ShardPlan) -> dict | None:
+    """The record of `plan`'s shard if it is on disk and complete, else None."""
+    tar = shard_dir(out, plan.split) / plan.name
+    try:
+        record = json.loads(record_path(tar).read_text())
+        if record.get("plan") != plan.digest or tar.stat().st_size != record["bytes"]:
+            return None
+        if "partials" in record and not partials_path(tar).is_file():
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return record
+
+
+@dataclass
+class PrepareReport:
+    out: Path
+    shards_written: int = 0
+    shards_reused: int = 0
+    shards_removed: int = 0
+    inputs: int = 0
+    written: int = 0
+    rejected: int = 0
+    cluster_started: bool = False
+    manifest: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold OUT/.lock so that two runs never write the same data root at once."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another run is writing to {out} (it holds {out}/.lock)") from None
+        yield
+
+
+def check_out(src: Path, out: Path) -> None:
+    """Refuse an OUT that is not ours to write, or that lies inside the source."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a directory")
+    if out.is_dir():
+        foreign = sorted(
+            p.name
+            for p in out.iterdir()
+            if p.name not in OWNED_ENTRIES and not p.name.startswith(".")
+        )
+        if foreign:
+            raise FileExistsError(
+                f"{out} holds files that are not a data root's ({', '.join(foreign[:5])}); "
+                "choose an empty or new folder"
+            )
+    s, o = src.resolve(), out.resolve()
+    if o == s or any(o.is_relative_to(s / split) for split in SPLITS):
+        raise ValueError(f"output {out} must not be inside the source's train/ or val/ folders")
+
+
+def preprocess(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    settings: PrepareSettings | None = None,
+    splits: tuple[str, ...] = SPLITS,
+    val_labels: str | os.PathLike | None = None,
+    workers: int | None = None,
+    dask_address: str | None = None,
+    progress: bool | None = None,
+) -> PrepareReport:
+    """Run the preprocess stage (see the module docstring); return what it did."""
+    settings = settings or PrepareSettings()
+    settings.check()
+    src, out = Path(src), Path(out)
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected some of {', '.join(SPLITS)}")
+    tree = scan(src, splits, val_labels)
+    check_out(src, out)
+    plans = plan_shards(tree, settings)
+    report = PrepareReport(out)
+    with _locked(out):
+        records: dict[str, list[dict | None]] = {}
+        todo: list[ShardPlan] = []
+        for split, split_plans in plans.items():
+            folder = shard_dir(out, split)
+            remove_stale_temporaries(folder)
+            report.shards_removed += _remove_unplanned(folder, len(split_plans))
+            records[split] = [completed_record(out, p) for p in split_plans]
+            todo += [p for p, r in zip(split_plans, records[split], strict=True) if r is None]
+        report.shards_reused = sum(r is not None for rs in records.values() for r in rs)
+        if todo:
+            report.cluster_started = True
+            for record in _run(src, out, todo, settings, tree, workers, dask_address, progress):
+                records[record["split"]][record["index"]] = record
+                report.shards_written += 1
+        report.manifest = _finish(src, out, tree, settings, records)
+    counts = report.manifest["counts"]
+    report.inputs, report.written, report.rejected = (
+        counts["inputs"],
+        counts["written"],
+        counts["rejected"],
+    )
+    return report
+
+
+def _remove_unplanned(folder: Path, n_planned: int) -> int:
+    """Delete shards (and their records and partials) numbered beyond the plan."""
+    removed = 0
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            stem = p.name.split(".")[0]
+            index = shard_index(f"{stem}.tar")
+            if index is not None and index >= n_planned:
+                p.unlink()
+                removed += p.suffix == ".tar"
+    return removed
+
+
+def _run(
+    src: Path,
+    out: Path,
+    todo: list[ShardPlan],
+    settings: PrepareSettings,
+    tree: SourceTree,
+    workers: int | None,
+    dask_address: str | None,
+    progress: bool | None,
+) -> Iterator[dict]:
+    """Write the shards in `todo` on Dask, one task per shard; yield records as they finish."""
+    from distributed import as_completed
+
+    from preprocessing.cluster import dask_client
+
+    total = sum(len(p.files) for p in todo)
+    show = Progress("preprocess", total, enabled=progress)
+    wnids = tuple(w for w, _ in tree.classes)
+    rejected = 0
+    with dask_client(workers, dask_address) as client:
+        futures = [
+            client.submit(
+                write_shard,
+                str(src.resolve()),
+                str(out.resolve()),
+                plan,
+                settings.image,
+                wnids,
+                key=f"write-shard-{plan.name}-{plan.digest[:12]}",
+                pure=False,
+            )
+            for plan in todo
+        ]
+        by_key = {f.key: plan for f, plan in zip(futures, todo, strict=True)}
+        try:
+            for future in as_completed(futures):
+                try:
+                    record = future.result()
+                except Exception as err:
+                    name = by_key[future.key].name
+                    raise RuntimeError(
+                        f"writing shard {name} failed: {type(err).__name__}: {err}. Completed "
+                        "shards are kept; run the same command again to resume."
+                    ) from err
+                rejected += len(record["rejects"])
+                show.update(record["inputs"], f"{rejected} rejected")
+                yield record
+        finally:
+            show.close()
+            for f in futures:
+                f.cancel()
+
+
+def _finish(
+    src: Path,
+    out: Path,
+    tree: SourceTree,
+    settings: PrepareSettings,
+    records: dict[str, list[dict | None]],
+) -> dict:
+    """Write rejects.jsonl and manifest.json (last) from the shard records."""
+    previous = _read_json(out / MANIFEST)
+    rejects = [dict(r, split=r["path"].split("/")[0]) for r in tree.rejects]
+    splits = {}
+    for split, recs in records.items():
+        assert all(r is not None for r in recs)
+        shard_rejects = [dict(r, split=split) for rec in recs for r in rec["rejects"]]
+        rejects += shard_rejects
+        scan_rejects = sum(r["path"].startswith(f"{split}/") for r in tree.rejects)
+        splits[split] = {
+            "count": sum(r["count"] for r in recs),
+            "inputs": sum(r["inputs"] for r in recs) + scan_rejects,
+            "rejected": len(shard_rejects) + scan_rejects,
+            "shards": [
+                {
+                    k: r[k]
+                    for k in ("shard", "count", "bytes", "sha256", "partials", "partials_sha256")
+                    if k in r
+                }
+                for r in recs
+            ],
+        }
+    # Splits not processed this time keep their entry if it was made with these settings.
+    if previous and previous.get("settings") == settings.as_dict():
+        for split, entry in previous.get("splits", {}).items():
+            if split not in splits:
+                splits[split] = entry
+                rejects += [r for r in _read_rejects(out) if r.get("split") == split]
+    rejects.sort(key=lambda r: (r["split"], r["path"]))
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects)
+    write_bytes(out / REJECTS, lines.encode())
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "classes": [{"index": i, "wnid": w, "name": n} for i, (w, n) in enumerate(tree.classes)],
+        "settings": settings.as_dict(),
+        "source": {
+            "path": str(src.resolve()),
+            "fingerprint": tree.fingerprint(),
+            "val_labels": tree.val_labels,
+        },
+        "splits": dict(sorted(splits.items())),
+        "counts": {
+            "inputs": sum(s["inputs"] for s in splits.values()),
+            "written": sum(s["count"] for s in splits.values()),
+            "rejected": len(rejects),
+        },
+    }
+    if (
+        manifest["counts"]["inputs"]
+        != manifest["counts"]["written"] + manifest["counts"]["rejected"]
+    ):
+        raise AssertionError(f"counts do not add up: {manifest['counts']}")
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_rejects(out: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in (out / REJECTS).read_text().splitlines() if line]
+    except (OSError, ValueError):
+        return []

@@ -1,0 +1,241 @@
+"""Reading an ImageNet source tree: classes, labels, and the list of input files.
+
+Layouts understood (either split may be absent):
+
+    SRC/train/<wnid>/*                     class folders
+    SRC/val/<wnid>/*                       class folders, or
+    SRC/val/*  + a labels file             flat, labelled by one of:
+        LOC_val_solution.csv               Kaggle: ImageId,PredictionString (wnid first)
+        val.txt / val_labels.txt           "filename wnid" or "filename index" per line
+    SRC/LOC_synset_mapping.txt             "wnid name" per line, in class-index order;
+                                           without it, class index = sorted wnid order
+
+Every regular, non-hidden file in those folders is an input, whatever its
+extension says: the decoder decides by content what it is. Inputs that cannot
+be given a label become rejects here, with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shards.format import SPLITS, sample_key
+
+SYNSET_MAPPING = "LOC_synset_mapping.txt"
+VAL_LABEL_FILES = ("LOC_val_solution.csv", "val/LOC_val_solution.csv", "val.txt", "val_labels.txt")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input image (by path; not yet read)."""
+
+    split: str
+    relpath: str  # POSIX path relative to SRC, e.g. "train/n01440764/n01440764_10026.JPEG"
+    key: str  # the sample's __key__, unique within the split
+    label: int
+    size: int
+    mtime_ns: int
+
+    def identity(self) -> str:
+        """What says whether this input changed: path, size, mtime and label."""
+        return f"{self.relpath}\t{self.size}\t{self.mtime_ns}\t{self.label}"
+
+
+@dataclass
+class SourceTree:
+    root: Path
+    classes: list[tuple[str, str]]  # (wnid, name) in class-index order
+    files: dict[str, list[SourceFile]] = field(default_factory=dict)
+    rejects: list[dict] = field(default_factory=list)  # {"path", "reason"} found while scanning
+    val_labels: str | None = None  # the labels file used, relative to SRC
+
+    def fingerprint(self) -> str:
+        """sha256 over the class list and every input's identity (see SourceFile.identity)."""
+        h = hashlib.sha256()
+        for wnid, name in self.classes:
+            h.update(f"class\t{wnid}\t{name}\n".encode())
+        for split in sorted(self.files):
+            for f in self.files[split]:
+                h.update(f"{split}\t{f.identity()}\n".encode())
+        for r in self.rejects:
+            h.update(f"reject\t{r['path']}\n".encode())
+        return h.hexdigest()
+
+    @property
+    def n_inputs(self) -> int:
+        return sum(len(v) for v in self.files.values()) + len(self.rejects)
+
+
+def _listdir(folder: Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as it:
+        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+
+
+def read_synsets(path: Path) -> list[tuple[str, str]]:
+    """Parse LOC_synset_mapping.txt: 'wnid name, synonyms' per line."""
+    classes = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        wnid, _, name = line.strip().partition(" ")
+        if not wnid:
+            raise ValueError(f"{path}:{n}: expected 'wnid name', got {line!r}")
+        classes.append((wnid, name.strip()))
+    if len({w for w, _ in classes}) != len(classes):
+        raise ValueError(f"{path}: a wnid appears twice")
+    return classes
+
+
+def read_val_labels(path: Path, wnids: list[str] | None) -> dict[str, str]:
+    """File stem -> wnid, from a Kaggle CSV or a plain 'filename wnid|index' list."""
+    labels: dict[str, str] = {}
+    with open(path, newline="") as f:
+        first = f.readline()
+        f.seek(0)
+        if first.strip().startswith("ImageId"):
+            for row in csv.DictReader(f):
+                tokens = (row.get("PredictionString") or "").split()
+                if not tokens:
+                    raise ValueError(f"{path}: no label for {row.get('ImageId')!r}")
+                labels[Path(row["ImageId"]).stem] = tokens[0]
+            return labels
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2:
+                raise ValueError(f"{path}:{n}: expected 'filename wnid' or 'filename index'")
+            name, label = parts
+            if label.isdigit():
+                if wnids is None or not 0 <= int(label) < len(wnids):
+                    raise ValueError(
+                        f"{path}:{n}: class index {label} with no class list to map it"
+                    )
+                label = wnids[int(label)]
+            labels[Path(name).stem] = label
+    return labels
+
+
+def scan(
+    src: str | os.PathLike,
+    splits: tuple[str, ...] = SPLITS,
+    val_labels: str | os.PathLike | None = None,
+) -> SourceTree:
+    """List every labelled input of `splits` under `src`; ValueError if the tree is unusable."""
+    root = Path(src)
+    if not root.is_dir():
+        raise FileNotFoundError(f"source folder {root} does not exist")
+    present = [s for s in splits if (root / s).is_dir()]
+    if not present:
+        raise ValueError(f"{root} has none of {'/, '.join(splits)}/ (expected an ImageNet tree)")
+
+    def class_dirs(split: str) -> list[os.DirEntry]:
+        return [e for e in _listdir(root / split) if e.is_dir()]
+
+    mapping = root / SYNSET_MAPPING
+    if mapping.is_file():
+        classes = read_synsets(mapping)
+    else:
+        wnids = sorted({e.name for s in present for e in class_dirs(s)})
+        classes = [(w, "") for w in wnids]
+
+    tree = SourceTree(root, classes)
+    index = {w: i for i, (w, _) in enumerate(classes)}
+    for split in present:
+        folders = class_dirs(split)
+        if split == "val" and not folders:
+            tree.files[split] = _scan_flat_val(root, tree, index, val_labels)
+        else:
+            tree.files[split] = _scan_class_folders(root, split, folders, tree, index)
+    if not tree.classes:
+        # a flat val with wnid labels and no mapping or train folders
+        raise ValueError(f"{root}: no classes found (no {SYNSET_MAPPING}, no class folders)")
+    tree.rejects.sort(key=lambda r: r["path"])
+    return tree
+
+
+def _file(split: str, relpath: str, key: str, label: int, e: os.DirEntry) -> SourceFile:
+    st = e.stat()
+    return SourceFile(split, relpath, key, label, st.st_size, st.st_mtime_ns)
+
+
+def _scan_class_folders(
+    root: Path, split: str, folders: list[os.DirEntry], tree: SourceTree, index: dict[str, int]
+) -> list[SourceFile]:
+    files, keys = [], set()
+    for folder in folders:
+        for e in _listdir(Path(folder.path)):
+            if not e.is_file():
+                continue
+            rel = f"{split}/{folder.name}/{e.name}"
+            key = sample_key(f"{folder.name}/{e.name}")
+            if folder.name not in index:
+                tree.rejects.append(
+                    {
+                        "path": rel,
+                        "reason": f"class folder {folder.name!r} is not in {SYNSET_MAPPING}",
+                    }
+                )
+            elif key in keys:
+                tree.rejects.append(
+                    {
+                        "path": rel,
+                        "reason": f"another file has the same name "
+                        f"stem (key {key!r}); only the first is kept",
+                    }
+                )
+            else:
+                keys.add(key)
+                files.append(_file(split, rel, key, index[folder.name], e))
+    return files
+
+
+def _scan_flat_val(
+    root: Path, tree: SourceTree, index: dict[str, int], val_labels: str | os.PathLike | None
+) -> list[SourceFile]:
+    if val_labels is not None:
+        label_path = Path(val_labels)
+        if not label_path.is_file():
+            raise FileNotFoundError(f"val labels file {label_path} does not exist")
+    else:
+        found = [root / c for c in VAL_LABEL_FILES if (root / c).is_file()]
+        if not found:
+            raise ValueError(
+                f"{root}/val/ is flat but no labels file was found (looked for "
+                f"{', '.join(VAL_LABEL_FILES)} under {root}); pass --val-labels, or "
+                "preprocess only the train split (--splits train)"
+            )
+        label_path = found[0]
+    tree.val_labels = os.path.relpath(label_path, root)
+    wnids = [w for w, _ in tree.classes] if tree.classes else None
+    labels = read_val_labels(label_path, wnids)
+    if not tree.classes:
+        tree.classes = [(w, "") for w in sorted(set(labels.values()))]
+        index.update({w: i for i, (w, _) in enumerate(tree.classes)})
+    files = []
+    keys = set()
+    for e in _listdir(root / "val"):
+        if not e.is_file():
+            continue
+        rel, key = f"val/{e.name}", sample_key(e.name)
+        wnid = labels.get(key) or labels.get(Path(e.name).stem)
+        if wnid is None:
+            tree.rejects.append({"path": rel, "reason": f"no label in {tree.val_labels}"})
+        elif wnid not in index:
+            tree.rejects.append({"path": rel, "reason": f"label {wnid!r} is not a known class"})
+        elif key in keys:
+            tree.rejects.append(
+                {
+                    "path": rel,
+                    "reason": f"another file has the same name stem "
+                    f"(key {key!r}); only the first is kept",
+                }
+            )
+        else:
+            keys.add(key)
+            files.append(_file("val", rel, key, index[wnid], e))
+    return files

@@ -1,0 +1,64 @@
+"""Atomic file writes: a temporary name in the same folder, fsync, rename.
+
+A reader (or a resumed run) sees either the old file or the complete new one,
+never a half-written file under a final name. Temporary names start with the
+final name and end in `.tmp-<pid>`, so `remove_stale_temporaries` can sweep up
+after a killed writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+TMP_MARK = ".tmp-"
+
+
+def temporary_name(path: Path) -> Path:
+    """The temporary sibling that `atomic_writer` writes `path` through."""
+    return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of `path` for writing; rename it over `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Atomically write `data` to `path`."""
+    with atomic_writer(path, "wb") as f:
+        f.write(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write `obj` as stable, human-readable JSON (sorted keys)."""
+    write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete temporaries that killed writers left in `folder`; return how many."""
+    removed = 0
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if TMP_MARK in p.name and p.is_file():
+                p.unlink()
+                removed += 1
+    return removed

@@ -1,0 +1,127 @@
+"""Names, keys and the tar writer of WebDataset shards.
+
+A data root `OUT` holds, per split:
+
+    OUT/shards/{split}/{split}-NNNNNN.tar         the samples (WebDataset)
+    OUT/shards/{split}/{split}-NNNNNN.json        the shard's record: written last,
+                                                  it marks the shard complete
+    OUT/shards/train/train-NNNNNN.stats.npz       partial statistics (train only)
+
+Each sample is `{key}.jpg` (or `.png`), `{key}.cls` (class index, ASCII) and
+`{key}.json` (source path, wnid, original size and format), in that order.
+Tars are byte-for-byte deterministic: fixed member order, mtime, owner and mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import tarfile
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+
+from shards.atomic import atomic_writer
+
+SPLITS = ("train", "val")
+MANIFEST = "manifest.json"
+REJECTS = "rejects.jsonl"
+IMAGE_EXTS = ("jpg", "png")
+_SHARD_RE = re.compile(r"^(train|val)-(\d{6})\.tar$")
+
+
+def shard_dir(out: str | os.PathLike, split: str) -> Path:
+    """`OUT/shards/{split}`."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return Path(out) / "shards" / split
+
+
+def shard_name(split: str, index: int) -> str:
+    """`{split}-NNNNNN.tar`, zero-padded to six digits."""
+    return f"{split}-{index:06d}.tar"
+
+
+def shard_index(name: str) -> int | None:
+    """The index in a shard file name, or None if `name` is not a shard's name."""
+    m = _SHARD_RE.match(name)
+    return int(m.group(2)) if m else None
+
+
+def record_path(shard: Path) -> Path:
+    """The shard's completion record, `{split}-NNNNNN.json` beside it."""
+    return shard.with_suffix(".json")
+
+
+def partials_path(shard: Path) -> Path:
+    """The shard's partial statistics, `{split}-NNNNNN.stats.npz` beside it."""
+    return shard.with_suffix(".stats.npz")
+
+
+def sample_key(relpath: str) -> str:
+    """The stable `__key__` of a source file, from its path relative to its split.
+
+    `n01440764/n01440764_10026.JPEG` -> `n01440764/n01440764_10026`. WebDataset
+    splits a member name at the first dot of its base name, so dots left in the
+    stem become underscores.
+    """
+    p = PurePosixPath(relpath)
+    stem = p.name.split(".")[0] if p.name.startswith(".") else p.stem
+    stem = stem.replace(".", "_")
+    return str(p.with_name(stem)) if str(p.parent) != "." else stem
+
+
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o444
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class ShardWriter:
+    """Write one shard: `write(...)` per sample, then `close()`.
+
+    The tar goes to a temporary sibling and is renamed into place on `close()`;
+    if the writer is left through an exception, nothing appears under `path`.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self._stack = contextlib.ExitStack()
+        file = self._stack.enter_context(atomic_writer(self.path, "wb"))
+        self._tar = self._stack.enter_context(
+            tarfile.open(fileobj=file, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+        )
+
+    def write(self, key: str, image: bytes, ext: str, cls: int, meta: bytes) -> None:
+        """Append one sample: `{key}.{ext}`, `{key}.cls`, `{key}.json`."""
+        if ext not in IMAGE_EXTS:
+            raise ValueError(f"image extension must be one of {IMAGE_EXTS}, got {ext!r}")
+        for suffix, data in ((ext, image), ("cls", str(int(cls)).encode()), ("json", meta)):
+            self._tar.addfile(_member(f"{key}.{suffix}", len(data)), io.BytesIO(data))
+        self.count += 1
+
+    def close(self) -> None:
+        """Finish the tar and rename it into place."""
+        self._stack.close()
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop the temporary file; nothing appears under the final name."""
+        err = exc or RuntimeError("shard writing aborted")
+        self._stack.__exit__(type(err), err, err.__traceback__)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if et is None:
+            self.close()
+        else:
+            self.abort(ev)

@@ -1,0 +1,102 @@
+"""Per-shard partial statistics: exact integer sums of the pixels as stored.
+
+Preprocessing accumulates them from the same decoded pixels that a reader of
+the shard gets back, so the statistics stage reduces them without another pass
+over the images. All accumulators are integers, so sums over any number of
+shards, in any order, are exact:
+
+- `pixel_sum` (H, W, 3) uint64: per-pixel, per-channel sum (the mean image's numerator)
+- `rgb_sum` (3,) int64: sum of every pixel's RGB vector (derived from `pixel_sum`)
+- `rgb_outer` (3, 3) int64: sum of x xᵀ over every pixel x (the covariance's second moment)
+- `n_images`, `n_pixels`
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shards.atomic import atomic_writer
+
+# Per image, sum(x_c * x_d) <= 255² * 256² < 2**53: float64 dot products of
+# uint8 values are exact integers, and BLAS computes them fast.
+_FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass
+class Partials:
+    pixel_sum: np.ndarray
+    rgb_outer: np.ndarray
+    n_images: int = 0
+
+    @classmethod
+    def zeros(cls, size: int = 256) -> Partials:
+        """Empty accumulators for `size` x `size` RGB images."""
+        return cls(np.zeros((size, size, 3), np.uint64), np.zeros((3, 3), np.int64))
+
+    @property
+    def n_pixels(self) -> int:
+        return self.n_images * self.pixel_sum.shape[0] * self.pixel_sum.shape[1]
+
+    @property
+    def rgb_sum(self) -> np.ndarray:
+        return self.pixel_sum.sum(axis=(0, 1), dtype=np.uint64).astype(np.int64)
+
+    def add(self, pixels: np.ndarray) -> None:
+        """Accumulate one (H, W, 3) uint8 image."""
+        if pixels.dtype != np.uint8 or pixels.shape != self.pixel_sum.shape:
+            raise ValueError(
+                f"expected uint8 {self.pixel_sum.shape}, got {pixels.dtype} {pixels.shape}"
+            )
+        np.add(self.pixel_sum, pixels, out=self.pixel_sum, casting="unsafe")
+        x = pixels.reshape(-1, 3).astype(np.float64)
+        self.rgb_outer += (x.T @ x).astype(np.int64)
+        self.n_images += 1
+
+    def merge(self, other: Partials) -> None:
+        """Add another shard's sums to these."""
+        self.pixel_sum += other.pixel_sum
+        self.rgb_outer += other.rgb_outer
+        self.n_images += other.n_images
+
+    def to_bytes(self) -> bytes:
+        """A deterministic .npz (fixed timestamps, fixed member order)."""
+        arrays = {
+            "pixel_sum": self.pixel_sum,
+            "rgb_sum": self.rgb_sum,
+            "rgb_outer": self.rgb_outer,
+            "n_images": np.int64(self.n_images),
+            "n_pixels": np.int64(self.n_pixels),
+        }
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, arr in arrays.items():
+                member = io.BytesIO()
+                np.lib.format.write_array(member, np.asarray(arr), allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_FIXED_ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                z.writestr(info, member.getvalue())
+        return buf.getvalue()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Atomically write the .npz to `path`."""
+        with atomic_writer(path) as f:
+            f.write(self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Partials:
+        """Read a file written by `save`, checking that it is consistent."""
+        with np.load(Path(path), allow_pickle=False) as z:
+            p = cls(
+                z["pixel_sum"].astype(np.uint64),
+                z["rgb_outer"].astype(np.int64),
+                int(z["n_images"]),
+            )
+            if int(z["n_pixels"]) != p.n_pixels or not np.array_equal(z["rgb_sum"], p.rgb_sum):
+                raise ValueError(f"{path}: inconsistent partial statistics")
+        return p

@@ -1,0 +1,256 @@
+"""The preprocess stage end to end: shards, manifest, rejects, determinism, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from preprocessing.prepare import PrepareSettings, preprocess
+from preprocessing.sample_data import SampleSpec, generate
+from shards.partials import Partials
+from shards.reader import iter_samples, read_manifest, shard_paths
+
+SPEC = SampleSpec(classes=4, train_per_class=12, val_per_class=3, quirks=1, seed=5, max_side=420)
+SETTINGS = PrepareSettings(shard_size=10)
+
+
+def digest(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("src") / "imagenet"
+    generate(root, SPEC)
+    return root
+
+
+@pytest.fixture(scope="module")
+def done(src, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "data"
+    report = preprocess(src, out, SETTINGS, workers=2, progress=False)
+    return out, report
+
+
+def test_every_input_is_in_a_shard_or_rejected(src, done):
+    out, report = done
+    meta = json.loads((src / "sample-data.json").read_text())
+    manifest = read_manifest(out)
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+
+    bad = sorted(q["path"] for q in meta["quirks"] if not q["decodable"])
+    assert sorted(r["path"] for r in rejects) == bad
+    reasons = {
+        q["kind"]: r["reason"] for q in meta["quirks"] for r in rejects if r["path"] == q["path"]
+    }
+    assert "truncated" in reasons["truncated"]
+    assert "empty" in reasons["empty"]
+    assert "not an image" in reasons["not-an-image"]
+
+    stored = {
+        s.meta["path"] for split in ("train", "val") for s in iter_samples(shard_paths(out, split))
+    }
+    inputs = {str(p.relative_to(src)) for p in src.glob("*/**/*.JPEG")}
+    assert stored | set(bad) == inputs and not stored & set(bad)
+    counts = manifest["counts"]
+    assert counts == {"inputs": len(inputs), "written": len(stored), "rejected": len(bad)}
+    assert (report.inputs, report.written, report.rejected) == (len(inputs), len(stored), len(bad))
+    for entry in manifest["splits"].values():
+        assert entry["count"] == sum(s["count"] for s in entry["shards"])
+
+
+def test_manifest_follows_the_contract(src, done):
+    out, _ = done
+    m = read_manifest(out)
+    synsets = (src / "LOC_synset_mapping.txt").read_text().splitlines()
+    assert [f"{c['wnid']} {c['name']}" for c in m["classes"]] == synsets
+    assert m["settings"]["size"] == 256 and m["settings"]["quality"] == 95
+    assert len(m["source"]["fingerprint"]) == 64
+    n_train = SPEC.classes * SPEC.train_per_class - 3  # three undecodable quirks
+    assert m["splits"]["train"]["count"] == n_train
+    assert [s["shard"] for s in m["splits"]["train"]["shards"]] == [
+        f"train-{i:06d}.tar" for i in range(5)
+    ]
+    for split, entry in m["splits"].items():
+        for s in entry["shards"]:
+            tar = out / "shards" / split / s["shard"]
+            assert hashlib.sha256(tar.read_bytes()).hexdigest() == s["sha256"]
+            assert tar.stat().st_size == s["bytes"]
+
+
+# webdataset 1.0's opener leaves its files to the garbage collector.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_shards_read_back_with_webdataset_and_tar(done):
+    out, _ = done
+    paths = [str(p) for p in shard_paths(out, "train")]
+    samples = list(wds.WebDataset(paths, shardshuffle=False).decode("pil"))
+    assert len(samples) == read_manifest(out)["splits"]["train"]["count"]
+    for s in samples:
+        assert s["jpg"].size == (256, 256) and s["jpg"].mode == "RGB"
+        assert isinstance(s["cls"], int) and 0 <= s["cls"] < SPEC.classes
+        assert s["json"]["wnid"].startswith("n") and s["json"]["width"] > 0
+        assert s["__key__"] == s["json"]["path"].removeprefix("train/").removesuffix(".JPEG")
+
+    listing = subprocess.run(["tar", "-tf", paths[0]], capture_output=True, text=True, check=True)
+    names = listing.stdout.split()
+    assert len(names) == 3 * read_manifest(out)["splits"]["train"]["shards"][0]["count"]
+    assert [n.rsplit(".", 1)[1] for n in names[:3]] == ["jpg", "cls", "json"]
+
+
+def test_train_shards_mix_classes_and_val_keeps_source_order(done):
+    out, _ = done
+    for path in shard_paths(out, "train"):
+        assert len({s.cls for s in iter_samples([path])}) > 1, path.name
+    val = [s.meta["path"] for s in iter_samples(shard_paths(out, "val"))]
+    assert val == sorted(val)
+
+
+def test_partials_are_exact_sums_of_the_stored_pixels(done):
+    out, _ = done
+    for path in shard_paths(out, "train"):
+        p = Partials.load(path.with_suffix(".stats.npz"))
+        pixels = [
+            np.asarray(Image.open(io.BytesIO(s.image)).convert("RGB")) for s in iter_samples([path])
+        ]
+        stack = np.stack(pixels).astype(np.int64)
+        assert p.n_images == len(pixels) and p.n_pixels == len(pixels) * 256 * 256
+        np.testing.assert_array_equal(p.pixel_sum, stack.sum(0))
+        flat = stack.reshape(-1, 3)
+        np.testing.assert_array_equal(p.rgb_outer, flat.T @ flat)
+        np.testing.assert_array_equal(p.rgb_sum, flat.sum(0))
+
+
+def test_same_bytes_whatever_the_workers(src, done, tmp_path):
+    out, _ = done
+    other = tmp_path / "one-worker"
+    preprocess(src, other, SETTINGS, workers=1, progress=False)
+    assert digest(other) == digest(out)
+
+
+def test_unchanged_rerun_does_no_work(src, done):
+    out, _ = done
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.tar")}
+    report = preprocess(src, out, SETTINGS, workers=2, progress=False)
+    assert report.shards_written == 0 and not report.cluster_started
+    assert report.shards_reused == len(before)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.tar")} == before
+
+
+def test_changed_settings_rewrite_and_shrinking_removes_stale_shards(src, done, tmp_path):
+    out, _ = done
+    work = tmp_path / "work"
+    preprocess(src, work, SETTINGS, workers=1, progress=False)
+    report = preprocess(src, work, PrepareSettings(shard_size=20), workers=1, progress=False)
+    assert report.shards_written == 3 + 1 and report.shards_removed == 2 + 1  # train + val
+    assert sorted(p.name for p in (work / "shards/train").glob("*.tar")) == [
+        f"train-{i:06d}.tar" for i in range(3)
+    ]
+    assert not list(work.rglob("*.tmp-*"))
+    assert read_manifest(work)["counts"] == read_manifest(out)["counts"]
+
+
+def test_resume_after_sigkill_gives_the_same_bytes(src, tmp_path):
+    killed = tmp_path / "killed"
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    cmd = [exe, "preprocess", str(src), str(killed), "--shard-size", "2", "--workers", "1"]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.time() + 120
+        while len(list(killed.glob("shards/train/*.json"))) < 3 and time.time() < deadline:
+            assert proc.poll() is None, "finished before it could be killed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (killed / "manifest.json").exists()
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    # the same bytes as an uninterrupted run with these settings
+    fresh = tmp_path / "fresh"
+    preprocess(src, fresh, PrepareSettings(shard_size=2), workers=2, progress=False)
+    assert digest(killed) == digest(fresh)
+
+
+def test_refuses_foreign_or_nested_output(src, tmp_path):
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match=r"thesis\.tex"):
+        preprocess(src, foreign, SETTINGS, workers=1, progress=False)
+    assert [p.name for p in foreign.iterdir()] == ["thesis.tex"]
+    with pytest.raises(ValueError, match="inside the source"):
+        preprocess(src, src / "train" / "out", SETTINGS, workers=1, progress=False)
+
+
+def test_other_layouts(tmp_path):
+    """val/<wnid>/ folders, a plain 'filename index' list, no synset mapping."""
+    root = tmp_path / "src"
+    generate(root, SampleSpec(classes=3, train_per_class=3, val_per_class=2, quirks=0))
+    rows = (root / "LOC_val_solution.csv").read_text().splitlines()[1:]
+    wnids = [line.split()[0] for line in (root / "LOC_synset_mapping.txt").read_text().splitlines()]
+    (root / "LOC_synset_mapping.txt").unlink()
+
+    (root / "LOC_val_solution.csv").rename(tmp_path / "kaggle.csv")
+    with pytest.raises(ValueError, match="no labels file"):
+        preprocess(root, tmp_path / "o0", SETTINGS, workers=1, progress=False)
+
+    plain = tmp_path / "val.txt"
+    plain.write_text(
+        "".join(f"{r.split(',')[0]}.JPEG {wnids.index(r.split(',')[1].split()[0])}\n" for r in rows)
+    )
+    m1 = preprocess(
+        root, tmp_path / "o1", SETTINGS, val_labels=plain, workers=1, progress=False
+    ).manifest
+    assert [c["wnid"] for c in m1["classes"]] == sorted(wnids)
+    assert m1["splits"]["val"]["count"] == 6 and m1["counts"]["rejected"] == 0
+
+    for r in rows:  # reorganise val/ into class folders
+        image_id, wnid = r.split(",")[0], r.split(",")[1].split()[0]
+        (root / "val" / wnid).mkdir(exist_ok=True)
+        (root / "val" / f"{image_id}.JPEG").rename(root / "val" / wnid / f"{image_id}.JPEG")
+    m2 = preprocess(root, tmp_path / "o2", SETTINGS, workers=1, progress=False).manifest
+    labels1 = {
+        s.meta["path"].split("/")[-1]: s.cls
+        for s in iter_samples(shard_paths(tmp_path / "o1", "val"))
+    }
+    labels2 = {
+        s.meta["path"].split("/")[-1]: s.cls
+        for s in iter_samples(shard_paths(tmp_path / "o2", "val"))
+    }
+    assert labels1 == labels2 and m2["splits"]["val"]["count"] == 6
+
+
+def test_cli_preprocess(src, tmp_path):
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    out = tmp_path / "cli"
+    res = subprocess.run(
+        [exe, "preprocess", str(src), str(out), "--workers", "1", "--splits", "val"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "val: 12 images in 1 shards, 0 rejected" in res.stdout
+    assert "preprocess: 12/12 images" in res.stderr  # log-friendly progress lines off a terminal
+    bad = subprocess.run(
+        [exe, "preprocess", str(tmp_path / "nope"), str(out)], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
