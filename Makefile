@@ -37,10 +37,11 @@ test: lint
 
 demo: install
 	$(BIN)/alexnet sample-data $(DEMO_SRC)
+	$(BIN)/alexnet preprocess $(DEMO_SRC) $(DEMO_OUT) --shard-size 200
 	@echo
-	@echo "Sample ImageNet tree: $(DEMO_SRC) (see $(DEMO_SRC)/sample-data.json)."
-	@echo "Next stages, not built yet: preprocess -> stats -> train -> evaluate"
-	@echo "(issues 3-8); when they land, 'make demo' runs them all on $(DEMO_SRC) into $(DEMO_OUT)."
+	@echo "Sample ImageNet tree: $(DEMO_SRC); shards, manifest and rejects: $(DEMO_OUT)."
+	@echo "Next stages, not built yet: stats -> train -> evaluate (issues 4-8);"
+	@echo "when they land, 'make demo' runs them all."
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

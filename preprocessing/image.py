@@ -198,5 +198,6 @@ class ImageProcessor:
             out.save(buf, "JPEG", quality=self.s.quality)
             # The pixels as stored: what any reader of the shard decodes.
             with Image.open(io.BytesIO(buf.getvalue())) as back:
-                pixels = np.asarray(back.convert("RGB"))
+                back.load()
+                pixels = np.asarray(back)  # our encoder wrote RGB, so it decodes as RGB
         return Processed(buf.getvalue(), pixels, width, height, fmt, mode)

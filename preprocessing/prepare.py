@@ -115,14 +115,6 @@ def _processor(settings: ImageSettings) -> ImageProcessor:
     return ImageProcessor(settings)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_shard(
     src: str, out: str, plan: ShardPlan, settings: ImageSettings, wnids: tuple[str, ...]
 ) -> dict:
@@ -161,8 +153,8 @@ def write_shard(
         "plan": plan.digest,
         "inputs": len(plan.files),
         "count": writer.count,
-        "bytes": tar.stat().st_size,
-        "sha256": _sha256_file(tar),
+        "bytes": writer.bytes,
+        "sha256": writer.sha256,
         "rejects": rejects,
     }
     if partials is not None:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,3 +22,52 @@ def small_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleRe
     """A 4-class tree with one of each quirk: (root, report)."""
     root = tmp_path_factory.mktemp("sample") / "imagenet"
     return root, generate(root, SMALL)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a process we started in its own session, and everything it started."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `dask scheduler` and one `dask worker` on 127.0.0.1; yields the address."""
+    from distributed import Client
+
+    logs = tmp_path_factory.mktemp("dask")
+    dask = str(Path(sys.executable).with_name("dask"))
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    port = address.rsplit(":", 1)[1]
+    local = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
+    commands = {
+        "scheduler": [dask, "scheduler", "--port", port, *local],
+        "worker": [dask, "worker", address, "--nworkers", "1", "--nthreads", "1", *local,
+                   "--local-directory", str(logs / "worker")],
+    }  # fmt: skip
+    procs = []
+    try:
+        for name, cmd in commands.items():
+            with open(logs / f"{name}.log", "wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)

@@ -144,6 +144,14 @@ def test_same_bytes_whatever_the_workers(src, done, tmp_path):
     assert digest(other) == digest(out)
 
 
+def test_an_existing_dask_cluster_gives_the_same_bytes(src, done, tmp_path, dask_address):
+    out, _ = done
+    remote = tmp_path / "remote"
+    report = preprocess(src, remote, SETTINGS, dask_address=dask_address, progress=False)
+    assert report.shards_written == 5 + 2
+    assert digest(remote) == digest(out)
+
+
 def test_unchanged_rerun_does_no_work(src, done):
     out, _ = done
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.tar")}

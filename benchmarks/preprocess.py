@@ -1,0 +1,224 @@
+"""Preprocessing throughput and memory, against baselines measured in the same run.
+
+    .venv/bin/python benchmarks/preprocess.py [--images 3000] [--small 1000] [--repeats 3]
+
+Builds an ImageNet-like corpus (photograph-like detail; mostly about 500x375,
+landscape and portrait, 10% at 1000-1600 px, 10% smaller; JPEG quality 90),
+then measures, interleaved, `--repeats` times each:
+
+  (a) bare:  decode with draft + resize + crop + encode, on all cores, nothing
+             else (multiprocessing.Pool over the files): the limit;
+  (b) plain: the same with a full decode (no draft): what most scripts do;
+  (c) stage: `preprocess()` end to end (Dask cluster start, scan, decode,
+             resize, crop, encode, re-decode for the statistics, partial
+             statistics, tar writing, records, manifest).
+
+Reports medians of images/s and images/s per core, the ratios c/a and a/b, and
+the peak resident memory of the whole process tree during (c) at two corpus
+sizes (`--small` and `--images`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+from preprocessing.cluster import default_workers
+from preprocessing.prepare import PrepareSettings, preprocess
+
+SIZE = 256
+
+
+def photo(w: int, h: int, rng: np.random.Generator) -> Image.Image:
+    """Photograph-like: smooth fields at several scales, edges, grain."""
+    out = np.zeros((h, w, 3), np.float32)
+    for cells, amp in ((3, 80), (10, 45), (40, 25), (160, 12)):
+        small = rng.uniform(0, 255, (cells, max(2, cells * w // h), 3)).astype(np.uint8)
+        big = Image.fromarray(small).resize((w, h), Image.BICUBIC)
+        out += (np.asarray(big, np.float32) / 127.5 - 1) * amp
+    for _ in range(6):  # hard-edged objects
+        x0, y0 = rng.integers(0, w), rng.integers(0, h)
+        out[y0 : y0 + rng.integers(10, h // 2), x0 : x0 + rng.integers(10, w // 2)] += rng.uniform(
+            -60, 60, 3
+        )
+    out += 120 + rng.normal(0, 5, out.shape)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
+
+
+def _make_one(args: tuple[int, str]) -> None:
+    i, path = args
+    rng = np.random.default_rng(i)
+    u = rng.uniform()
+    if u < 0.8:
+        w, h = int(rng.normal(500, 20)), int(rng.normal(375, 20))
+    elif u < 0.9:
+        w, h = int(rng.uniform(1000, 1600)), int(rng.uniform(750, 1200))
+    else:
+        w, h = int(rng.uniform(200, 400)), int(rng.uniform(150, 300))
+    if rng.uniform() < 0.3:
+        w, h = h, w
+    photo(w, h, rng).save(path, "JPEG", quality=90)
+
+
+def build_corpus(root: Path, n: int) -> Path:
+    """An ImageNet-shaped train/ tree of n images in 10 classes (cached in `root`)."""
+    src = root / f"corpus-{n}"
+    if (src / "done").exists():
+        return src
+    jobs = []
+    for i in range(n):
+        wnid = f"n{1441000 + 1000 * (i % 10):08d}"
+        (src / "train" / wnid).mkdir(parents=True, exist_ok=True)
+        jobs.append((i, str(src / "train" / wnid / f"{wnid}_{i}.JPEG")))
+    with mp.Pool(default_workers()) as pool:
+        pool.map(_make_one, jobs, chunksize=16)
+    (src / "done").touch()
+    return src
+
+
+def _bare(args: tuple[str, bool]) -> int:
+    path, draft = args
+    with Image.open(path) as im:
+        w, h = im.size
+        if draft and min(w, h) >= 2 * SIZE:
+            k = SIZE / min(w, h)
+            im.draft("RGB", (round(w * k), round(h * k)))
+        im = im.convert("RGB")
+        w, h = im.size
+        k = SIZE / min(w, h)
+        nw, nh = max(SIZE, round(w * k)), max(SIZE, round(h * k))
+        im = im.resize((nw, nh), Image.Resampling.LANCZOS)
+        left, top = (nw - SIZE) // 2, (nh - SIZE) // 2
+        buf = io.BytesIO()
+        im.crop((left, top, left + SIZE, top + SIZE)).save(buf, "JPEG", quality=95)
+    return len(buf.getvalue())
+
+
+def run_loop(files: list[str], draft: bool, cores: int) -> float:
+    t0 = time.perf_counter()
+    with mp.Pool(cores) as pool:
+        pool.map(_bare, [(f, draft) for f in files], chunksize=32)
+    return time.perf_counter() - t0
+
+
+class PeakRSS:
+    """Samples the summed RSS of this process and all its descendants."""
+
+    def __init__(self, every_s: float = 0.25) -> None:
+        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):  # a child may just have exited
+                    total += p.memory_info().rss
+            self.peak = max(self.peak, total)
+            time.sleep(self.every_s)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_stage(src: Path, work: Path, cores: int, shard_size: int) -> tuple[float, int]:
+    out = work / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        settings = PrepareSettings(shard_size=shard_size)
+        preprocess(src, out, settings, splits=("train",), workers=cores, progress=False)
+        seconds = time.perf_counter() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds, mem.peak
+
+
+def cluster_start_stop(cores: int) -> float:
+    """Seconds to start and stop the local Dask cluster: the stage's fixed cost."""
+    from preprocessing.cluster import dask_client
+
+    t0 = time.perf_counter()
+    with dask_client(cores):
+        pass
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--images", type=int, default=4000, help="corpus size for the speed runs")
+    ap.add_argument(
+        "--small", type=int, default=1000, help="smaller corpus, for the memory comparison"
+    )
+    ap.add_argument("--repeats", type=int, default=3)
+    # ImageNet's 1,282 shards keep every core busy; a corpus of a few thousand
+    # needs smaller shards for the same (the default 1,000 would leave cores idle).
+    ap.add_argument("--shard-size", type=int, default=250)
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "alexnet-bench"))
+    args = ap.parse_args()
+    cores = default_workers()
+    work = Path(args.workdir)
+    src = build_corpus(work, args.images)
+    small = build_corpus(work, args.small)
+    files = sorted(str(p) for p in (src / "train").rglob("*.JPEG"))
+
+    times: dict[str, list[float]] = {"a_bare": [], "b_plain": [], "c_stage": [], "cluster": []}
+    peaks: list[int] = []
+    for _ in range(args.repeats):
+        times["a_bare"].append(run_loop(files, True, cores))
+        times["b_plain"].append(run_loop(files, False, cores))
+        seconds, peak = run_stage(src, work, cores, args.shard_size)
+        times["c_stage"].append(seconds)
+        peaks.append(peak)
+        times["cluster"].append(cluster_start_stop(cores))
+    small_peak = max(run_stage(small, work, cores, args.shard_size)[1] for _ in range(2))
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    fixed = med.pop("cluster")
+    med["c_stage_steady"] = med["c_stage"] - fixed  # without the cluster's start and stop
+    rate = {k: args.images / v for k, v in med.items()}
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {cores} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
+        "images": args.images,
+        "repeats": args.repeats,
+        "shard_size": args.shard_size,
+        "images_per_s": {k: round(v, 1) for k, v in rate.items()},
+        "images_per_s_per_core": {k: round(v / cores, 1) for k, v in rate.items()},
+        "ratio_stage_over_bare": round(rate["c_stage"] / rate["a_bare"], 3),
+        "ratio_steady_stage_over_bare": round(rate["c_stage_steady"] / rate["a_bare"], 3),
+        "ratio_bare_over_plain": round(rate["a_bare"] / rate["b_plain"], 3),
+        "cluster_start_stop_s": round(fixed, 2),
+        "peak_rss_mib": {
+            str(args.small): round(small_peak / 2**20),
+            str(args.images): round(max(peaks) / 2**20),
+        },
+        "raw_seconds": {k: [round(x, 2) for x in v] for k, v in times.items()},
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The on-disk format: tar members and headers, partial statistics, atomic writes."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+
+from shards import partials as partials_mod
+from shards.atomic import remove_stale_temporaries, write_bytes
+from shards.format import ShardWriter, sample_key, shard_index, shard_name
+from shards.partials import Partials
+from shards.reader import iter_samples
+
+
+def test_names_and_keys():
+    assert shard_name("train", 12) == "train-000012.tar"
+    assert shard_index("val-000003.tar") == 3 and shard_index("val-3.tar") is None
+    assert sample_key("n01440764/n01440764_10026.JPEG") == "n01440764/n01440764_10026"
+    assert sample_key("ILSVRC2012_val_00000001.JPEG") == "ILSVRC2012_val_00000001"
+    assert sample_key("n0/a.b.c.jpg") == "n0/a_b_c"  # webdataset splits at the first dot
+
+
+@pytest.mark.parametrize(
+    "key", ["n01440764/n01440764_10026", "x" * 120, "n0/caf\u00e9_\u732b", "a/b/c"]
+)
+def test_tar_is_standard_and_deterministic(tmp_path, key):
+    meta = b'{"path": "p"}'
+    paths = []
+    for name in ("a.tar", "b.tar"):
+        with ShardWriter(tmp_path / name) as w:
+            w.write(key, b"\xff\xd8jpeg-bytes", "jpg", 7, meta)
+            w.write(key + "2", b"", "png", 0, meta)
+        paths.append(tmp_path / name)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    data = paths[0].read_bytes()
+    assert len(data) % 10240 == 0 and w.bytes == len(data)
+    with tarfile.open(paths[0]) as t:
+        members = t.getmembers()
+        names = [
+            f"{k}.{ext}"
+            for k, e in ((key, "jpg"), (key + "2", "png"))
+            for ext in (e, "cls", "json")
+        ]
+        assert [m.name for m in members] == names
+        assert all(m.isfile() and m.mtime == 0 and m.mode == 0o444 and m.uid == 0 for m in members)
+        assert t.extractfile(members[0]).read() == b"\xff\xd8jpeg-bytes"
+        assert t.extractfile(members[1]).read() == b"7"
+    samples = list(iter_samples([paths[0]]))
+    assert [(s.key, s.cls, s.ext) for s in samples] == [(key, 7, "jpg"), (key + "2", 0, "png")]
+
+
+def test_failed_writer_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError), ShardWriter(tmp_path / "s.tar") as w:
+        w.write("k", b"x", "jpg", 1, b"{}")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="extension"), ShardWriter(tmp_path / "t.tar") as w:
+        w.write("k", b"x", "gif", 1, b"{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temporaries_are_swept(tmp_path):
+    write_bytes(tmp_path / "keep.tar", b"ok")
+    (tmp_path / "x.tar.tmp-12345").write_bytes(b"half")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.tar"]
+
+
+def test_partials_are_exact_and_merge(tmp_path):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(5)]
+    images.append(np.full((8, 8, 3), 255, np.uint8))  # the largest products
+    a, b = Partials.zeros(8), Partials.zeros(8)
+    for i, im in enumerate(images):
+        (a if i < 3 else b).add(im)
+    a.merge(b)
+    x = np.stack(images).astype(np.int64)
+    flat = x.reshape(-1, 3)
+    np.testing.assert_array_equal(a.pixel_sum, x.sum(0))
+    np.testing.assert_array_equal(a.rgb_outer, flat.T @ flat)
+    np.testing.assert_array_equal(a.rgb_sum, flat.sum(0))
+    assert (a.n_images, a.n_pixels) == (6, 6 * 64)
+
+    a.save(tmp_path / "p.npz")
+    assert (tmp_path / "p.npz").read_bytes() == a.to_bytes()  # deterministic bytes
+    back = Partials.load(tmp_path / "p.npz")
+    np.testing.assert_array_equal(back.pixel_sum, a.pixel_sum)
+    np.testing.assert_array_equal(back.rgb_outer, a.rgb_outer)
+    with pytest.raises(ValueError, match="expected uint8"):
+        a.add(np.zeros((8, 8, 3), np.float32))
+
+
+def test_pixel_sum_widens_before_uint32_could_overflow(monkeypatch):
+    monkeypatch.setattr(partials_mod, "_UINT32_IMAGES", 2)
+    p = Partials.zeros(2)
+    for _ in range(3):
+        p.add(np.full((2, 2, 3), 255, np.uint8))
+    assert p.pixel_sum.dtype == np.uint64 and int(p.pixel_sum[0, 0, 0]) == 3 * 255
+
+
+def test_partials_file_is_checked(tmp_path):
+    p = Partials.zeros(2)
+    p.add(np.ones((2, 2, 3), np.uint8))
+    buf = io.BytesIO(p.to_bytes())
+    with np.load(buf) as z:
+        arrays = dict(z)
+    arrays["n_pixels"] = np.int64(5)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match="inconsistent"):
+        Partials.load(tmp_path / "bad.npz")
