@@ -38,9 +38,10 @@ test: lint
 demo: install
 	$(BIN)/alexnet sample-data $(DEMO_SRC)
 	$(BIN)/alexnet preprocess $(DEMO_SRC) $(DEMO_OUT) --shard-size 200
+	$(BIN)/alexnet stats $(DEMO_OUT)
 	@echo
-	@echo "Sample ImageNet tree: $(DEMO_SRC); shards, manifest and rejects: $(DEMO_OUT)."
-	@echo "Next stages, not built yet: stats -> train -> evaluate (issues 4-8);"
+	@echo "Sample ImageNet tree: $(DEMO_SRC); shards, manifest, rejects and stats: $(DEMO_OUT)."
+	@echo "Next stages, not built yet: train -> evaluate (issues 5-8);"
 	@echo "when they land, 'make demo' runs them all."
 
 clean:

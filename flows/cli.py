@@ -243,11 +243,83 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- alexnet stats -------------------------------------------------------------
+
+
+def _add_stats(sub: argparse._SubParsersAction) -> None:
+    from preprocessing.cluster import default_workers
+    from shards.stats import SCALES
+
+    p = sub.add_parser(
+        "stats",
+        formatter_class=_Formatter,
+        help="mean image and RGB PCA eigenpairs of the training shards, with Dask",
+        description=(
+            "Reduce the train shards' partial sums (written by `alexnet preprocess`; computed\n"
+            "from the decoded pixels for shards without them) into OUT/stats/mean.npy (the\n"
+            "per-pixel mean image, float32 256x256x3 on the 0-255 scale) and OUT/stats/pca.json\n"
+            "(eigenvalues and eigenvectors of the 3x3 RGB covariance). Exact integer sums:\n"
+            "the result does not depend on workers or shard order."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="a data root written by `alexnet preprocess`")
+    p.add_argument(
+        "--scale",
+        choices=sorted(SCALES),
+        default="pixel/255",
+        help="values the covariance is taken on (the spec's default: pixel/255)",
+    )
+    p.add_argument(
+        "--from-pixels",
+        action="store_true",
+        default=False,
+        help="ignore stored partial sums and decode every training image",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=default_workers(),
+        help="local Dask worker processes",
+    )
+    p.add_argument(
+        "--dask-address",
+        default=None,
+        help="use the running Dask scheduler at this address (tcp://host:port)",
+    )
+    p.set_defaults(handler=_run_stats)
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from preprocessing.stats import compute_stats
+
+    report = compute_stats(
+        args.out,
+        scale=args.scale,
+        from_pixels=args.from_pixels,
+        workers=args.workers,
+        dask_address=args.dask_address,
+    )
+    s = report.stats
+    sources = ", ".join(f"{n} from {k}" for k, n in sorted(report.sources.items()))
+    print(
+        f"{s.n_images} training images ({s.n_pixels:,} pixels), {len(s.shards)} shards: {sources}"
+    )
+    print("mean RGB (0-255): " + " ".join(f"{v:.2f}" for v in s.mean_rgb))
+    print(f"eigenvalues ({s.scale}): " + " ".join(f"{v:.6g}" for v in s.eigenvalues))
+    for i, v in enumerate(s.eigenvectors):
+        print(f"eigenvector {i}: " + " ".join(f"{x:+.4f}" for x in v))
+    print(
+        f"wrote {Path(args.out) / 'stats' / 'mean.npy'} and {Path(args.out) / 'stats' / 'pca.json'}"
+    )
+    return 0
+
+
 # --- the command ---------------------------------------------------------------
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_sample_data,
     _add_preprocess,
+    _add_stats,
 ]
 
 
@@ -286,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("alexnet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `alexnet ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -118,6 +118,28 @@ def test_cli_start_does_not_import_torch_or_prefect():
     assert out.stdout.strip() == "[]"
 
 
+def test_data_stages_never_load_torch(small_tree, tmp_path):
+    """Not even through a dependency (webdataset imports torch when it can)."""
+    root, _ = small_tree
+    code = (
+        "import sys\n"
+        "from preprocessing.prepare import preprocess\n"
+        "from preprocessing.stats import compute_stats\n"
+        "from shards.reader import iter_samples, shard_paths\n"
+        "if __name__ == '__main__':\n"
+        f"    preprocess({str(root)!r}, {str(tmp_path / 'out')!r}, workers=1, progress=False)\n"
+        f"    compute_stats({str(tmp_path / 'out')!r}, workers=1, from_pixels=True)\n"
+        f"    n = sum(1 for _ in iter_samples(shard_paths({str(tmp_path / 'out')!r}, 'train')))\n"
+        "    print(n, 'torch' in sys.modules, 'prefect' in sys.modules)\n"
+    )
+    script = tmp_path / "stages.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    n, torch_loaded, prefect_loaded = out.stdout.split()
+    assert int(n) > 0 and torch_loaded == "False" and prefect_loaded == "False"
+
+
 def test_cli_sample_data_writes_and_refuses_to_clobber(tmp_path):
     out = tmp_path / "tree"
     res = _alexnet(

@@ -101,6 +101,11 @@ def test_shards_read_back_with_webdataset_and_tar(done):
     out, _ = done
     paths = [str(p) for p in shard_paths(out, "train")]
     samples = list(wds.WebDataset(paths, shardshuffle=False).decode("pil"))
+    raw = list(wds.WebDataset(paths, shardshuffle=False))
+    ours = list(iter_samples(paths))  # the project's own reader sees the same samples
+    assert [(s.key, s.image, s.cls) for s in ours] == [
+        (r["__key__"], r["jpg"], int(r["cls"])) for r in raw
+    ]
     assert len(samples) == read_manifest(out)["splits"]["train"]["count"]
     for s in samples:
         assert s["jpg"].size == (256, 256) and s["jpg"].mode == "RGB"

@@ -1,0 +1,97 @@
+"""What the benchmark scripts share: the ImageNet-like corpus, memory sampling, the machine."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import platform
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+from preprocessing.cluster import default_workers
+
+
+def photo(w: int, h: int, rng: np.random.Generator) -> Image.Image:
+    """Photograph-like: smooth fields at several scales, edges, grain."""
+    out = np.zeros((h, w, 3), np.float32)
+    for cells, amp in ((3, 80), (10, 45), (40, 25), (160, 12)):
+        small = rng.uniform(0, 255, (cells, max(2, cells * w // h), 3)).astype(np.uint8)
+        big = Image.fromarray(small).resize((w, h), Image.BICUBIC)
+        out += (np.asarray(big, np.float32) / 127.5 - 1) * amp
+    for _ in range(6):  # hard-edged objects
+        x0, y0 = rng.integers(0, w), rng.integers(0, h)
+        out[y0 : y0 + rng.integers(10, h // 2), x0 : x0 + rng.integers(10, w // 2)] += rng.uniform(
+            -60, 60, 3
+        )
+    out += 120 + rng.normal(0, 5, out.shape)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
+
+
+def _make_one(args: tuple[int, str]) -> None:
+    i, path = args
+    rng = np.random.default_rng(i)
+    u = rng.uniform()
+    if u < 0.8:
+        w, h = int(rng.normal(500, 20)), int(rng.normal(375, 20))
+    elif u < 0.9:
+        w, h = int(rng.uniform(1000, 1600)), int(rng.uniform(750, 1200))
+    else:
+        w, h = int(rng.uniform(200, 400)), int(rng.uniform(150, 300))
+    if rng.uniform() < 0.3:
+        w, h = h, w
+    photo(w, h, rng).save(path, "JPEG", quality=90)
+
+
+def build_corpus(root: Path, n: int) -> Path:
+    """An ImageNet-shaped train/ tree of n images in 10 classes (cached in `root`)."""
+    src = root / f"corpus-{n}"
+    if (src / "done").exists():
+        return src
+    jobs = []
+    for i in range(n):
+        wnid = f"n{1441000 + 1000 * (i % 10):08d}"
+        (src / "train" / wnid).mkdir(parents=True, exist_ok=True)
+        jobs.append((i, str(src / "train" / wnid / f"{wnid}_{i}.JPEG")))
+    with mp.Pool(default_workers()) as pool:
+        pool.map(_make_one, jobs, chunksize=16)
+    (src / "done").touch()
+    return src
+
+
+class PeakRSS:
+    """Samples the summed RSS of this process and all its descendants."""
+
+    def __init__(self, every_s: float = 0.25) -> None:
+        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):  # a child may just have exited
+                    total += p.memory_info().rss
+            self.peak = max(self.peak, total)
+            time.sleep(self.every_s)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def machine() -> str:
+    cores = default_workers()
+    return (
+        f"{platform.processor() or platform.machine()}, {cores} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
+    )

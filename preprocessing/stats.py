@@ -1,0 +1,175 @@
+"""The stats stage: the mean training image and the RGB PCA, with Dask.
+
+    per train shard (one Dask task each):   its partial sums, from
+        the preprocess stage's .stats.npz   (normally: no pixels touched), or
+        a cache of earlier runs             OUT/stats/cache/<shard sha256>.npz, or
+        the shard's decoded pixels          (shards from elsewhere, or --from-pixels)
+    tree reduction (fan-in 8)               exact integer sums
+    on the driver                           mean image, covariance, eigenpairs
+
+Exactness: every sum is an integer (uint64 or Python int), so the result does
+not depend on the number of shards, workers or the order of the reduction.
+The covariance is `(n Q - S Sᵀ) / n²` with Q = Σ x xᵀ, S = Σ x and n pixels,
+where the numerator is computed in arbitrary-precision integers: no
+cancellation, even at 10^11 pixels; the only rounding is the final division.
+
+Incremental: a shard's partials are keyed by its sha256, so after a
+re-processing run only changed shards are read again; unchanged shards'
+partials come from their files or the cache, and the sums are the same as
+from scratch, exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from shards.format import partials_path, shard_dir
+from shards.partials import Partials
+from shards.reader import iter_samples, read_manifest
+from shards.stats import SCALES, Stats, fix_signs, stats_dir, write_stats
+
+CACHE = "cache"
+FAN_IN = 8
+
+
+def _cache_path(out: str | os.PathLike, sha256: str) -> Path:
+    return stats_dir(out) / CACHE / f"{sha256}.npz"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pixels_partials(tar: Path, size: int) -> Partials:
+    """Partial sums of a shard computed from its decoded images."""
+    partials = Partials.zeros(size)
+    for sample in iter_samples([tar]):
+        with Image.open(io.BytesIO(sample.image)) as im:
+            partials.add(np.asarray(im.convert("RGB")))
+    return partials
+
+
+def shard_partials(out: str, entry: dict, size: int, from_pixels: bool) -> tuple[Counter, Partials]:
+    """One train shard's partial sums, and where they came from. (A Dask task.)"""
+    tar = shard_dir(out, "train") / entry["shard"]
+    if not from_pixels:
+        own = partials_path(tar)
+        if (
+            entry.get("partials_sha256")
+            and own.is_file()
+            and _sha256(own) == entry["partials_sha256"]
+        ):
+            return Counter(partials=1), Partials.load(own)
+        cached = _cache_path(out, entry["sha256"])
+        if cached.is_file():
+            return Counter(cache=1), Partials.load(cached)
+    partials = pixels_partials(tar, size)
+    partials.save(_cache_path(out, entry["sha256"]))
+    return Counter(pixels=1), partials
+
+
+def merge(*parts: tuple[Counter, Partials]) -> tuple[Counter, Partials]:
+    """Sum partials (and their provenance counts). (A Dask task of the tree reduction.)"""
+    how, total = Counter(), None
+    for h, p in parts:
+        how += h
+        if total is None:
+            total = Partials(p.pixel_sum.astype(np.uint64), p.rgb_outer.copy(), p.n_images)
+        else:
+            total.merge(p)
+    return how, total
+
+
+def finish(total: Partials, scale: str, shards: list[dict]) -> Stats:
+    """The mean image and the PCA from exact sums."""
+    if total.n_images == 0:
+        raise ValueError("no training images: the train shards are empty")
+    n = total.n_pixels
+    s = [int(v) for v in total.rgb_sum]
+    q = [[int(v) for v in row] for row in total.rgb_outer]
+    numerator = np.array(
+        [[n * q[i][j] - s[i] * s[j] for j in range(3)] for i in range(3)], dtype=object
+    )
+    divisor = SCALES[scale]
+    covariance = np.array(numerator / (n * n), dtype=np.float64) / divisor**2
+    values, vectors = np.linalg.eigh(covariance)  # ascending, vectors in columns
+    order = np.argsort(values)[::-1]
+    return Stats(
+        mean=(total.pixel_sum / total.n_images).astype(np.float32),
+        eigenvalues=values[order],
+        eigenvectors=fix_signs(vectors[:, order].T),
+        covariance=covariance,
+        scale=scale,
+        mean_rgb=np.array([v / n for v in s], dtype=np.float64),
+        n_images=total.n_images,
+        n_pixels=n,
+        shards=shards,
+    )
+
+
+@dataclass
+class StatsReport:
+    stats: Stats
+    sources: dict = field(default_factory=dict)  # how many shards came from partials/cache/pixels
+
+
+def compute_stats(
+    out: str | os.PathLike,
+    scale: str = "pixel/255",
+    from_pixels: bool = False,
+    workers: int | None = None,
+    dask_address: str | None = None,
+) -> StatsReport:
+    """Run the stats stage over OUT's train shards and write OUT/stats/."""
+    from preprocessing.cluster import dask_client
+
+    if scale not in SCALES:
+        raise ValueError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    out = Path(out)
+    manifest = read_manifest(out)
+    if "train" not in manifest["splits"]:
+        raise ValueError(f"{out}: the manifest has no train split; preprocess it first")
+    entries = manifest["splits"]["train"]["shards"]
+    if not entries:
+        raise ValueError(f"{out}: the train split has no shards")
+    size = int(manifest["settings"]["size"])
+    root = str(out.resolve())
+    with dask_client(workers, dask_address) as client:
+        level = [
+            client.submit(
+                shard_partials,
+                root,
+                e,
+                size,
+                from_pixels,
+                key=f"partials-{e['sha256']}",
+                pure=not from_pixels,
+            )
+            for e in entries
+        ]
+        while len(level) > 1:  # a tree: no task ever holds more than FAN_IN partials
+            level = [
+                client.submit(merge, *level[i : i + FAN_IN]) for i in range(0, len(level), FAN_IN)
+            ]
+        how, total = merge(level[0].result())
+    covered = [{"shard": e["shard"], "sha256": e["sha256"]} for e in entries]
+    stats = finish(total, scale, covered)
+    write_stats(out, stats)
+    _drop_stale_cache(out, {e["sha256"] for e in entries})
+    return StatsReport(stats, dict(how))
+
+
+def _drop_stale_cache(out: Path, current: set[str]) -> None:
+    folder = stats_dir(out) / CACHE
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.endswith(".npz") and p.name[: -len(".npz")] not in current:
+                p.unlink()
