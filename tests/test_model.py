@@ -1,0 +1,274 @@
+"""The two-column AlexNet: sizes, LRN, equivalence with the grouped form, init, PaperSGD."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from training.model import (
+    AlexNet,
+    AlexNetConfig,
+    GroupedAlexNet,
+    count_parameters,
+    default_devices,
+    local_response_norm,
+    to_grouped,
+    to_two_column,
+)
+from training.optim import PaperSGD
+
+torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def full():
+    return AlexNet()
+
+
+def test_parameter_count(full):
+    assert count_parameters(full) == 60_965_224
+    assert count_parameters(GroupedAlexNet()) == 60_965_224
+    assert count_parameters(GroupedAlexNet(columns=1)) == 62_378_344  # Caffe's ungrouped AlexNet
+
+
+def test_intermediate_shapes(full):
+    shapes = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            shapes[name] = tuple(output.shape)
+
+        return hook
+
+    col = full.columns[0]
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+        getattr(col, name)[0].register_forward_hook(record(f"{name}"))
+        getattr(col, name).register_forward_hook(record(f"{name}-block"))
+    for name in ("fc6", "fc7", "fc8"):
+        getattr(col, name).register_forward_hook(record(name))
+    full.eval()
+    with torch.no_grad():
+        logits = full(torch.randn(2, 3, 227, 227))
+    assert logits.shape == (2, 1000)
+    assert shapes["conv1"] == (2, 48, 55, 55) and shapes["conv1-block"] == (2, 48, 27, 27)
+    assert shapes["conv2"] == (2, 128, 27, 27) and shapes["conv2-block"] == (2, 128, 13, 13)
+    assert shapes["conv3"] == (2, 192, 13, 13)
+    assert shapes["conv4"] == (2, 192, 13, 13)
+    assert shapes["conv5"] == (2, 128, 13, 13) and shapes["conv5-block"] == (2, 128, 6, 6)
+    assert shapes["fc6"] == (2, 2048) and shapes["fc7"] == (2, 2048) and shapes["fc8"] == (2, 500)
+    assert col.conv3[0].in_channels == 256 and col.conv4[0].in_channels == 192
+    assert col.fc6.in_features == 9216 and col.fc7.in_features == 4096
+
+
+def lrn_reference(a: np.ndarray, n=5, alpha=1e-4, beta=0.75, k=2.0) -> np.ndarray:
+    """The paper's formula, written out with loops over channels."""
+    channels = a.shape[1]
+    b = np.empty_like(a)
+    for i in range(channels):
+        lo, hi = max(0, i - n // 2), min(channels - 1, i + n // 2)
+        s = (a[:, lo : hi + 1] ** 2).sum(axis=1)
+        b[:, i] = a[:, i] / (k + alpha * s) ** beta
+    return b
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 5, 7, 48])
+def test_lrn_is_the_papers_formula(channels):
+    rng = np.random.default_rng(channels)
+    a = rng.uniform(0, 300, (2, channels, 4, 3))  # ReLU outputs: positive, large enough to matter
+    got = local_response_norm(torch.from_numpy(a)).numpy()
+    np.testing.assert_allclose(got, lrn_reference(a), rtol=1e-12)
+    # the "divided" convention is torch's own LocalResponseNorm
+    torch_lrn = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(torch.from_numpy(a)).numpy()
+    np.testing.assert_allclose(torch_lrn, lrn_reference(a, alpha=1e-4 / 5), rtol=1e-10)
+
+
+def _rescale(model: nn.Module) -> None:
+    """Weights large enough for logits of order 1 (N(0, 0.01) makes them tiny)."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            fan_in = p[0].numel() if p.ndim > 1 else 1
+            p.copy_(torch.randn(p.shape, generator=gen) * (2 / fan_in) ** 0.5)
+
+
+@pytest.mark.parametrize(
+    "settings", [{}, {"lrn": "divided", "width": 0.25}, {"remove_conv": "conv3", "width": 0.25}]
+)
+def test_two_column_and_grouped_forms_agree(settings):
+    two = AlexNet(num_classes=10, **settings)
+    _rescale(two)
+    grouped = GroupedAlexNet(num_classes=10, **settings)
+    grouped.load_state_dict(to_grouped(two.state_dict(), two.config))
+    two.eval()
+    grouped.eval()
+    x = torch.randn(3, 3, 227, 227)
+    y = torch.tensor([1, 5, 9])
+    la, lb = two(x), grouped(x)
+    assert la.abs().max() > 0.1  # a meaningful comparison
+    assert (la - lb).abs().max() < 1e-5
+    nn.functional.cross_entropy(la, y).backward()
+    nn.functional.cross_entropy(lb, y).backward()
+    grads_two = to_grouped({k: p.grad for k, p in two.named_parameters()}, two.config)
+    for name, p in grouped.named_parameters():
+        scale = p.grad.abs().max().item() + 1e-12
+        assert (grads_two[name] - p.grad).abs().max().item() / scale < 1e-4, name
+
+
+def test_weight_conversion_is_lossless(full):
+    state = full.state_dict()
+    back = to_two_column(to_grouped(state, full.config), full.config)
+    assert set(back) == set(state)
+    assert all(torch.equal(back[k], state[k]) for k in state)
+    grouped = GroupedAlexNet()
+    g = grouped.state_dict()
+    again = to_grouped(to_two_column(g, grouped.config), grouped.config)
+    assert all(torch.equal(again[k], g[k]) for k in g)
+
+
+def test_initialisation_as_the_paper(full):
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+        for column in full.columns:
+            layer = getattr(column, name)
+            layer = layer[0] if isinstance(layer, nn.Sequential) else layer
+            assert abs(layer.weight.std().item() - 0.01) < 0.0005, name
+            assert abs(layer.weight.mean().item()) < 0.001, name
+            expected = 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
+            assert torch.all(layer.bias == expected), name
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"activation": "tanh"},
+        {"lrn": "none"},
+        {"pool": "non-overlapping"},
+        {"dropout": 0.0},
+        {"width": 0.5},
+        {"remove_conv": "conv3"},
+        {"remove_conv": "conv4"},
+        {"remove_conv": "conv5"},
+    ],
+)
+def test_ablations_build_and_run(settings):
+    model = AlexNet(num_classes=7, width=settings.pop("width", 0.125), **settings)
+    assert model(torch.randn(2, 3, 227, 227)).shape == (2, 7)
+    grouped = GroupedAlexNet.from_config(model.config)
+    grouped.load_state_dict(to_grouped(model.state_dict(), model.config))
+
+
+def test_ablation_settings_do_what_they_say():
+    assert isinstance(AlexNet(width=0.125, activation="tanh").columns[0].act, nn.Tanh)
+    assert AlexNet(width=0.125, pool="non-overlapping").columns[0].conv1[-1].kernel_size == 2
+    assert not any(
+        isinstance(m, nn.Module) and m.__class__.__name__ == "LRN"
+        for m in AlexNet(width=0.125, lrn="none").modules()
+    )
+    assert not hasattr(AlexNet(width=0.125, remove_conv="conv4").columns[0], "conv4")
+    assert AlexNet(width=0.5).columns[0].conv1[0].out_channels == 24
+    with pytest.raises(ValueError, match="lrn_size"):
+        AlexNetConfig(lrn_size=4)
+
+
+def test_default_devices_on_this_machine():
+    devices = default_devices()
+    if torch.cuda.device_count() == 0:
+        assert devices == [torch.device("cpu")] * 2
+    assert AlexNet(width=0.125).devices == devices
+
+
+def test_columns_on_given_devices():
+    model = AlexNet(num_classes=4, width=0.125, devices=["cpu", "cpu"])
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    with pytest.raises(ValueError, match="one device per column"):
+        AlexNet(width=0.125, devices=["cpu"])
+
+
+# --- PaperSGD ------------------------------------------------------------------
+
+
+def _run(opt_cls, lrs, **kw):
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]).reshape(1, 3))  # a weight (ndim 2)
+    b = torch.nn.Parameter(torch.tensor([0.5]))  # a bias
+    opt = opt_cls([w, b], lr=lrs[0], momentum=0.9, weight_decay=5e-4, **kw)
+    history = []
+    for step, lr in enumerate(lrs):
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad()
+        x = torch.tensor([1.0, 2.0, -1.0]) * (step + 1)
+        loss = (w @ x).square().sum() + 3 * b.sum()
+        loss.backward()
+        opt.step()
+        history.append((w.detach().clone(), b.detach().clone()))
+    return history, opt
+
+
+def _hand(lrs, decay_biases=False):
+    """The paper's rule, by hand, in float64."""
+    w, b = np.array([1.0, -2.0, 3.0]), np.array([0.5])
+    vw, vb = np.zeros(3), np.zeros(1)
+    out = []
+    for step, lr in enumerate(lrs):
+        x = np.array([1.0, 2.0, -1.0]) * (step + 1)
+        gw, gb = 2 * (w @ x) * x, np.array([3.0])
+        vw = 0.9 * vw - 5e-4 * lr * w - lr * gw
+        vb = 0.9 * vb - (5e-4 * lr * b if decay_biases else 0) - lr * gb
+        w, b = w + vw, b + vb
+        out.append((w.copy(), b.copy()))
+    return out
+
+
+LRS = [0.01, 0.01, 0.01, 0.001, 0.001, 0.0001]  # two learning-rate changes
+
+
+@pytest.mark.parametrize("decay_biases", [False, True])
+def test_paper_sgd_equals_the_hand_computed_rule(decay_biases):
+    got, _ = _run(PaperSGD, LRS, decay_biases=decay_biases)
+    for (w, b), (hw, hb) in zip(got, _hand(LRS, decay_biases), strict=True):
+        np.testing.assert_allclose(w.numpy().ravel(), hw, rtol=1e-5)
+        np.testing.assert_allclose(b.numpy(), hb, rtol=1e-5)
+
+
+def test_paper_sgd_differs_from_torch_sgd_after_a_rate_change():
+    ours, _ = _run(PaperSGD, LRS, decay_biases=True)
+    theirs, _ = _run(torch.optim.SGD, LRS)
+    # identical while the rate is constant...
+    for (w, b), (tw, tb) in zip(ours[:3], theirs[:3], strict=True):
+        torch.testing.assert_close(w, tw)
+        torch.testing.assert_close(b, tb)
+    # ...and not after it changes
+    assert (ours[3][0] - theirs[3][0]).abs().max() > 1e-4
+
+
+def test_paper_sgd_state_dict_round_trip():
+    _, opt = _run(PaperSGD, LRS[:2])
+    state = opt.state_dict()
+    w = torch.nn.Parameter(torch.zeros(1, 3))
+    b = torch.nn.Parameter(torch.zeros(1))
+    fresh = PaperSGD([w, b], lr=0.5)
+    fresh.load_state_dict(state)
+    assert fresh.param_groups[0]["lr"] == LRS[1]
+    velocities = [fresh.state[p]["velocity"] for p in (w, b)]
+    assert all(v.abs().sum() > 0 for v in velocities)
+
+
+def test_the_prepared_gpu_check_runs(tmp_path):
+    """benchmarks/gpu_check.py, every path on the CPU at a tiny size (no GPU here)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--cpu-dry-run"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for entry in result["placement"].values():
+        assert entry["max_abs_logit_diff"] < 1e-5 and entry["max_rel_grad_diff"] < 1e-4
+    assert set(result["speed"]) == {"fp32", "bf16+channels_last"}
+    assert result["speed"]["fp32"]["ratio_two_column_over_grouped"] > 0

@@ -1,0 +1,389 @@
+"""AlexNet as the paper builds it: two columns, one per GPU.
+
+Column i (its parameters and activations on `devices[i]`):
+
+    input 3x227x227 ─ conv1 11x11/4, 48 ─ ReLU ─ LRN ─ maxpool 3/2   # (B, 48, 55, 55) -> 27
+                     conv2 5x5/1 p2, 128 ─ ReLU ─ LRN ─ maxpool 3/2   # own column only -> 13
+                     conv3 3x3 p1, 192 ─ ReLU                          # sees BOTH columns
+                     conv4 3x3 p1, 192 ─ ReLU                          # own column only
+                     conv5 3x3 p1, 128 ─ ReLU ─ maxpool 3/2            # own column only -> 6
+                     fc6 2048 ─ ReLU ─ dropout                         # sees both (9216 inputs)
+                     fc7 2048 ─ ReLU ─ dropout                         # sees both (4096 inputs)
+                     fc8 half of the classes                           # sees both; halves joined
+
+The columns exchange activations only at conv3, fc6, fc7 and fc8 (plus the
+input, which both need). With 1000 classes: 60,965,224 parameters.
+
+`GroupedAlexNet` is the same function on one device (groups=2 in conv2,
+conv4, conv5, LRN within each group); `to_grouped` / `to_two_column` convert
+state dicts both ways, losslessly (every layer is the two columns' tensors
+concatenated along the output dimension).
+
+Input is 227x227: the paper's "224" cannot give its own 55x55 conv1 output
+with stride 4 and no padding; 227 is what cuda-convnet and Caffe used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INPUT_SIZE = 227
+CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+# Per column at width 1: kernels, size, stride, padding; whether it sees both columns.
+_CONV_SPEC = {
+    "conv1": (48, 11, 4, 0, False),
+    "conv2": (128, 5, 1, 2, False),
+    "conv3": (192, 3, 1, 1, True),
+    "conv4": (192, 3, 1, 1, False),
+    "conv5": (128, 3, 1, 1, False),
+}
+_FC_WIDTH = 2048  # per column
+_LRN_AFTER = ("conv1", "conv2")
+# The paper: biases 1 in conv2, conv4, conv5, fc6, fc7 ("to feed the ReLUs positive inputs").
+_BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}
+
+
+@dataclass(frozen=True)
+class AlexNetConfig:
+    """Every setting of the network; stored in checkpoints so the model can be rebuilt."""
+
+    num_classes: int = 1000
+    width: float = 1.0  # kernel-count multiplier; 0.5 = the paper's half-kernel net
+    activation: str = "relu"  # or "tanh" (Figure 1's comparison)
+    # "paper": alpha as printed; "divided": alpha/n (torch, Caffe, cuda-convnet2); "none"
+    lrn: str = "paper"
+    lrn_size: int = 5
+    lrn_alpha: float = 1e-4
+    lrn_beta: float = 0.75
+    lrn_k: float = 2.0
+    pool: str = "overlapping"  # z=3, s=2; "non-overlapping": z=2, s=2
+    dropout: float = 0.5
+    remove_conv: str | None = None  # "conv3", "conv4" or "conv5": the paper's depth ablation
+    columns: int = 2  # GroupedAlexNet only: 1 = a plain one-column net (no groups)
+
+    def __post_init__(self) -> None:
+        if self.activation not in ("relu", "tanh"):
+            raise ValueError(f"activation must be relu or tanh, got {self.activation!r}")
+        if self.lrn not in ("paper", "divided", "none"):
+            raise ValueError(f"lrn must be paper, divided or none, got {self.lrn!r}")
+        if self.lrn_size % 2 != 1:
+            raise ValueError(
+                f"lrn_size must be odd (the window is i-n/2..i+n/2), got {self.lrn_size}"
+            )
+        if self.pool not in ("overlapping", "non-overlapping"):
+            raise ValueError(f"pool must be overlapping or non-overlapping, got {self.pool!r}")
+        if self.remove_conv not in (None, "conv3", "conv4", "conv5"):
+            raise ValueError(f"remove_conv must be conv3, conv4 or conv5, got {self.remove_conv!r}")
+        if self.columns not in (1, 2) or self.num_classes < 2 or self.width <= 0:
+            raise ValueError("columns must be 1 or 2, num_classes >= 2 and width > 0")
+
+    def channels(self, layer: str) -> int:
+        """Kernels per column of a conv layer, or units per column of fc6/fc7."""
+        base = _FC_WIDTH if layer in ("fc6", "fc7") else _CONV_SPEC[layer][0]
+        return max(1, round(base * self.width))
+
+    @property
+    def convs(self) -> tuple[str, ...]:
+        return tuple(c for c in CONVS if c != self.remove_conv)
+
+    def class_split(self) -> tuple[int, int]:
+        """How many of the classes each column's half of fc8 produces."""
+        first = (self.num_classes + 1) // 2
+        return first, self.num_classes - first
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def local_response_norm(
+    x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0
+) -> torch.Tensor:
+    """The paper's LRN across channels (dim 1), alpha NOT divided by n:
+
+        b_i = a_i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2) ^ beta
+
+    (torch.nn.LocalResponseNorm, Caffe and cuda-convnet2 divide alpha by n; pass
+    alpha / size for theirs.)
+    """
+    if size % 2 != 1:
+        raise ValueError(f"size must be odd, got {size}")
+    sq = x.square().unsqueeze(1)  # (B, 1, C, H, W)
+    # Zero padding over channels = the sum's limits at the edges.
+    window_sum = (
+        F.avg_pool3d(F.pad(sq, (0, 0, 0, 0, size // 2, size // 2)), (size, 1, 1), stride=1).squeeze(
+            1
+        )
+        * size
+    )
+    return x / (k + alpha * window_sum).pow(beta)
+
+
+class LRN(nn.Module):
+    """`local_response_norm` within groups of channels (one group per column)."""
+
+    def __init__(self, config: AlexNetConfig, groups: int = 1) -> None:
+        super().__init__()
+        c = config
+        self.size, self.beta, self.k, self.groups = c.lrn_size, c.lrn_beta, c.lrn_k, groups
+        self.alpha = c.lrn_alpha / c.lrn_size if c.lrn == "divided" else c.lrn_alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = x.chunk(self.groups, dim=1) if self.groups > 1 else (x,)
+        out = [local_response_norm(p, self.size, self.alpha, self.beta, self.k) for p in parts]
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+
+    def extra_repr(self) -> str:
+        s = self
+        return f"size={s.size}, alpha={s.alpha:g}, beta={s.beta}, k={s.k}, groups={s.groups}"
+
+
+def _activation(config: AlexNetConfig) -> nn.Module:
+    return nn.ReLU(inplace=True) if config.activation == "relu" else nn.Tanh()
+
+
+def _pool(config: AlexNetConfig) -> nn.Module:
+    return nn.MaxPool2d(3, 2) if config.pool == "overlapping" else nn.MaxPool2d(2, 2)
+
+
+def _conv_block(
+    config: AlexNetConfig, name: str, in_ch: int, out_ch: int, groups: int, lrn_groups: int
+) -> nn.Sequential:
+    """conv ─ act [─ LRN] [─ pool], as the table says for layer `name`."""
+    _, size, stride, pad, _ = _CONV_SPEC[name]
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_ch, out_ch, size, stride, pad, groups=groups),
+        _activation(config),
+    ]
+    if name in _LRN_AFTER and config.lrn != "none":
+        layers.append(LRN(config, groups=lrn_groups))
+    if _pools_after(config, name):
+        layers.append(_pool(config))
+    return nn.Sequential(*layers)
+
+
+def _pools_after(config: AlexNetConfig, name: str) -> bool:
+    """Max-pooling follows conv1, conv2 and the last conv layer (conv5, unless removed)."""
+    return name in ("conv1", "conv2") or name == config.convs[-1]
+
+
+def _conv_inputs(config: AlexNetConfig) -> dict[str, tuple[int, bool]]:
+    """Per conv layer: input channels per column and whether it sees both columns."""
+    out, prev = {}, None
+    for name in config.convs:
+        sees_both = _CONV_SPEC[name][4]
+        if prev is None:
+            out[name] = (3, False)
+        else:
+            per_col = config.channels(prev)
+            out[name] = (2 * per_col if sees_both else per_col, sees_both)
+        prev = name
+    return out
+
+
+def _fc6_inputs(config: AlexNetConfig) -> int:
+    """Inputs of fc6 from both columns: 2 x last conv's kernels x 6 x 6."""
+    return 2 * config.channels(config.convs[-1]) * 6 * 6
+
+
+def _init(module: nn.Module, name: str) -> None:
+    """The paper: weights ~ N(0, 0.01²); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0."""
+    nn.init.normal_(module.weight, 0.0, 0.01)
+    nn.init.constant_(module.bias, 1.0 if name in _BIAS_ONE else 0.0)
+
+
+class Column(nn.Module):
+    """One column's layers (a GPU's half of the network)."""
+
+    def __init__(self, config: AlexNetConfig, n_classes: int) -> None:
+        super().__init__()
+        for name, (in_ch, _) in _conv_inputs(config).items():
+            out_ch = config.channels(name)
+            self.add_module(name, _conv_block(config, name, in_ch, out_ch, groups=1, lrn_groups=1))
+        fc = config.channels("fc6")
+        self.fc6 = nn.Linear(_fc6_inputs(config), fc)
+        self.fc7 = nn.Linear(2 * fc, fc)
+        self.fc8 = nn.Linear(2 * fc, n_classes)
+        self.act = _activation(config)
+        self.drop = nn.Dropout(config.dropout)
+
+
+def default_devices() -> list[torch.device]:
+    """Two GPUs when there are two, one GPU for both columns when there is one, else the CPU."""
+    n = torch.cuda.device_count()
+    if n >= 2:
+        return [torch.device("cuda", 0), torch.device("cuda", 1)]
+    if n == 1:
+        return [torch.device("cuda", 0)] * 2
+    return [torch.device("cpu")] * 2
+
+
+class AlexNet(nn.Module):
+    """The two-column, model-parallel AlexNet. Logits come back on `devices[0]`.
+
+    Dropout is inverted (scaled by 1/(1-p) at training time), which is the
+    paper's "multiply the outputs by 0.5 at test time" moved to training.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        devices: Sequence[str | torch.device] | None = None,
+        **settings: object,
+    ) -> None:
+        super().__init__()
+        self.config = AlexNetConfig(num_classes=num_classes, **settings)  # type: ignore[arg-type]
+        if self.config.columns != 2:
+            raise ValueError(
+                "AlexNet is the two-column net; use GroupedAlexNet(columns=1) for one column"
+            )
+        self.devices = (
+            [torch.device(d) for d in devices] if devices is not None else default_devices()
+        )
+        if len(self.devices) != 2:
+            raise ValueError(f"need one device per column, got {self.devices}")
+        self.columns = nn.ModuleList(Column(self.config, n) for n in self.config.class_split())
+        for column, device in zip(self.columns, self.devices, strict=True):
+            column.to(device)
+        self.reset_parameters()
+
+    @classmethod
+    def from_config(
+        cls, config: AlexNetConfig, devices: Sequence[str | torch.device] | None = None
+    ) -> AlexNet:
+        settings = config.to_dict()
+        return cls(settings.pop("num_classes"), devices, **settings)
+
+    def reset_parameters(self) -> None:
+        for column in self.columns:
+            for name, module in column.named_children():
+                if name.startswith("conv"):
+                    _init(module[0], name)
+                elif name.startswith("fc"):
+                    _init(module, name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d0, d1 = self.devices
+        c0, c1 = self.columns
+        h = [x.to(d0, non_blocking=True), x.to(d1, non_blocking=True)]  # both columns see the image
+        for name in self.config.convs:
+            if _CONV_SPEC[name][4]:  # conv3: each column sees both columns' maps
+                h = [_join(h, d0), _join(h, d1)]
+            h = [getattr(c0, name)(h[0]), getattr(c1, name)(h[1])]  # (B, 48|128|192, S, S) each
+        h = [t.flatten(1) for t in h]  # (B, 128*6*6) each
+        for layer in ("fc6", "fc7"):
+            joined = [_join(h, d0), _join(h, d1)]  # each column sees both: (B, 9216|4096)
+            h = [c.drop(c.act(getattr(c, layer)(j))) for c, j in zip((c0, c1), joined, strict=True)]
+        logits = [c0.fc8(_join(h, d0)), c1.fc8(_join(h, d1))]  # each column: half of the classes
+        return torch.cat([logits[0], logits[1].to(d0)], 1)
+
+
+def _join(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    return torch.cat([p.to(device) for p in parts], 1)
+
+
+class GroupedAlexNet(nn.Module):
+    """The same function on one device: groups=2 in conv2, conv4, conv5; LRN per group.
+
+    With `columns=1` it is a plain one-column AlexNet with the same layer sizes
+    and no groups (the benchmark's baseline); with `width=0.5` as well, the
+    paper's one-GPU net with half the kernels.
+    """
+
+    def __init__(
+        self, num_classes: int = 1000, device: str | torch.device = "cpu", **settings: object
+    ) -> None:
+        super().__init__()
+        self.config = c = AlexNetConfig(num_classes=num_classes, **settings)  # type: ignore[arg-type]
+        first = c.convs[0]
+        for name, (in_per_column, sees_both) in _conv_inputs(c).items():
+            in_ch = 3 if name == first else in_per_column * (1 if sees_both else 2)
+            groups = 1 if (name == first or sees_both) else c.columns
+            block = _conv_block(c, name, in_ch, 2 * c.channels(name), groups, lrn_groups=c.columns)
+            self.add_module(name, block)
+        fc = 2 * c.channels("fc6")
+        self.fc6 = nn.Linear(_fc6_inputs(c), fc)
+        self.fc7 = nn.Linear(fc, fc)
+        self.fc8 = nn.Linear(fc, num_classes)
+        self.act = _activation(c)
+        self.drop = nn.Dropout(c.dropout)
+        for name, module in self.named_children():
+            if name.startswith("conv"):
+                _init(module[0], name)
+            elif name.startswith("fc"):
+                _init(module, name)
+        self.to(device)
+
+    @classmethod
+    def from_config(
+        cls, config: AlexNetConfig, device: str | torch.device = "cpu"
+    ) -> GroupedAlexNet:
+        settings = config.to_dict()
+        return cls(settings.pop("num_classes"), device, **settings)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.config.convs:
+            x = getattr(self, name)(x)
+        x = x.flatten(1)
+        x = self.drop(self.act(self.fc6(x)))
+        x = self.drop(self.act(self.fc7(x)))
+        return self.fc8(x)
+
+
+def _layers(config: AlexNetConfig) -> list[str]:
+    return [*config.convs, "fc6", "fc7", "fc8"]
+
+
+def _param_key(layer: str, kind: str) -> str:
+    return f"{layer}.0.{kind}" if layer.startswith("conv") else f"{layer}.{kind}"
+
+
+def to_grouped(state: dict[str, torch.Tensor], config: AlexNetConfig) -> dict[str, torch.Tensor]:
+    """Two-column state dict -> GroupedAlexNet state dict (on the CPU)."""
+    out = {}
+    for layer in _layers(config):
+        for kind in ("weight", "bias"):
+            key = _param_key(layer, kind)
+            out[key] = torch.cat([state[f"columns.{i}.{key}"].cpu() for i in (0, 1)], 0)
+    return out
+
+
+def to_two_column(state: dict[str, torch.Tensor], config: AlexNetConfig) -> dict[str, torch.Tensor]:
+    """GroupedAlexNet state dict -> two-column state dict (on the CPU)."""
+    out = {}
+    for layer in _layers(config):
+        split = config.class_split() if layer == "fc8" else (config.channels(layer),) * 2
+        for kind in ("weight", "bias"):
+            key = _param_key(layer, kind)
+            for i, part in enumerate(torch.split(state[key].cpu(), list(split), 0)):
+                out[f"columns.{i}.{key}"] = part.clone()
+    return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_image(config: AlexNetConfig) -> int:
+    """FLOPs (2 x multiply-adds) of one forward pass; a training step is about 3x."""
+    total, size = 0, INPUT_SIZE
+    inputs = _conv_inputs(config)
+    for name in config.convs:
+        _, k, stride, pad, _ = _CONV_SPEC[name]
+        size = (size + 2 * pad - k) // stride + 1
+        in_ch, sees_both = inputs[name]
+        if config.columns == 1 and name != config.convs[0] and not sees_both:
+            in_ch *= 2  # one column: no groups, every kernel sees all maps
+        total += 2 * 2 * config.channels(name) * in_ch * k * k * size * size
+        if _pools_after(config, name):
+            z, s = (3, 2) if config.pool == "overlapping" else (2, 2)
+            size = (size - z) // s + 1
+    fc = config.channels("fc6")
+    total += (
+        2 * 2 * fc * _fc6_inputs(config) + 2 * 2 * fc * 2 * fc + 2 * 2 * fc * config.num_classes
+    )
+    return total
