@@ -39,10 +39,11 @@ demo: install
 	$(BIN)/alexnet sample-data $(DEMO_SRC)
 	$(BIN)/alexnet preprocess $(DEMO_SRC) $(DEMO_OUT) --shard-size 200
 	$(BIN)/alexnet stats $(DEMO_OUT)
+	$(BIN)/alexnet train $(DEMO_OUT) --run demo --preset smoke $(if $(wildcard $(DEMO_OUT)/runs/demo/checkpoints/last.pt),--resume,)
 	@echo
-	@echo "Sample ImageNet tree: $(DEMO_SRC); shards, manifest, rejects and stats: $(DEMO_OUT)."
-	@echo "Next stages, not built yet: train -> evaluate (issues 5-8);"
-	@echo "when they land, 'make demo' runs them all."
+	@echo "Sample ImageNet tree: $(DEMO_SRC); shards, stats and the smoke run: $(DEMO_OUT)."
+	@echo "Training curves: $(DEMO_OUT)/runs/demo/metrics.jsonl. Next stage, not built yet:"
+	@echo "evaluate (10-crop, figures; issue 7), then the Prefect flows (issue 8)."
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -314,12 +314,90 @@ def _run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- alexnet train -------------------------------------------------------------
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        formatter_class=_Formatter,
+        help="train the two-column AlexNet on OUT's shards (paper or smoke preset)",
+        description=(
+            "Train AlexNet as the paper does (section 5 of the spec) on OUT's shards and\n"
+            "statistics, writing OUT/runs/RUN/: config.json, metrics.jsonl, checkpoints/.\n"
+            "Settings: --preset, then --config FILE.toml, then --set key=value (for example\n"
+            "--set epochs=5 --set model.width=0.5). Under torchrun, each process is one\n"
+            "two-column replica and ranks read disjoint shards."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="a data root with shards and stats")
+    p.add_argument(
+        "--run",
+        "--name",
+        dest="run",
+        required=True,
+        help="the run's name (its folder under OUT/runs/); under torchrun write --name, "
+        "since torchrun's own parser takes --run for its --run-path",
+    )
+    p.add_argument(
+        "--preset", choices=["paper", "smoke"], default="paper", help="starting settings"
+    )
+    p.add_argument("--config", default=None, help="a TOML file of settings over the preset")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        default=False,
+        help="continue the run from its last checkpoint, with its saved settings",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=_positive_int,
+        default=None,
+        help="end this invocation after N epochs (resume later with --resume)",
+    )
+    p.add_argument(
+        "--devices",
+        default=None,
+        help="the two columns' devices, comma-separated (default: two GPUs, one GPU, or cpu)",
+    )
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from training.config import resolve
+    from training.train import train
+
+    config = None if args.resume else resolve(args.preset, args.config, args.overrides)
+    devices = args.devices.split(",") if args.devices else None
+    result = train(
+        args.out, args.run, config, resume=args.resume, stop_after=args.stop_after, devices=devices
+    )
+    last = result.last
+    if last:
+        print(f"run {args.run}: {result.epochs_done} epochs, {result.step} steps; {result.stopped}")
+        print(
+            f"last epoch: val top-1 error {last['val_top1_error']:.2%}, "
+            f"top-5 {last['val_top5_error']:.2%}; best top-1 {result.best_top1_error:.2%}"
+        )
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
 # --- the command ---------------------------------------------------------------
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_sample_data,
     _add_preprocess,
     _add_stats,
+    _add_train,
 ]
 
 

@@ -1,0 +1,153 @@
+"""The training stage: it learns, resumes exactly, fails clearly, and scales out with DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from preprocessing.prepare import PrepareSettings, preprocess
+from preprocessing.sample_data import SampleSpec, generate
+from preprocessing.stats import compute_stats
+from training.config import TrainConfig, parse_overrides, resolve
+from training.metrics import load_checkpoint
+from training.train import TrainingDiverged, train
+
+TINY = ["model.width=0.0625", "batch_size=16", "loader_workers=1", "log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    generate(
+        root / "src", SampleSpec(classes=10, train_per_class=60, val_per_class=10, quirks=0, seed=2)
+    )
+    preprocess(
+        root / "src", root / "out", PrepareSettings(shard_size=50), workers=2, progress=False
+    )
+    compute_stats(root / "out", workers=2)
+    return root / "out"
+
+
+def test_smoke_preset_learns(data):
+    config = resolve("smoke", overrides=["epochs=6", "checkpoint_every=3"])
+    result = train(data, "smoke", config, progress=False)
+    metrics = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [m for m in metrics if "val_top1_error" in m]
+    assert len(epochs) == 6
+    # chance is 90% top-1 error on 10 classes (measured: 89% after one epoch, below 60% after six)
+    assert epochs[-1]["val_top1_error"] < 0.6, epochs
+    assert epochs[-1]["val_top1_error"] < epochs[0]["val_top1_error"] - 0.25
+    assert all(k in metrics[0] for k in ("step", "epoch", "loss", "lr", "images_per_s"))
+    saved = json.loads((result.run_dir / "config.json").read_text())
+    assert TrainConfig.from_dict(saved) == config.__class__.from_dict(saved)
+    ckpt = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")  # weights_only=True
+    assert ckpt["config"]["model"]["width"] == 0.25 and ckpt["epoch"] == 6
+    assert (result.run_dir / "checkpoints" / "best.pt").is_file()
+    assert (result.run_dir / "checkpoints" / "epoch-003.pt").is_file()
+    assert (result.run_dir / "checkpoints" / "epoch-006.pt").is_file()
+
+
+def test_resume_at_an_epoch_boundary_equals_an_unbroken_run(data):
+    config = resolve("smoke", overrides=[*TINY, "epochs=2"])
+    unbroken = train(data, "unbroken", config, progress=False)
+    first = train(data, "broken", config, stop_after=1, progress=False)
+    assert first.epochs_done == 1
+    resumed = train(data, "broken", resume=True, progress=False)
+    assert resumed.epochs_done == 2 and resumed.step == unbroken.step
+    a = load_checkpoint(unbroken.run_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for i, s in a["optimizer"]["state"].items():
+        assert torch.equal(s["velocity"], b["optimizer"]["state"][i]["velocity"])
+
+    def logged(run_dir):  # every field but the (timing-dependent) images/s
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in lines]
+
+    assert logged(resumed.run_dir) == logged(unbroken.run_dir)  # no lines lost or repeated
+
+
+def test_clear_errors_before_training(data, tmp_path):
+    with pytest.raises(FileNotFoundError, match="alexnet preprocess"):
+        train(tmp_path, "x", resolve("smoke"), progress=False)
+    bare = tmp_path / "bare"
+    (bare / "shards").mkdir(parents=True)
+    (bare / "manifest.json").write_text((data / "manifest.json").read_text())
+    with pytest.raises(FileNotFoundError, match="alexnet stats"):
+        train(bare, "x", resolve("smoke"), progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(data, "unbroken", resolve("smoke"), progress=False)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(data, "never-started", resume=True, progress=False)
+    with pytest.raises(ValueError, match="unknown training settings"):
+        resolve("smoke", overrides=["epohcs=3"])
+
+
+def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(data):
+    config = resolve("smoke", overrides=[*TINY, "epochs=3", "lr=1e6", "input_scale=1e6"])
+    with pytest.raises(TrainingDiverged, match=r"at step \d+ .*last good checkpoint"):
+        train(data, "diverge", config, progress=False)
+
+
+def test_overrides_and_presets():
+    assert parse_overrides(["model.width=0.5", "epochs=3", "flip=false"]) == {
+        "model": {"width": 0.5},
+        "epochs": 3,
+        "flip": False,
+    }
+    paper = resolve("paper")
+    assert (paper.batch_size, paper.lr, paper.momentum, paper.weight_decay) == (
+        128,
+        0.01,
+        0.9,
+        5e-4,
+    )
+    assert (paper.init, paper.input_scale, paper.lighting, paper.max_lr_drops) == (
+        "paper",
+        1.0,
+        "paper",
+        3,
+    )
+    assert paper.model.lrn == "paper" and paper.model.width == 1.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_keeps_replicas_identical_on_disjoint_shards(data):
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    port = str(_free_port())
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node",
+              "2", "--master_addr", "127.0.0.1", "--master_port", port]  # fmt: skip
+    settings = [a for kv in [*TINY, "epochs=2", "loader_workers=0"] for a in ("--set", kv)]
+    cmd = [*launch, exe, "train", str(data), "--name", "ddp", "--preset", "smoke", *settings]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ranks = [json.loads((data / "runs/ddp/ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world_size"] == 2 and ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    manifest = json.loads((data / "manifest.json").read_text())
+    every = {s["shard"] for s in manifest["splits"]["train"]["shards"]}
+    for epoch in ("0", "1"):
+        a, b = (set(r["shards_read"][epoch]) for r in ranks)
+        assert not a & b and a | b == every
+
+
+def test_the_prepared_gpu_training_check_runs():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train_check.py"
+    cmd = [sys.executable, str(script), "--cpu-dry-run"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert all(v > 0 for v in result["steps"].values()) and result["loader"]["images_per_s"] > 0

@@ -1,0 +1,37 @@
+"""Top-k errors and checkpoint files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shards.atomic import atomic_writer
+
+
+def topk_errors(
+    scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)
+) -> dict[int, int]:
+    """How many rows' label is NOT among the k highest scores, for each k.
+
+    A label's rank is the number of classes scored strictly higher; it is
+    within the top k when that rank is below k. Ties therefore count in the
+    label's favour, the same on every device and in every order.
+    """
+    labels = labels.to(scores.device)
+    own = scores.gather(1, labels[:, None])  # (B, 1)
+    rank = (scores > own).sum(1)  # (B,)
+    return {k: int((rank >= k).sum()) for k in ks}
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """torch.save to a temporary name, then rename: never a half-written checkpoint."""
+    with atomic_writer(Path(path)) as f:
+        torch.save(payload, f)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load with weights_only=True: tensors and plain containers only, no pickled code."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
