@@ -40,10 +40,11 @@ demo: install
 	$(BIN)/alexnet preprocess $(DEMO_SRC) $(DEMO_OUT) --shard-size 200
 	$(BIN)/alexnet stats $(DEMO_OUT)
 	$(BIN)/alexnet train $(DEMO_OUT) --run demo --preset smoke $(if $(wildcard $(DEMO_OUT)/runs/demo/checkpoints/last.pt),--resume,)
+	$(BIN)/alexnet evaluate $(DEMO_OUT) --run demo
 	@echo
-	@echo "Sample ImageNet tree: $(DEMO_SRC); shards, stats and the smoke run: $(DEMO_OUT)."
-	@echo "Training curves: $(DEMO_OUT)/runs/demo/metrics.jsonl. Next stage, not built yet:"
-	@echo "evaluate (10-crop, figures; issue 7), then the Prefect flows (issue 8)."
+	@echo "Sample ImageNet tree: $(DEMO_SRC); shards, stats, the smoke run and its evaluation:"
+	@echo "$(DEMO_OUT) (run folder: $(DEMO_OUT)/runs/demo). Not built yet: the Prefect flows"
+	@echo "(alexnet pipeline / serve, issue 8); until then the stages run one by one, as above."
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -391,6 +391,77 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- alexnet evaluate ----------------------------------------------------------
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        formatter_class=_Formatter,
+        help="10-crop top-1/top-5 error on the val shards, ensembles, the paper's figures",
+        description=(
+            "Evaluate a trained run as the paper reports it: the softmax outputs of ten\n"
+            "227x227 patches (four corners, centre, and their reflections) averaged per image;\n"
+            "top-1 and top-5 error. Writes OUT/runs/RUN/eval.json, per_class_error.json and\n"
+            "figures/*.png (conv1 kernels, top-5 predictions, fc7 nearest neighbours, curves)."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="the data root")
+    p.add_argument("--run", "--name", dest="run", required=True, help="the run to evaluate")
+    p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="patches per image")
+    p.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="more runs whose softmax outputs are averaged with RUN's",
+    )
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint's path")
+    p.add_argument(
+        "--devices", default=None, help="devices for the model's columns, comma-separated"
+    )
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="images per batch (x crops)"
+    )
+    p.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        default=True,
+        help="skip drawing the figures",
+    )
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
+
+    devices = args.devices.split(",") if args.devices else None
+    result = evaluate(
+        args.out,
+        args.run,
+        crops=args.crops,
+        ensemble=args.ensemble,
+        checkpoint=args.checkpoint,
+        devices=devices,
+        batch_size=args.batch_size,
+        figures=args.figures,
+    )
+    print(
+        f"{'model':<24} {'top-1 error':>12} {'top-5 error':>12}   ({result['n']} val images, "
+        f"{result['crops']} crops)"
+    )
+    for entry in result["checkpoints"]:
+        print(f"{entry['run']:<24} {entry['top1_error']:>12.2%} {entry['top5_error']:>12.2%}")
+    if "ensemble" in result:
+        print(f"{'ensemble':<24} {result['top1_error']:>12.2%} {result['top5_error']:>12.2%}")
+    run_dir = Path(args.out) / "runs" / args.run
+    print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'per_class_error.json'}")
+    for fig in result.get("figures", []):
+        print(f"figure: {fig}")
+    return 0
+
+
 # --- the command ---------------------------------------------------------------
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -398,6 +469,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_preprocess,
     _add_stats,
     _add_train,
+    _add_evaluate,
 ]
 
 

@@ -267,6 +267,10 @@ class AlexNet(nn.Module):
                     _init(module, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, fc7): fc7 is the last hidden layer, (B, 4096), both columns, on devices[0]."""
         d0, d1 = self.devices
         c0, c1 = self.columns
         h = [x.to(d0, non_blocking=True), x.to(d1, non_blocking=True)]  # both columns see the image
@@ -278,8 +282,9 @@ class AlexNet(nn.Module):
         for layer in ("fc6", "fc7"):
             joined = [_join(h, d0), _join(h, d1)]  # each column sees both: (B, 9216|4096)
             h = [c.drop(c.act(getattr(c, layer)(j))) for c, j in zip((c0, c1), joined, strict=True)]
-        logits = [c0.fc8(_join(h, d0)), c1.fc8(_join(h, d1))]  # each column: half of the classes
-        return torch.cat([logits[0], logits[1].to(d0)], 1)
+        fc7 = _join(h, d0)
+        logits = [c0.fc8(fc7), c1.fc8(_join(h, d1))]  # each column: half of the classes
+        return torch.cat([logits[0], logits[1].to(d0)], 1), fc7
 
 
 def _join(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -326,12 +331,16 @@ class GroupedAlexNet(nn.Module):
         return cls(settings.pop("num_classes"), device, **settings)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, fc7), as AlexNet.forward_features."""
         for name in self.config.convs:
             x = getattr(self, name)(x)
         x = x.flatten(1)
         x = self.drop(self.act(self.fc6(x)))
         x = self.drop(self.act(self.fc7(x)))
-        return self.fc8(x)
+        return self.fc8(x), x
 
 
 def _layers(config: AlexNetConfig) -> list[str]:

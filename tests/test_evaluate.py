@@ -1,0 +1,159 @@
+"""The evaluation stage: ten crops, top-k with ties, ensembles, both model forms, figures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from preprocessing.prepare import PrepareSettings, preprocess
+from preprocessing.sample_data import SampleSpec, generate
+from preprocessing.stats import compute_stats
+from training.config import resolve
+from training.evaluate import (
+    average_views,
+    crop_offsets,
+    ensemble_probs,
+    evaluate,
+    load_model,
+    ten_crops,
+)
+from training.figures import THUMB, _features, conv1_size, nearest
+from training.metrics import load_checkpoint, save_checkpoint, topk_errors
+from training.model import to_grouped
+from training.train import train
+
+
+def coords(batch: int = 2) -> torch.Tensor:
+    """(B, 256, 256, 3): R = row, G = column, B = image index."""
+    x = torch.zeros(batch, 256, 256, 3)
+    x[..., 0] = torch.arange(256.0)[:, None]
+    x[..., 1] = torch.arange(256.0)[None, :]
+    x[..., 2] = torch.arange(float(batch))[:, None, None]
+    return x
+
+
+def test_ten_crops_are_the_five_positions_and_their_mirrors():
+    views = ten_crops(coords(2))
+    assert views.shape == (20, 3, 227, 227)
+    positions = [(0, 0), (0, 29), (29, 0), (29, 29), (14, 14)]
+    assert crop_offsets() == positions
+    for v in range(10):
+        top, left = positions[v % 5]
+        for i in range(2):
+            row = views[v * 2 + i]
+            assert row[2].eq(i).all()  # view v of image i sits at row v * B + i
+            assert row[0, 0, 0] == top and row[0, -1, 0] == top + 226
+            cols = torch.arange(left, left + 227.0)
+            assert torch.equal(row[1, 0], cols.flip(0) if v >= 5 else cols)
+    center = ten_crops(coords(1), crops=1)
+    assert (
+        center.shape == (1, 3, 227, 227) and center[0, 0, 0, 0] == 14 and center[0, 1, 0, 0] == 14
+    )
+
+
+def test_view_averaging_groups_each_images_views():
+    probs = torch.arange(10 * 3 * 2, dtype=torch.float32).reshape(10 * 3, 2)
+    avg = average_views(probs, 10)
+    assert torch.equal(avg[1], probs[1::3].mean(0))
+
+
+def test_topk_errors_by_hand_ties_included():
+    scores = torch.tensor(
+        [
+            [5.0, 1, 1, 1, 1, 1, 0],  # label 0: top-1 right
+            [1.0, 5, 1, 1, 1, 1, 0],  # label 0: rank 1 -> top-1 wrong, top-5 right
+            [9.0, 8, 7, 6, 5, 4, 0],  # label 6: rank 6 -> both wrong
+            [2.0, 2, 2, 2, 2, 2, 2],  # label 3: all tied -> rank 0, right (ties favour the label)
+            [3.0, 3, 1, 1, 1, 1, 1],  # label 1: tied for first with class 0 -> top-1 right
+            [6.0, 5, 4, 3, 2, 1, 1],  # label 5: rank 5 (one tie below) -> top-5 wrong
+        ]
+    )
+    labels = torch.tensor([0, 0, 6, 3, 1, 5])
+    assert topk_errors(scores, labels) == {1: 3, 5: 2}  # rows 1, 2, 5 and rows 2, 5
+    assert topk_errors(scores, labels, ks=(1, 2, 7)) == {1: 3, 2: 2, 7: 0}
+
+
+def test_ensemble_averages_softmax_not_logits():
+    a = torch.tensor([[4.0, 0.0, 0.0]])
+    assert torch.allclose(ensemble_probs([a, a]), torch.softmax(a, 1))  # a model with itself
+    b = torch.tensor([[-20.0, 1.0, 0.0]])  # logits mean favours class 1; softmax mean class 0
+    probs = ensemble_probs([a, b])
+    assert probs.argmax().item() == 0
+    assert ((a + b) / 2).argmax().item() == 1
+    assert torch.allclose(probs, (torch.softmax(a, 1) + torch.softmax(b, 1)) / 2)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    generate(
+        root / "src", SampleSpec(classes=4, train_per_class=12, val_per_class=4, quirks=0, seed=9)
+    )
+    preprocess(
+        root / "src", root / "out", PrepareSettings(shard_size=20), workers=1, progress=False
+    )
+    compute_stats(root / "out", workers=1)
+    config = resolve(
+        "smoke", overrides=["model.width=0.0625", "epochs=2", "batch_size=16", "loader_workers=0"]
+    )
+    train(root / "out", "a", config, progress=False)
+    return root / "out"
+
+
+def test_eval_json_ensembles_and_figures(trained):
+    out = trained
+    shutil.copytree(out / "runs" / "a", out / "runs" / "a2", dirs_exist_ok=True)
+    result = evaluate(out, "a", ensemble=["a2"], figures=True)
+    saved = json.loads((out / "runs/a/eval.json").read_text())
+    assert saved["crops"] == 10 and saved["n"] == 16
+    assert [c["run"] for c in saved["checkpoints"]] == ["a", "a2"]
+    assert all(len(c["sha256"]) == 64 for c in saved["checkpoints"])
+    # an ensemble of a model with itself equals the model
+    assert saved["top1_error"] == saved["checkpoints"][0]["top1_error"]
+    assert saved["top5_error"] == saved["checkpoints"][0]["top5_error"]
+    per_class = json.loads((out / "runs/a/per_class_error.json").read_text())
+    assert sum(c["n"] for c in per_class.values()) == 16
+
+    sizes = {p.split("/")[-1]: Image.open(p).size for p in result["figures"]}
+    model = load_model(out / "runs/a/checkpoints/best.pt")
+    per_column = model.model.columns[0].conv1[0].out_channels
+    assert sizes["conv1_kernels.png"] == conv1_size(per_column)
+    assert sizes["top5_predictions.png"] == (THUMB + 260, (THUMB + 10) * 8)
+    assert sizes["training_curves.png"] == (900, 300)
+    assert sizes["nearest_neighbours.png"] == (7 * (THUMB + 4) + 8, 5 * (THUMB + 4))
+    for p in result["figures"]:
+        with Image.open(p) as im:
+            assert len(set(im.convert("L").getdata())) > 2  # not blank
+
+
+def test_two_column_and_grouped_checkpoints_give_the_same_errors(trained):
+    out = trained
+    src = out / "runs/a/checkpoints/best.pt"
+    payload = load_checkpoint(src)
+    two = evaluate(out, "a", checkpoint=str(src), figures=False)
+    grouped = dict(
+        payload, model=to_grouped(payload["model"], load_model(src).config.model), form="grouped"
+    )
+    path = out / "runs/a/checkpoints/best-grouped.pt"
+    save_checkpoint(path, grouped)
+    one = evaluate(out, "a", checkpoint=str(path), figures=False)
+    assert (one["top1_error"], one["top5_error"]) == (two["top1_error"], two["top5_error"])
+    assert one["checkpoints"][0]["sha256"] != two["checkpoints"][0]["sha256"]
+
+
+def test_the_nearest_neighbour_of_a_training_image_is_itself(trained):
+    loaded = load_model(trained / "runs/a/checkpoints/best.pt")
+    feats, _ = _features(loaded, trained, "train", 48)
+    unique = [i for i in range(len(feats)) if (feats - feats[i]).abs().sum(1).eq(0).sum() == 1]
+    assert len(unique) > 10
+    idx = nearest(feats, feats[unique], 3)
+    assert idx[:, 0].tolist() == unique
+
+
+def test_missing_checkpoint_is_a_clear_error(trained):
+    with pytest.raises(FileNotFoundError, match="alexnet train"):
+        evaluate(trained, "never-trained", figures=False)

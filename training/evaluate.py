@@ -1,0 +1,201 @@
+"""The evaluation stage: `alexnet evaluate OUT --run NAME`, the way the paper reports.
+
+10-crop test: the four corner 227x227 patches and the centre patch of each
+256x256 val image, and their horizontal reflections; the softmax outputs of
+the ten are averaged. The ten crops of a batch of images go through the model
+as one batch. `--crops 1` uses the centre patch only.
+
+Ensembles (`--ensemble RUN ...`) average the members' softmax outputs (not
+their logits), as the paper's "5 CNNs" row.
+
+Writes to OUT/runs/NAME/: eval.json, per_class_error.json, figures/*.png.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from shards.atomic import write_json
+from shards.reader import iter_samples, read_manifest, shard_paths
+from shards.stats import read_stats
+from training.config import TrainConfig
+from training.metrics import load_checkpoint, topk_errors
+from training.model import AlexNet, GroupedAlexNet, default_devices
+
+CROP = 227
+
+
+def crop_offsets(size: int = 256, crop: int = CROP) -> list[tuple[int, int]]:
+    """(top, left) of the paper's five patches: four corners, then the centre."""
+    far, mid = size - crop, (size - crop) // 2
+    return [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]
+
+
+def ten_crops(images: torch.Tensor, crops: int = 10, crop: int = CROP) -> torch.Tensor:
+    """(B, H, W, 3) float images -> (crops * B, 3, crop, crop): five patches, then mirrors.
+
+    With crops=1, only the centre patch. Row v * B + i is view v of image i.
+    """
+    offsets = crop_offsets(images.shape[1], crop)
+    if crops == 1:
+        offsets = offsets[4:]
+    elif crops != 10:
+        raise ValueError(f"crops must be 1 or 10, got {crops}")
+    views = [images[:, t : t + crop, left : left + crop] for t, left in offsets]
+    if crops == 10:
+        views += [v.flip(2) for v in views]  # horizontal reflections
+    return torch.cat(views).permute(0, 3, 1, 2)
+
+
+def average_views(probs: torch.Tensor, n_views: int) -> torch.Tensor:
+    """(n_views * B, C) softmax outputs -> (B, C), the mean over each image's views."""
+    return probs.reshape(n_views, -1, probs.shape[1]).mean(0)
+
+
+def ensemble_probs(member_logits: list[torch.Tensor]) -> torch.Tensor:
+    """The mean of the members' softmax outputs (what the paper averages), not of their logits."""
+    return torch.stack([torch.softmax(lg.float(), 1) for lg in member_logits]).mean(0)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    config: TrainConfig
+    path: Path
+    sha256: str
+
+
+def load_model(path: str | os.PathLike, devices: list[str] | None = None) -> Loaded:
+    """A model from a checkpoint of either form, in eval mode, on `devices` (or the defaults)."""
+    path = Path(path)
+    payload = load_checkpoint(path)
+    config = TrainConfig.from_dict(payload["config"])
+    if payload.get("form", "two-column") == "grouped":
+        device = (devices or [str(default_devices()[0])])[0]
+        model: torch.nn.Module = GroupedAlexNet.from_config(config.model, device)
+    else:
+        model = AlexNet.from_config(config.model, devices)
+    model.load_state_dict(payload["model"])
+    return Loaded(model.eval(), config, path, sha256_file(path))
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def predict(
+    members: list[Loaded], out: Path, crops: int, batch_size: int, limit: int | None = None
+) -> tuple[list[torch.Tensor], torch.Tensor, list[dict]]:
+    """Per member: (N, C) view-averaged softmax over the val set; the labels; the samples' meta."""
+    stats = read_stats(out, read_manifest(out))
+    means = {id(m): torch.from_numpy(stats.mean).to(_device(m.model)) for m in members}
+    probs: list[list[torch.Tensor]] = [[] for _ in members]
+    labels, metas, batch = [], [], []
+
+    def flush() -> None:
+        images = torch.from_numpy(np.stack([b[0] for b in batch]))  # (B, 256, 256, 3) uint8
+        for k, m in enumerate(members):
+            x = (images.to(_device(m.model)).float() - means[id(m)]) * m.config.input_scale
+            logits = m.model(ten_crops(x, crops))  # all views of the batch: one forward pass
+            probs[k].append(average_views(torch.softmax(logits.float(), 1), crops).cpu())
+        labels.extend(b[1] for b in batch)
+        metas.extend(b[2] for b in batch)
+        batch.clear()
+
+    for n, sample in enumerate(iter_samples(shard_paths(out, "val"))):
+        if limit is not None and n >= limit:
+            break
+        with Image.open(io.BytesIO(sample.image)) as im:
+            batch.append(
+                (np.asarray(im.convert("RGB")), sample.cls, {"key": sample.key, **sample.meta})
+            )
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return [torch.cat(p) for p in probs], torch.tensor(labels), metas
+
+
+def _errors(probs: torch.Tensor, labels: torch.Tensor) -> dict:
+    e = topk_errors(probs, labels)
+    n = len(labels)
+    return {"top1_error": e[1] / n, "top5_error": e[5] / n, "n": n}
+
+
+def _checkpoint_of(out: Path, run: str, which: str) -> Path:
+    path = (
+        Path(which)
+        if which not in ("best", "last")
+        else out / "runs" / run / "checkpoints" / f"{which}.pt"
+    )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: train run {run!r} first (alexnet train {out} --run {run})"
+        )
+    return path
+
+
+def evaluate(
+    out: str | os.PathLike,
+    run: str,
+    crops: int = 10,
+    ensemble: list[str] | None = None,
+    checkpoint: str = "best",
+    devices: list[str] | None = None,
+    batch_size: int = 32,
+    figures: bool = True,
+) -> dict:
+    """Evaluate run `run` (and an ensemble with it); write eval.json and the rest; return it."""
+    out = Path(out)
+    runs = [run, *(ensemble or [])]
+    members = [load_model(_checkpoint_of(out, r, checkpoint), devices) for r in runs]
+    probs, labels, metas = predict(members, out, crops, batch_size)
+    manifest = read_manifest(out)
+    result: dict = {"crops": crops, "n": len(labels)}
+    entries = [
+        {"run": r, "checkpoint": str(m.path), "sha256": m.sha256, **_errors(p, labels)}
+        for r, m, p in zip(runs, members, probs, strict=True)
+    ]
+    final = probs[0] if len(members) == 1 else torch.stack(probs).mean(0)  # softmax averages
+    result |= _errors(final, labels)
+    result["checkpoints"] = entries
+    if len(members) > 1:
+        result["ensemble"] = runs
+    run_dir = out / "runs" / run
+    write_json(run_dir / "eval.json", result)
+    write_json(run_dir / "per_class_error.json", per_class(final, labels, manifest["classes"]))
+    if figures:
+        from training.figures import draw_all
+
+        result["figures"] = [str(p) for p in draw_all(out, run, members[0], final, labels, metas)]
+        write_json(run_dir / "eval.json", result)
+    return result
+
+
+def per_class(probs: torch.Tensor, labels: torch.Tensor, classes: list[dict]) -> dict:
+    """Top-1 and top-5 error of each class present in the val set, by wnid."""
+    out = {}
+    for c in sorted(set(labels.tolist())):
+        rows = labels == c
+        e = topk_errors(probs[rows], labels[rows])
+        n = int(rows.sum())
+        out[classes[c]["wnid"]] = {"index": c, "name": classes[c]["name"], "n": n,
+                                   "top1_error": e[1] / n, "top5_error": e[5] / n}  # fmt: skip
+    return out

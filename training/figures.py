@@ -1,0 +1,212 @@
+"""The paper's figures, drawn with Pillow (matplotlib would pull stock Pillow over pillow-simd).
+
+- conv1_kernels.png      the 96 conv1 kernels, 11x11x3, one row block per column (Figure 3)
+- top5_predictions.png   val images with their top-5 labels and probabilities (Figure 4, left)
+- nearest_neighbours.png val queries and the training images nearest in fc7 space (Figure 4, right)
+- training_curves.png    loss, learning rate and val errors from metrics.jsonl
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from shards.atomic import atomic_writer
+from shards.reader import iter_samples, read_manifest, shard_paths
+from shards.stats import read_stats
+
+if TYPE_CHECKING:
+    from training.evaluate import Loaded
+
+KERNEL_ZOOM, GAP, PER_ROW = 5, 2, 12
+THUMB = 96
+
+
+def _save(img: Image.Image, path: Path) -> Path:
+    with atomic_writer(path) as f:
+        img.save(f, "PNG")
+    return path
+
+
+def conv1_kernels(weights: list[torch.Tensor]) -> Image.Image:
+    """One block of rows per column; each kernel scaled to 0-255 on its own, zoomed 5x."""
+    k = weights[0].shape[-1]
+    cell = k * KERNEL_ZOOM + GAP
+    rows = [int(np.ceil(w.shape[0] / PER_ROW)) for w in weights]
+    img = Image.new(
+        "RGB",
+        (PER_ROW * cell + GAP, sum(rows) * cell + GAP * (1 + 3 * (len(weights) - 1))),
+        "white",
+    )
+    y0 = GAP
+    for w, n_rows in zip(weights, rows, strict=True):
+        for i, kernel in enumerate(w.detach().float().cpu().numpy()):
+            a = kernel.transpose(1, 2, 0)  # (k, k, 3)
+            a = (a - a.min()) / max(float(a.max() - a.min()), 1e-12) * 255
+            tile = Image.fromarray(a.astype(np.uint8)).resize((k * KERNEL_ZOOM,) * 2, Image.NEAREST)
+            img.paste(tile, (GAP + (i % PER_ROW) * cell, y0 + (i // PER_ROW) * cell))
+        y0 += n_rows * cell + 3 * GAP  # a wider gap between the columns' blocks
+    return img
+
+
+def conv1_size(n_per_column: int, columns: int = 2, k: int = 11) -> tuple[int, int]:
+    """The pixel size of `conv1_kernels` for these kernel counts."""
+    cell = k * KERNEL_ZOOM + GAP
+    rows = int(np.ceil(n_per_column / PER_ROW)) * columns
+    return PER_ROW * cell + GAP, rows * cell + GAP * (1 + 3 * (columns - 1))
+
+
+def top5_panel(
+    images: list[np.ndarray], probs: torch.Tensor, labels: list[int], names: list[str]
+) -> Image.Image:
+    """Each image with its five most probable classes as bars; the true class in green."""
+    font = ImageFont.load_default()
+    width, row_h = THUMB + 260, THUMB + 10
+    img = Image.new("RGB", (width, row_h * len(images)), "white")
+    draw = ImageDraw.Draw(img)
+    for r, (pixels, p, y) in enumerate(zip(images, probs, labels, strict=True)):
+        img.paste(Image.fromarray(pixels).resize((THUMB, THUMB)), (0, r * row_h))
+        top = torch.topk(p, min(5, len(p)))
+        for j, (v, c) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True)):
+            y0 = r * row_h + 4 + j * 18
+            colour = (40, 160, 60) if c == y else (200, 80, 60)
+            draw.rectangle((THUMB + 8, y0, THUMB + 8 + int(100 * v), y0 + 12), fill=colour)
+            draw.text((THUMB + 114, y0), f"{v:.2f} {names[c][:22]}", fill="black", font=font)
+        draw.text(
+            (4, r * row_h + THUMB - 12), f"true: {names[y][:14]}", fill=(40, 160, 60), font=font
+        )
+    return img
+
+
+def nearest(train_feats: torch.Tensor, query_feats: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k training rows nearest (Euclidean) to each query row, nearest first."""
+    d = torch.cdist(query_feats.double(), train_feats.double())
+    return torch.topk(d, min(k, d.shape[1]), largest=False).indices
+
+
+def neighbour_panel(queries: list[np.ndarray], rows: list[list[np.ndarray]]) -> Image.Image:
+    cols = 1 + max(len(r) for r in rows)
+    img = Image.new("RGB", (cols * (THUMB + 4) + 8, len(queries) * (THUMB + 4)), "white")
+    for i, (q, neigh) in enumerate(zip(queries, rows, strict=True)):
+        img.paste(Image.fromarray(q).resize((THUMB, THUMB)), (0, i * (THUMB + 4)))
+        for j, n in enumerate(neigh):
+            img.paste(
+                Image.fromarray(n).resize((THUMB, THUMB)),
+                (8 + (j + 1) * (THUMB + 4), i * (THUMB + 4)),
+            )
+    return img
+
+
+def curves(metrics: list[dict], size: tuple[int, int] = (900, 300)) -> Image.Image:
+    """Three panels: training loss by step, learning rate by step, val errors by epoch."""
+    font = ImageFont.load_default()
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    steps = [m for m in metrics if m.get("loss") is not None and "val_top1_error" not in m]
+    epochs = [m for m in metrics if "val_top1_error" in m]
+    panels = [
+        ("training loss", [(m["step"], m["loss"]) for m in steps], (30, 60, 200)),
+        ("learning rate", [(m["step"], m["lr"]) for m in steps + epochs], (120, 60, 160)),
+        ("val top-1 (red), top-5 (orange) error",
+         [(m["epoch"], m["val_top1_error"]) for m in epochs], (200, 40, 40)),
+    ]  # fmt: skip
+    w = size[0] // 3
+    for i, (title, points, colour) in enumerate(panels):
+        box = (i * w + 40, 20, (i + 1) * w - 10, size[1] - 30)
+        draw.rectangle(box, outline="black")
+        draw.text((box[0], 4), title, fill="black", font=font)
+        series = [(points, colour)]
+        if i == 2:
+            series.append(([(m["epoch"], m["val_top5_error"]) for m in epochs], (240, 150, 30)))
+        allp = [p for s, _ in series for p in s]
+        if len(allp) < 1:
+            continue
+        xs, ys = [p[0] for p in allp], [p[1] for p in allp]
+        x0, x1, y0, y1 = min(xs), max(xs), min(min(ys), 0), max(ys)
+        draw.text((box[0] - 36, box[1]), f"{y1:.3g}", fill="black", font=font)
+        draw.text((box[0] - 36, box[3] - 10), f"{y0:.3g}", fill="black", font=font)
+        draw.text((box[2] - 30, box[3] + 4), f"{x1}", fill="black", font=font)
+        for pts, col in series:
+            sx = (box[2] - box[0]) / max(x1 - x0, 1e-12)
+            sy = (box[3] - box[1]) / max(y1 - y0, 1e-12)
+            xy = [(box[0] + (x - x0) * sx, box[3] - (y - y0) * sy) for x, y in pts]
+            if len(xy) > 1:
+                draw.line(xy, fill=col, width=2)
+            for x, y in xy:
+                draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=col)
+    return img
+
+
+def _center(pixels: np.ndarray, crop: int = 227) -> np.ndarray:
+    o = (pixels.shape[0] - crop) // 2
+    return pixels[o : o + crop, o : o + crop]
+
+
+@torch.no_grad()
+def _features(
+    loaded: Loaded, out: Path, split: str, limit: int
+) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """fc7 features of the centre crops of the first `limit` images of a split."""
+    model, config = loaded.model, loaded.config
+    device = next(model.parameters()).device
+    mean = torch.from_numpy(read_stats(out).mean).to(device)
+    feats, images = [], []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        x = (torch.from_numpy(np.stack(batch)).to(device).float() - mean) * config.input_scale
+        x = x[:, 14:241, 14:241]  # the centre crop, (B, 227, 227, 3)
+        feats.append(model.forward_features(x.permute(0, 3, 1, 2))[1].float().cpu())
+        batch.clear()
+
+    for n, s in enumerate(iter_samples(shard_paths(out, split))):
+        if n >= limit:
+            break
+        with Image.open(io.BytesIO(s.image)) as im:
+            pixels = np.asarray(im.convert("RGB"))
+        images.append(pixels)
+        batch.append(pixels)
+        if len(batch) == 64:
+            flush()
+    if batch:
+        flush()
+    return torch.cat(feats), images
+
+
+def draw_all(out: Path, run: str, loaded: Loaded, probs: torch.Tensor, labels: torch.Tensor,
+             metas: list[dict],
+             n_examples: int = 8, n_queries: int = 5, n_neighbours: int = 6,
+             train_limit: int = 2000) -> list[Path]:  # fmt: skip
+    """Draw every figure into OUT/runs/RUN/figures/; return their paths."""
+    folder = out / "runs" / run / "figures"
+    names = [c["name"] or c["wnid"] for c in read_manifest(out)["classes"]]
+    model = loaded.model
+    weights = (
+        [c.conv1[0].weight for c in model.columns]
+        if hasattr(model, "columns")
+        else list(model.conv1[0].weight.chunk(2))
+    )
+    paths = [_save(conv1_kernels(weights), folder / "conv1_kernels.png")]
+
+    val_feats, val_images = _features(loaded, out, "val", n_examples)
+    shown = [_center(v) for v in val_images[:n_examples]]
+    paths.append(_save(top5_panel(shown, probs[: len(shown)], labels[: len(shown)].tolist(), names),
+                       folder / "top5_predictions.png"))  # fmt: skip
+
+    train_feats, train_images = _features(loaded, out, "train", train_limit)
+    idx = nearest(train_feats, val_feats[:n_queries], n_neighbours)
+    rows = [[_center(train_images[j]) for j in row.tolist()] for row in idx]
+    paths.append(_save(neighbour_panel([_center(v) for v in val_images[:n_queries]], rows),
+                       folder / "nearest_neighbours.png"))  # fmt: skip
+
+    metrics_path = out / "runs" / run / "metrics.jsonl"
+    if metrics_path.is_file():
+        metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+        paths.append(_save(curves(metrics), folder / "training_curves.png"))
+    return paths
