@@ -41,6 +41,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    """--workers / --dask-address: how every Dask stage chooses its cluster."""
+    from preprocessing.cluster import default_workers
+
+    workers_help = "local Dask worker processes"
+    address_help = "use the Dask scheduler running at this address (tcp://host:port)"
+    p.add_argument("--workers", type=_positive_int, default=default_workers(), help=workers_help)
+    p.add_argument("--dask-address", default=None, help=address_help)
+
+
 # --- alexnet sample-data -------------------------------------------------------
 
 
@@ -132,7 +142,6 @@ def _run_sample_data(args: argparse.Namespace) -> int:
 
 
 def _add_preprocess(sub: argparse._SubParsersAction) -> None:
-    from preprocessing.cluster import default_workers
     from preprocessing.image import RESAMPLING, ImageSettings
     from preprocessing.prepare import PrepareSettings
 
@@ -191,17 +200,7 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
         help="reject images with more pixels (decompression bombs)",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the train shard order")
-    p.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=default_workers(),
-        help="local Dask worker processes",
-    )
-    p.add_argument(
-        "--dask-address",
-        default=None,
-        help="use the running Dask scheduler at this address (tcp://host:port)",
-    )
+    _add_cluster_options(p)
     p.set_defaults(handler=_run_preprocess)
 
 
@@ -247,7 +246,6 @@ def _run_preprocess(args: argparse.Namespace) -> int:
 
 
 def _add_stats(sub: argparse._SubParsersAction) -> None:
-    from preprocessing.cluster import default_workers
     from shards.stats import SCALES
 
     p = sub.add_parser(
@@ -275,17 +273,7 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
         default=False,
         help="ignore stored partial sums and decode every training image",
     )
-    p.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=default_workers(),
-        help="local Dask worker processes",
-    )
-    p.add_argument(
-        "--dask-address",
-        default=None,
-        help="use the running Dask scheduler at this address (tcp://host:port)",
-    )
+    _add_cluster_options(p)
     p.set_defaults(handler=_run_stats)
 
 

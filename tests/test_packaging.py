@@ -142,36 +142,13 @@ def test_data_stages_never_load_torch(small_tree, tmp_path):
 
 def test_cli_sample_data_writes_and_refuses_to_clobber(tmp_path):
     out = tmp_path / "tree"
-    res = _alexnet(
-        "sample-data",
-        str(out),
-        "--classes",
-        "2",
-        "--train-per-class",
-        "6",
-        "--val-per-class",
-        "1",
-        "--quirks",
-        "1",
-        "--workers",
-        "1",
-    )
+    small = ["--classes", "2", "--train-per-class", "6", "--val-per-class", "1", "--quirks", "1"]
+    res = _alexnet("sample-data", str(out), *small, "--workers", "1")
     assert res.returncode == 0, res.stderr
     assert "2 classes, 12 train and 2 val images" in res.stdout
     assert len(list((out / "train").rglob("*.JPEG"))) == 12
 
-    again = _alexnet(
-        "sample-data",
-        str(out),
-        "--classes",
-        "2",
-        "--train-per-class",
-        "6",
-        "--val-per-class",
-        "1",
-        "--quirks",
-        "1",
-    )
+    again = _alexnet("sample-data", str(out), *small)
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
     other = _alexnet("sample-data", str(out), "--seed", "3")
