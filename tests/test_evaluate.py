@@ -119,7 +119,10 @@ def test_eval_json_ensembles_and_figures(trained):
     per_class = json.loads((out / "runs/a/per_class_error.json").read_text())
     assert sum(c["n"] for c in per_class.values()) == 16
 
-    sizes = {p.split("/")[-1]: Image.open(p).size for p in result["figures"]}
+    sizes = {}
+    for p in result["figures"]:
+        with Image.open(p) as im:
+            sizes[p.split("/")[-1]] = im.size
     model = load_model(out / "runs/a/checkpoints/best.pt")
     per_column = model.model.columns[0].conv1[0].out_channels
     assert sizes["conv1_kernels.png"] == conv1_size(per_column)
