@@ -43,8 +43,8 @@ demo: install
 	$(BIN)/alexnet evaluate $(DEMO_OUT) --run demo
 	@echo
 	@echo "Sample ImageNet tree: $(DEMO_SRC); shards, stats, the smoke run and its evaluation:"
-	@echo "$(DEMO_OUT) (run folder: $(DEMO_OUT)/runs/demo). Not built yet: the Prefect flows"
-	@echo "(alexnet pipeline / serve, issue 8); until then the stages run one by one, as above."
+	@echo "$(DEMO_OUT) (run folder: $(DEMO_OUT)/runs/demo). The same as one cached Prefect flow:"
+	@echo "'alexnet pipeline $(DEMO_SRC) OUT'. Deployments and re-processing flows: issue 8."
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache
