@@ -158,6 +158,12 @@ def scan(
     return tree
 
 
+def _duplicate(rel: str, key: str) -> dict:
+    """The reject of a file whose key another file of its split already has."""
+    return {"path": rel, "reason": f"another file has the same name stem (key {key!r}); "
+            "only the first is kept"}  # fmt: skip
+
+
 def _file(split: str, relpath: str, key: str, label: int, e: os.DirEntry) -> SourceFile:
     st = e.stat()
     return SourceFile(split, relpath, key, label, st.st_size, st.st_mtime_ns)
@@ -181,13 +187,7 @@ def _scan_class_folders(
                     }
                 )
             elif key in keys:
-                tree.rejects.append(
-                    {
-                        "path": rel,
-                        "reason": f"another file has the same name "
-                        f"stem (key {key!r}); only the first is kept",
-                    }
-                )
+                tree.rejects.append(_duplicate(rel, key))
             else:
                 keys.add(key)
                 files.append(_file(split, rel, key, index[folder.name], e))
@@ -228,13 +228,7 @@ def _scan_flat_val(
         elif wnid not in index:
             tree.rejects.append({"path": rel, "reason": f"label {wnid!r} is not a known class"})
         elif key in keys:
-            tree.rejects.append(
-                {
-                    "path": rel,
-                    "reason": f"another file has the same name stem "
-                    f"(key {key!r}); only the first is kept",
-                }
-            )
+            tree.rejects.append(_duplicate(rel, key))
         else:
             keys.add(key)
             files.append(_file("val", rel, key, index[wnid], e))

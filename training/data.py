@@ -170,12 +170,12 @@ class ShardSamples(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def shards_for(self, worker: int = 0, workers: int = 1) -> list[str]:
-        """This rank's and worker's shards for the current epoch."""
+    def shards_for(self, worker: int = 0, workers: int = 1, rank: int | None = None) -> list[str]:
+        """A rank's (this one's by default) and worker's shards for the current epoch."""
         order = list(self.shards)
         if self.train:
             random.Random(f"{self.seed}-{self.epoch}").shuffle(order)
-        return order[self.rank :: self.world][worker::workers]
+        return order[self.rank if rank is None else rank :: self.world][worker::workers]
 
     def __iter__(self) -> Iterator[Batch]:
         import webdataset as wds

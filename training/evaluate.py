@@ -179,13 +179,12 @@ def evaluate(
     if len(members) > 1:
         result["ensemble"] = runs
     run_dir = out / "runs" / run
-    write_json(run_dir / "eval.json", result)
     write_json(run_dir / "per_class_error.json", per_class(final, labels, manifest["classes"]))
     if figures:
         from training.figures import draw_all
 
         result["figures"] = [str(p) for p in draw_all(out, run, members[0], final, labels, metas)]
-        write_json(run_dir / "eval.json", result)
+    write_json(run_dir / "eval.json", result)
     return result
 
 

@@ -228,7 +228,9 @@ def train(
             read_log[epoch] = [Path(u).name for u in train_ds.shards_for()]
             limit = None
             if world > 1:  # all ranks take the same number of steps (see training/data.py)
-                per_rank = [sum(counts[u] for u in _rank_shards(train_ds, r)) for r in range(world)]
+                per_rank = [
+                    sum(counts[u] for u in train_ds.shards_for(rank=r)) for r in range(world)
+                ]
                 limit = min(per_rank) // config.batch_size
             model_ddp.train()
             t0, seen, losses = time.perf_counter(), 0, []
@@ -336,15 +338,6 @@ def train(
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return result
-
-
-def _rank_shards(ds: ShardSamples, rank: int) -> list[str]:
-    saved = ds.rank
-    ds.rank = rank
-    try:
-        return ds.shards_for()
-    finally:
-        ds.rank = saved
 
 
 @torch.no_grad()
