@@ -9,8 +9,13 @@ preprocesses it once (timed), then measures, interleaved, `--repeats` times:
   stats from pixels     `compute_stats(OUT, from_pixels=True)`: decodes every image
   decode only           a multiprocessing.Pool on all cores decoding every stored
                         JPEG of the shards: the speed limit of "from pixels"
+  cluster               starting and stopping the local Dask cluster alone: a
+                        fixed cost, the same at any corpus size, so "steady"
+                        ratios take it out
 
 and the peak resident memory of the whole process tree during each stats run.
+With two sizes it also gives the marginal cost of an image between them, free
+of every fixed cost: the from-pixels rate that a large corpus approaches.
 Shards are small (100) so that the two sizes differ in shard count (10 vs 40).
 """
 
@@ -30,7 +35,7 @@ from pathlib import Path
 from common import PeakRSS, build_corpus, machine
 from PIL import Image
 
-from preprocessing.cluster import default_workers
+from preprocessing.cluster import dask_client, default_workers
 from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.stats import compute_stats
 from shards.reader import iter_samples, shard_paths
@@ -49,6 +54,13 @@ def decode_only(out: Path, cores: int) -> float:
     t0 = time.perf_counter()
     with mp.Pool(cores) as pool:
         pool.map(_decode_shard, [str(p) for p in shard_paths(out, "train")])
+    return time.perf_counter() - t0
+
+
+def cluster_start_stop(cores: int) -> float:
+    t0 = time.perf_counter()
+    with dask_client(cores):
+        pass
     return time.perf_counter() - t0
 
 
@@ -86,7 +98,7 @@ def main() -> None:
         preprocess(src, out, PrepareSettings(shard_size=args.shard_size), splits=("train",),
                    workers=cores, progress=False)  # fmt: skip
         prep = time.perf_counter() - t0
-        runs: dict[str, list[float]] = {"partials": [], "pixels": [], "decode": []}
+        runs: dict[str, list[float]] = {"partials": [], "pixels": [], "decode": [], "cluster": []}
         peaks: dict[str, int] = {"partials": 0, "pixels": 0}
         for _ in range(args.repeats):
             for how in ("partials", "pixels"):
@@ -94,6 +106,7 @@ def main() -> None:
                 runs[how].append(seconds)
                 peaks[how] = max(peaks[how], peak)
             runs["decode"].append(decode_only(out, cores))
+            runs["cluster"].append(cluster_start_stop(cores))
         med = {k: statistics.median(v) for k, v in runs.items()}
         results["sizes"][n] = {
             "shards": len(shard_paths(out, "train")),
@@ -103,10 +116,30 @@ def main() -> None:
             "images_per_s_from_pixels": round(n / med["pixels"], 1),
             "images_per_s_decode_only": round(n / med["decode"], 1),
             "ratio_pixels_over_decode_speed": round(med["decode"] / med["pixels"], 3),
+            "cluster_start_stop_s": round(med["cluster"], 2),
+            "ratio_pixels_over_decode_speed_steady": round(
+                med["decode"] / (med["pixels"] - med["cluster"]), 3
+            ),
             "peak_rss_mib": {k: round(v / 2**20) for k, v in peaks.items()},
             "raw_seconds": {k: [round(x, 2) for x in v] for k, v in runs.items()},
         }
         shutil.rmtree(out, ignore_errors=True)
+    if len(args.sizes) >= 2:
+        # The marginal cost of more images, between the smallest and largest size:
+        # what every fixed cost (cluster start, worker imports, pool start) drops out of.
+        small, large = min(args.sizes), max(args.sizes)
+        a, b = results["sizes"][small]["raw_seconds"], results["sizes"][large]["raw_seconds"]
+        extra = {k: statistics.median(b[k]) - statistics.median(a[k]) for k in ("pixels", "decode")}
+        results["marginal"] = {
+            "images": large - small,
+            "pixels_ms_per_image_per_core": round(
+                extra["pixels"] / (large - small) * cores * 1e3, 3
+            ),
+            "decode_ms_per_image_per_core": round(
+                extra["decode"] / (large - small) * cores * 1e3, 3
+            ),
+            "ratio_pixels_over_decode_speed": round(extra["decode"] / extra["pixels"], 3),
+        }
     print(json.dumps(results, indent=1))
 
 

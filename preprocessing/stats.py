@@ -53,7 +53,7 @@ def pixels_partials(tar: Path, size: int) -> Partials:
     partials = Partials.zeros(size)
     for sample in iter_samples([tar]):
         with Image.open(io.BytesIO(sample.image)) as im:
-            partials.add(np.asarray(im.convert("RGB")))
+            partials.add(np.asarray(im if im.mode == "RGB" else im.convert("RGB")))
     return partials
 
 
@@ -82,7 +82,7 @@ def merge(*parts: tuple[Counter, Partials]) -> tuple[Counter, Partials]:
     for h, p in parts:
         how += h
         if total is None:
-            total = Partials(p.pixel_sum.astype(np.uint64), p.rgb_outer.copy(), p.n_images)
+            total = p.copy()
         else:
             total.merge(p)
     return how, total

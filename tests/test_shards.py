@@ -101,6 +101,16 @@ def test_pixel_sum_widens_before_uint32_could_overflow(monkeypatch):
     assert p.pixel_sum.dtype == np.uint64 and int(p.pixel_sum[0, 0, 0]) == 3 * 255
 
 
+def test_staged_sums_flush_exactly(monkeypatch):
+    """The uint16 stage is flushed before it could overflow, and on every read."""
+    monkeypatch.setattr(partials_mod, "_STAGE_IMAGES", 2)
+    p = Partials.zeros(2)
+    for n in range(1, 8):
+        p.add(np.full((2, 2, 3), 255, np.uint8))
+        assert int(p.pixel_sum[1, 1, 2]) == n * 255 and p.n_images == n
+    assert p.rgb_outer[0, 1] == 7 * 4 * 255 * 255
+
+
 def test_partials_file_is_checked(tmp_path):
     p = Partials.zeros(2)
     p.add(np.ones((2, 2, 3), np.uint8))
