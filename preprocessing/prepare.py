@@ -22,6 +22,15 @@ Train order: inputs are sorted by sha256(seed, key), a pseudo-random
 permutation in which each image's place depends only on its own key, so shards
 mix classes, and an image added later does not move the others relative to one
 another. Val keeps source order.
+
+Incremental layout: when OUT already holds a manifest made with the same
+settings, every input keeps the shard it is in (each shard's record lists its
+members): a shard is rewritten only if one of its inputs changed or was
+deleted, and new inputs go to new shards appended after the existing ones, in
+the order above. The manifest's `changes` says what was added, changed and
+deleted since the previous manifest, and which shards that rewrote. (A
+changed input is one whose path, size, mtime or label changed.) Without a
+usable earlier manifest, or with other settings, the layout starts afresh.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -77,11 +86,24 @@ class PrepareSettings:
 
 
 @dataclass(frozen=True)
+class ShardMembers:
+    """A shard as the manifest lists it: its plan digest and its inputs."""
+
+    plan: str
+    members: tuple[tuple[str, str], ...]  # (key, identity) in shard order
+
+
+# split -> the shards the manifest lists, in order
+Layout = dict[str, list[ShardMembers]]
+
+
+@dataclass(frozen=True)
 class ShardPlan:
     split: str
     index: int
     files: tuple[SourceFile, ...]
     digest: str  # sha256 of the settings and every input's identity
+    previous: ShardMembers | None = None  # what the manifest lists at this index, if anything
 
     @property
     def name(self) -> str:
@@ -92,22 +114,102 @@ def _train_order(seed: int, f: SourceFile) -> bytes:
     return hashlib.sha256(f"{seed}\0{f.key}".encode()).digest()
 
 
-def plan_shards(tree: SourceTree, settings: PrepareSettings) -> dict[str, list[ShardPlan]]:
-    """Split each split's inputs into shards of `shard_size`, in the documented order."""
+def plan_shards(
+    tree: SourceTree, settings: PrepareSettings, layout: Layout | None = None
+) -> dict[str, list[ShardPlan]]:
+    """Assign each split's inputs to shards of `shard_size`, in the documented order.
+
+    With a `layout` (the members of existing shards), inputs that are still in
+    the source keep their shard, and the rest fill new shards appended after them.
+    """
     settings_json = json.dumps(settings.as_dict(), sort_keys=True)
     plans: dict[str, list[ShardPlan]] = {}
     for split, files in tree.files.items():
         if split == "train":
             files = sorted(files, key=functools.partial(_train_order, settings.seed))
         n = settings.shard_size
+        chunks: list[list[SourceFile]] = []
+        previous = layout.get(split, []) if layout else []
+        if previous:
+            current = {f.key: f for f in files}
+            for shard in previous:
+                chunks.append([current[k] for k, _ in shard.members if k in current])
+            placed = {k for shard in previous for k, _ in shard.members}
+            files = [f for f in files if f.key not in placed]
+        chunks += [files[start : start + n] for start in range(0, len(files), n)]
         plans[split] = []
-        for i, start in enumerate(range(0, len(files), n)):
-            chunk = tuple(files[start : start + n])
+        for i, chunk in enumerate(chunks):
             h = hashlib.sha256(f"{FORMAT_VERSION}\n{split}\n{settings_json}\n".encode())
             for f in chunk:
                 h.update(f"{f.key}\t{f.identity()}\n".encode())
-            plans[split].append(ShardPlan(split, i, chunk, h.hexdigest()))
+            before = previous[i] if i < len(previous) else None
+            plans[split].append(ShardPlan(split, i, tuple(chunk), h.hexdigest(), before))
     return plans
+
+
+def previous_layout(out: Path, settings: PrepareSettings) -> tuple[Layout | None, dict | None, str]:
+    """The members of OUT's shards as its manifest lists them, with that manifest.
+
+    Returns (layout, manifest, why): the layout is None when there is no manifest,
+    it was made with other settings, or a shard's record cannot be read; `why`
+    says which (or that the layout is kept).
+    """
+    manifest = _read_json(out / MANIFEST)
+    if manifest is None:
+        return None, None, "new layout: no earlier manifest"
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return None, manifest, "new layout: the earlier manifest has another format version"
+    if manifest.get("settings") != settings.as_dict():
+        return None, manifest, "new layout: the settings changed"
+    layout: Layout = {}
+    for split, entry in manifest.get("splits", {}).items():
+        shards, seen = [], set()
+        for shard in entry.get("shards", []):
+            listed = _listed_members(out, split, shard)
+            if listed is None:
+                why = f"new layout: the record of {split} {shard['shard']} is unreadable"
+                return None, manifest, why
+            if seen.intersection(k for k, _ in listed.members):
+                return None, manifest, f"new layout: {split} records list an input twice"
+            seen.update(k for k, _ in listed.members)
+            shards.append(listed)
+        layout[split] = shards
+    return layout, manifest, "layout kept: inputs stay in their shards"
+
+
+def _listed_members(out: Path, split: str, shard: dict) -> ShardMembers | None:
+    """The members of `shard` in the version the manifest lists.
+
+    Normally its record's; if an update rewrote the shard since and was
+    interrupted before its manifest, the record keeps the listed version's
+    members under `previous`, so a resumed update plans and reports the same.
+    """
+    try:
+        record = json.loads(record_path(shard_dir(out, split) / shard["shard"]).read_text())
+        listed = shard.get("plan", record["plan"])
+        for version in (record, record.get("previous") or {}):
+            if version.get("plan") == listed:
+                members = tuple((str(k), str(ident)) for k, ident in version["members"])
+                return ShardMembers(listed, members)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def diff_layout(layout: Layout, tree: SourceTree) -> dict[str, dict[str, list[str]]]:
+    """Per split, the paths of inputs added, changed and deleted since `layout`."""
+    changes = {}
+    for split, files in tree.files.items():
+        before = {k: ident for shard in layout.get(split, []) for k, ident in shard.members}
+        now = {f.key: f for f in files}
+        changes[split] = {
+            "added": sorted(f.relpath for k, f in now.items() if k not in before),
+            "changed": sorted(
+                f.relpath for k, f in now.items() if k in before and before[k] != f.identity()
+            ),
+            "deleted": sorted(ident.split("\t")[0] for k, ident in before.items() if k not in now),
+        }
+    return changes
 
 
 @functools.lru_cache(maxsize=4)
@@ -152,11 +254,15 @@ def write_shard(
         "shard": plan.name,
         "plan": plan.digest,
         "inputs": len(plan.files),
+        "members": [[f.key, f.identity()] for f in plan.files],
         "count": writer.count,
         "bytes": writer.bytes,
         "sha256": writer.sha256,
         "rejects": rejects,
     }
+    if plan.previous is not None and plan.previous.plan != plan.digest:
+        # the version this replaces, until a manifest lists this one (see _listed_members)
+        record["previous"] = {"plan": plan.previous.plan, "members": plan.previous.members}
     if partials is not None:
         data = partials.to_bytes()
         write_bytes(partials_path(tar), data)
@@ -186,6 +292,7 @@ class PrepareReport:
     shards_written: int = 0
     shards_reused: int = 0
     shards_removed: int = 0
+    layout: str = ""  # whether inputs kept their shards, and if not why
     inputs: int = 0
     written: int = 0
     rejected: int = 0
@@ -234,8 +341,13 @@ def preprocess(
     workers: int | None = None,
     dask_address: str | None = None,
     progress: bool | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> PrepareReport:
-    """Run the preprocess stage (see the module docstring); return what it did."""
+    """Run the preprocess stage (see the module docstring); return what it did.
+
+    `on_progress(done, total)` is called with the inputs done so far after each
+    shard written (for a progress display elsewhere, such as a Prefect artifact).
+    """
     settings = settings or PrepareSettings()
     settings.check()
     src, out = Path(src), Path(out)
@@ -244,9 +356,10 @@ def preprocess(
             raise ValueError(f"unknown split {split!r}; expected some of {', '.join(SPLITS)}")
     tree = scan(src, splits, val_labels)
     check_out(src, out)
-    plans = plan_shards(tree, settings)
     report = PrepareReport(out)
     with _locked(out):
+        layout, previous, report.layout = previous_layout(out, settings)
+        plans = plan_shards(tree, settings, layout)
         records: dict[str, list[dict | None]] = {}
         todo: list[ShardPlan] = []
         for split, split_plans in plans.items():
@@ -258,10 +371,13 @@ def preprocess(
         report.shards_reused = sum(r is not None for rs in records.values() for r in rs)
         if todo:
             report.cluster_started = True
-            for record in _run(src, out, todo, settings, tree, workers, dask_address, progress):
+            for record in _run(
+                src, out, todo, settings, tree, workers, dask_address, progress, on_progress
+            ):
                 records[record["split"]][record["index"]] = record
                 report.shards_written += 1
-        report.manifest = _finish(src, out, tree, settings, records)
+        changes = _changes(previous, layout, tree, records, report.layout)
+        report.manifest = _finish(src, out, tree, settings, records, changes)
     counts = report.manifest["counts"]
     report.inputs, report.written, report.rejected = (
         counts["inputs"],
@@ -293,6 +409,7 @@ def _run(
     workers: int | None,
     dask_address: str | None,
     progress: bool | None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[dict]:
     """Write the shards in `todo` on Dask, one task per shard; yield records as they finish."""
     from distributed import as_completed
@@ -330,6 +447,8 @@ def _run(
                     ) from err
                 rejected += len(record["rejects"])
                 show.update(record["inputs"], f"{rejected} rejected")
+                if on_progress is not None:
+                    on_progress(show.done, total)
                 yield record
         finally:
             show.close()
@@ -343,6 +462,7 @@ def _finish(
     tree: SourceTree,
     settings: PrepareSettings,
     records: dict[str, list[dict | None]],
+    changes: dict,
 ) -> dict:
     """Write rejects.jsonl and manifest.json (last) from the shard records."""
     previous = _read_json(out / MANIFEST)
@@ -360,7 +480,15 @@ def _finish(
             "shards": [
                 {
                     k: r[k]
-                    for k in ("shard", "count", "bytes", "sha256", "partials", "partials_sha256")
+                    for k in (
+                        "shard",
+                        "plan",
+                        "count",
+                        "bytes",
+                        "sha256",
+                        "partials",
+                        "partials_sha256",
+                    )
                     if k in r
                 }
                 for r in recs
@@ -386,6 +514,7 @@ def _finish(
             "val_labels": tree.val_labels,
         },
         "splits": dict(sorted(splits.items())),
+        "changes": changes,
         "counts": {
             "inputs": sum(s["inputs"] for s in splits.values()),
             "written": sum(s["count"] for s in splits.values()),
@@ -399,6 +528,37 @@ def _finish(
         raise AssertionError(f"counts do not add up: {manifest['counts']}")
     write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def _changes(
+    previous: dict | None,
+    layout: Layout | None,
+    tree: SourceTree,
+    records: dict[str, list[dict | None]],
+    why: str,
+) -> dict:
+    """What this run changed against the previous manifest (its `changes` entry)."""
+    changes: dict = {
+        "layout": why,
+        "previous_fingerprint": previous["source"]["fingerprint"] if previous else None,
+    }
+    if layout is None:
+        return changes
+    inputs = diff_layout(layout, tree)
+    changes["splits"] = {}
+    for split, recs in records.items():
+        before = previous["splits"].get(split, {}).get("shards", [])
+        n_before = len(layout.get(split, []))
+        changes["splits"][split] = {
+            **inputs[split],
+            "shards_rewritten": [
+                r["shard"]
+                for r, old in zip(recs, before, strict=False)
+                if r is not None and r["plan"] != old.get("plan")
+            ],
+            "shards_added": [r["shard"] for r in recs[n_before:] if r is not None],
+        }
+    return changes
 
 
 def _read_json(path: Path) -> dict | None:

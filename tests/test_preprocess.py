@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,6 +201,42 @@ def test_resume_after_sigkill_gives_the_same_bytes(src, tmp_path):
     fresh = tmp_path / "fresh"
     preprocess(src, fresh, PrepareSettings(shard_size=2), workers=2, progress=False)
     assert digest(killed) == digest(fresh)
+
+
+def test_incremental_update_killed_midway_resumes_to_the_same_bytes(src, tmp_path):
+    """An update of an existing OUT, killed after some shards were rewritten, then re-run."""
+    source, killed, clean = tmp_path / "src", tmp_path / "killed", tmp_path / "clean"
+    shutil.copytree(src, source)
+    preprocess(source, killed, PrepareSettings(shard_size=2), workers=1, progress=False)
+    shutil.copytree(killed, clean)
+    train = sorted((source / "train").rglob("*.JPEG"))
+    for path in train[::5]:  # deletions spread over many shards
+        path.unlink()
+    for i in range(5):  # and new images
+        Image.new("RGB", (300, 260), (50 * i, 90, 200)).save(train[1].with_name(f"new{i}.JPEG"))
+    preprocess(source, clean, PrepareSettings(shard_size=2), workers=1, progress=False)
+
+    started = time.time_ns()
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    cmd = [exe, "preprocess", str(source), str(killed), "--shard-size", "2", "--workers", "1"]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            records = killed.glob("shards/train/*.json")
+            if sum(p.stat().st_mtime_ns > started for p in records) >= 2:
+                break
+            assert proc.poll() is None, "finished before it could be killed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    assert digest(killed) == digest(clean)
+    changes = read_manifest(killed)["changes"]["splits"]["train"]
+    assert len(changes["deleted"]) == len(train[::5]) and len(changes["added"]) == 5
 
 
 def test_refuses_foreign_or_nested_output(src, tmp_path):
