@@ -178,6 +178,21 @@ def test_default_devices_on_this_machine():
     assert AlexNet(width=0.125).devices == devices
 
 
+def test_default_devices_give_each_local_replica_its_own_gpus():
+    def cuda(*ids: int) -> list[torch.device]:
+        return [torch.device("cuda", i) for i in ids]
+
+    assert default_devices(0, 1, n_gpus=2) == cuda(0, 1)  # the paper: a column per GPU
+    assert default_devices(0, 1, n_gpus=1) == cuda(0, 0)
+    assert [default_devices(r, 4, n_gpus=8) for r in range(4)] == [
+        cuda(0, 1), cuda(2, 3), cuda(4, 5), cuda(6, 7)
+    ]  # fmt: skip
+    assert [default_devices(r, 4, n_gpus=4) for r in range(4)] == [
+        cuda(0, 0), cuda(1, 1), cuda(2, 2), cuda(3, 3)
+    ]  # fmt: skip
+    assert default_devices(1, 2, n_gpus=1) == [torch.device("cpu")] * 2
+
+
 def test_columns_on_given_devices():
     model = AlexNet(num_classes=4, width=0.125, devices=["cpu", "cpu"])
     assert all(p.device.type == "cpu" for p in model.parameters())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -147,3 +148,35 @@ def resolve(
 
 def replace(config: TrainConfig, **changes: Any) -> TrainConfig:
     return dataclasses.replace(config, **changes)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return {"inf": "inf", "-inf": "-inf", "nan": "nan"}.get(repr(value), repr(value))
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string: the same escapes
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def to_toml(config: TrainConfig) -> str:
+    """The whole config as a TOML file that `resolve("paper", file)` reads back equal.
+
+    (None values are left out: their defaults are None.) For handing a resolved
+    config to another process, such as a torchrun launch.
+    """
+    data = config.to_dict()
+    lines, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append(f"\n[{key}]")
+            tables += [f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None]
+        elif value is not None:
+            lines.append(f"{key} = {_toml_value(value)}")
+    text = "\n".join(lines + tables) + "\n"
+    if TrainConfig.from_dict(_merge(asdict(TrainConfig()), tomllib.loads(text))) != config:
+        raise ValueError("the config does not survive a TOML round trip")  # a None over a value
+    return text

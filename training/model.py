@@ -25,6 +25,7 @@ with stride 4 and no padding; 227 is what cuda-convnet and Caffe used.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -212,13 +213,23 @@ class Column(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
 
-def default_devices() -> list[torch.device]:
-    """Two GPUs when there are two, one GPU for both columns when there is one, else the CPU."""
-    n = torch.cuda.device_count()
-    if n >= 2:
-        return [torch.device("cuda", 0), torch.device("cuda", 1)]
-    if n == 1:
-        return [torch.device("cuda", 0)] * 2
+def default_devices(
+    local_rank: int | None = None, local_world: int | None = None, n_gpus: int | None = None
+) -> list[torch.device]:
+    """The two columns' devices for replica `local_rank` of `local_world` on this machine.
+
+    Defaults: $LOCAL_RANK and $LOCAL_WORLD_SIZE (torchrun sets them), else 0 and 1;
+    `n_gpus`: the GPUs torch sees. With two GPUs per replica, replica r gets GPUs
+    2r and 2r+1 (one column on each, as in the paper); with one, GPU r for both
+    columns; with fewer GPUs than replicas, the CPU.
+    """
+    r = int(os.environ.get("LOCAL_RANK", 0)) if local_rank is None else local_rank
+    w = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if local_world is None else local_world
+    n = torch.cuda.device_count() if n_gpus is None else n_gpus
+    if n >= 2 * w:
+        return [torch.device("cuda", 2 * r), torch.device("cuda", 2 * r + 1)]
+    if n >= w:
+        return [torch.device("cuda", r)] * 2
     return [torch.device("cpu")] * 2
 
 

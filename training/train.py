@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,8 +131,13 @@ def train(
     stop_after: int | None = None,
     devices: list[str] | None = None,
     progress: bool | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
-    """Train (or resume) run `run` on data root `out`; see the module docstring."""
+    """Train (or resume) run `run` on data root `out`; see the module docstring.
+
+    `on_epoch(metrics)` is called on rank 0 after each epoch with that epoch's
+    metrics line (for a progress display elsewhere, such as a Prefect artifact).
+    """
     out = Path(out)
     run_dir = out / "runs" / run
     ckpt_dir = run_dir / "checkpoints"
@@ -287,6 +293,8 @@ def train(
                 "val_top5_error": top5,
             }
             log(entry)
+            if on_epoch is not None and rank == 0:
+                on_epoch({**entry, "epochs": config.epochs})
             line.done(
                 f"epoch {epoch}/{config.epochs}: loss {entry['loss']:.4f}, "
                 f"val top-1 {top1:.2%}, top-5 {top5:.2%}, lr {lr:g}"
