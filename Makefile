@@ -37,14 +37,12 @@ test: lint
 
 demo: install
 	$(BIN)/alexnet sample-data $(DEMO_SRC)
-	$(BIN)/alexnet preprocess $(DEMO_SRC) $(DEMO_OUT) --shard-size 200
-	$(BIN)/alexnet stats $(DEMO_OUT)
-	$(BIN)/alexnet train $(DEMO_OUT) --run demo --preset smoke $(if $(wildcard $(DEMO_OUT)/runs/demo/checkpoints/last.pt),--resume,)
-	$(BIN)/alexnet evaluate $(DEMO_OUT) --run demo
+	$(BIN)/alexnet pipeline $(DEMO_SRC) $(DEMO_OUT) --run demo --shard-size 200
 	@echo
 	@echo "Sample ImageNet tree: $(DEMO_SRC); shards, stats, the smoke run and its evaluation:"
-	@echo "$(DEMO_OUT) (run folder: $(DEMO_OUT)/runs/demo). The same as one cached Prefect flow:"
-	@echo "'alexnet pipeline $(DEMO_SRC) OUT'. Deployments and re-processing flows: issue 8."
+	@echo "$(DEMO_OUT) (run folder: $(DEMO_OUT)/runs/demo), made by the alexnet-pipeline Prefect"
+	@echo "flow (state in $(DEMO_OUT)/.prefect). Run it again: every task is a cache hit. Each stage"
+	@echo "is also a command: alexnet preprocess | stats | train | evaluate (--help)."
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+import flows
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -482,30 +485,139 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of the shards")
     p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="evaluation patches")
+    p.add_argument(
+        "--launcher",
+        default=None,
+        help="start training with this command prefix instead of in-process, for example "
+        "'torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400' "
+        "(see docs/multi-node.md)",
+    )
     _add_cluster_options(p)
     p.set_defaults(handler=_run_pipeline)
 
 
-def _run_pipeline(args: argparse.Namespace) -> int:
-    os.environ.setdefault("PREFECT_HOME", str(Path(args.out).resolve() / ".prefect"))
+def _prefect_env(out: str) -> None:
+    """Prefect's settings for a flow run from this command, unless set already."""
+    os.environ.setdefault("PREFECT_HOME", str(Path(out).resolve() / ".prefect"))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # its SQLite file goes here
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # A first start migrates a new SQLite database: 20 s (Prefect's default) is too
     # little on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+def _launcher(text: str | None) -> list[str] | None:
+    return shlex.split(text) if text else None
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    _prefect_env(args.out)
     from flows.pipeline import alexnet_pipeline
 
     result = alexnet_pipeline(args.src, args.out, run=args.run, preset=args.preset,
                               overrides=args.overrides, shard_size=args.shard_size,
                               quality=args.quality, crops=args.crops, workers=args.workers,
-                              dask_address=args.dask_address)  # fmt: skip
+                              dask_address=args.dask_address,
+                              launcher=_launcher(args.launcher))  # fmt: skip
     print(
         f"pipeline {args.run}: top-1 error {result['top1_error']:.2%}, "
         f"top-5 {result['top5_error']:.2%} ({result['crops']} crops, {result['n']} images)"
     )
     for fig in result.get("figures", []):
         print(f"figure: {fig}")
+    return 0
+
+
+# --- alexnet reprocess ---------------------------------------------------------
+
+
+def _add_reprocess(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reprocess",
+        formatter_class=_Formatter,
+        help="bring OUT up to date with a changed source (the alexnet-reprocess flow)",
+        description=(
+            "Run the alexnet-reprocess Prefect flow once: find the inputs added, changed and\n"
+            "deleted since OUT's manifest, rewrite only the shards that held changed or\n"
+            "deleted inputs, append new shards for new ones, update the statistics, and\n"
+            "report what changed (also in manifest.json under `changes`). Settings are\n"
+            "OUT's own unless given. `alexnet serve` runs the same flow nightly."
+        ),
+    )
+    p.add_argument("src", metavar="SRC", help="the ImageNet tree")
+    p.add_argument("out", metavar="OUT", help="the data root to bring up to date")
+    p.add_argument(
+        "--shard-size", type=_positive_int, default=None, help="samples per shard (default: OUT's)"
+    )
+    p.add_argument("--quality", type=int, default=None, help="JPEG quality (default: OUT's)")
+    p.add_argument(
+        "--train", action="store_true", help="then train and evaluate, as alexnet pipeline does"
+    )
+    p.add_argument("--run", "--name", dest="run", default="pipeline", help="the run (--train)")
+    p.add_argument("--preset", choices=["paper", "smoke"], default="smoke", help="(--train)")
+    _add_cluster_options(p)
+    p.set_defaults(handler=_run_reprocess)
+
+
+def _run_reprocess(args: argparse.Namespace) -> int:
+    _prefect_env(args.out)
+    from flows.reprocess import alexnet_reprocess, changes_table
+
+    summary = alexnet_reprocess(args.src, args.out, shard_size=args.shard_size,
+                                quality=args.quality, workers=args.workers,
+                                dask_address=args.dask_address, train=args.train, run=args.run,
+                                preset=args.preset)  # fmt: skip
+    print(changes_table(summary["changes"]), end="")
+    print(f"{summary['shards_written']} shards written; statistics over "
+          f"{summary['n_images']} training images")  # fmt: skip
+    return 0
+
+
+# --- alexnet serve -------------------------------------------------------------
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        formatter_class=_Formatter,
+        help="serve the alexnet-pipeline and alexnet-reprocess deployments to a Prefect server",
+        description=(
+            "Register and serve two deployments on the Prefect server at PREFECT_API_URL:\n"
+            "  alexnet-pipeline/default    run with: prefect deployment run\n"
+            "                              'alexnet-pipeline/default' --param src=S --param out=O\n"
+            "  alexnet-reprocess/nightly   on --cron over --src and --out (when both are given)\n"
+            "Runs until interrupted; each flow run executes in a subprocess of this one."
+        ),
+    )
+    p.add_argument("--src", default=None, help="the source the deployments default to")
+    p.add_argument("--out", default=None, help="the data root the deployments default to")
+    p.add_argument("--cron", default=flows.NIGHTLY, help="the reprocess schedule (cron syntax)")
+    p.add_argument(
+        "--no-schedule", action="store_true", help="deploy the reprocess flow without a schedule"
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="Dask workers of the flows' local clusters (default: all cores)",
+    )
+    p.add_argument("--dask-address", default=None, help="an existing Dask scheduler to use")
+    p.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ValueError(
+            "alexnet serve needs a running Prefect server: start one with "
+            "`prefect server start --host 127.0.0.1` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api (see the README)"
+        )
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from flows.deploy import serve
+
+    serve(src=args.src, out=args.out, cron=None if args.no_schedule else args.cron,
+          workers=args.workers, dask_address=args.dask_address)  # fmt: skip
     return 0
 
 
@@ -518,6 +630,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_evaluate,
     _add_pipeline,
+    _add_reprocess,
+    _add_serve,
 ]
 
 

@@ -16,23 +16,60 @@ exactly the tasks downstream of it. A training run whose inputs changed starts
 afresh; the earlier run folder is kept, renamed `RUN.superseded-N`.
 
 Dask stays inside the stage functions (`--workers`, `--dask-address`); Prefect
-runs the tasks in order in the flow's process.
+runs the tasks in order in the flow's process. Beyond one machine, two
+parameters reach out: `dask_address` (an existing Dask cluster for preprocess
+and stats) and `launcher` (a command that starts training elsewhere, such as
+`torchrun --nnodes 2 ...` or `srun ... torchrun ...`; see docs/multi-node.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 from prefect.context import TaskRunContext
 
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepare_settings(shard_size: int = 1000, quality: int = 95, base: dict | None = None) -> dict:
+    """The full preprocessing settings (as a manifest records them), as a plain dict."""
+    from preprocessing.image import ImageSettings
+    from preprocessing.prepare import PrepareSettings
+
+    s = dict(base or PrepareSettings().as_dict())
+    s["shard_size"], s["quality"] = shard_size, quality
+    image = ImageSettings(**{k: v for k, v in s.items() if k not in ("shard_size", "seed")})
+    settings = PrepareSettings(image, shard_size=s["shard_size"], seed=s["seed"])
+    settings.check()
+    return settings.as_dict()
+
+
+class _ProgressArtifact:
+    """A Prefect progress artifact, updated at most every `every_s` seconds."""
+
+    def __init__(self, key: str, description: str, every_s: float = 2.0) -> None:
+        self.id = create_progress_artifact(0.0, key=key, description=description)
+        self.every_s, self.last = every_s, 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every_s or done >= total:
+            self.last = now
+            update_progress_artifact(self.id, 100.0 * done / max(total, 1))
 
 
 def _preprocess_key(context: TaskRunContext, p: dict[str, Any]) -> str:
@@ -55,19 +92,30 @@ def preprocess_task(
     s = dict(settings)
     image = ImageSettings(**{k: s.pop(k) for k in list(s) if k not in ("shard_size", "seed")})
     prepare = PrepareSettings(image, **s)
+    progress = _ProgressArtifact("alexnet-preprocess-progress", f"preprocessing {src}")
     report = preprocess(
-        src, out, prepare, workers=workers, dask_address=dask_address, progress=False
+        src,
+        out,
+        prepare,
+        workers=workers,
+        dask_address=dask_address,
+        progress=False,
+        on_progress=progress,
     )
+    progress(1, 1)
     m = report.manifest
     get_run_logger().info(
-        "preprocess: %d written, %d rejected; %d shards written, %d kept",
+        "preprocess: %d written, %d rejected; %d shards written, %d kept (%s)",
         report.written, report.rejected, report.shards_written, report.shards_reused,
+        report.layout,
     )  # fmt: skip
     shards = [s["sha256"] for s in m["splits"]["train"]["shards"]]
     return {
         "counts": m["counts"],
         "train_shards": shards,
         "fingerprint": m["source"]["fingerprint"],
+        "changes": m["changes"],
+        "shards_written": report.shards_written,
     }
 
 
@@ -111,20 +159,79 @@ def _fresh_run_dir(out: str, run: str) -> Path | None:
     return target
 
 
+def _launch_training(out: str, run: str, config: dict, launcher: list[str]) -> None:
+    """Run `alexnet train` under `launcher` (torchrun, srun, ...) and wait for it."""
+    from training.config import TrainConfig, to_toml
+
+    # Beside the run folder, not in it (training wants a new run folder), and on
+    # OUT's file system, which every node of a multi-node launch sees.
+    runs = Path(out).resolve() / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    config_file = runs / f".{run}.launch.toml"
+    config_file.write_text(to_toml(TrainConfig.from_dict(config)))
+    # -m flows.cli: torchrun's way to run a module; "--name", not "--run", which
+    # torchrun's own parser would take.
+    command = [*launcher, "-m", "flows.cli", "train", str(runs.parent), "--name", run,
+               "--preset", "paper", "--config", str(config_file)]  # fmt: skip
+    logger = get_run_logger()
+    logger.info("launching training: %s", " ".join(command))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        ) as proc:
+            assert proc.stdout is not None
+            tail: list[str] = []
+            for line in proc.stdout:
+                logger.info("%s", line.rstrip())
+                tail = [*tail[-19:], line]
+            code = proc.wait()
+    except FileNotFoundError:
+        raise RuntimeError(f"the training launcher {launcher[0]!r} was not found") from None
+    finally:
+        config_file.unlink(missing_ok=True)
+    if code != 0:
+        raise RuntimeError(
+            f"the training launch exited with status {code}: {' '.join(command)}\n" + "".join(tail)
+        )
+
+
 @task(name="train", cache_key_fn=_train_key, persist_result=True)
-def train_task(out: str, run: str, config: dict, stats: dict) -> dict:
-    """Shards + stats -> a trained run (alexnet train)."""
+def train_task(
+    out: str, run: str, config: dict, stats: dict, launcher: list[str] | None = None
+) -> dict:
+    """Shards + stats -> a trained run (alexnet train), here or under `launcher`."""
     from training.config import TrainConfig
     from training.train import train
 
     moved = _fresh_run_dir(out, run)
     if moved:
         get_run_logger().info("an earlier run %r had other inputs; kept as %s", run, moved)
-    result = train(out, run, TrainConfig.from_dict(config), progress=False)
-    get_run_logger().info("train: %d epochs, %s", result.epochs_done, result.stopped)
-    ckpt = result.run_dir / "checkpoints" / "best.pt"
+    if launcher:
+        _launch_training(out, run, config, launcher)
+        run_dir = Path(out) / "runs" / run
+        last = {}
+        metrics = run_dir / "metrics.jsonl"
+        for line in metrics.read_text().splitlines() if metrics.is_file() else []:
+            entry = json.loads(line)
+            if "val_top1_error" in entry:
+                last = entry
+    else:
+        epochs = _ProgressArtifact("alexnet-train-progress", f"training run {run}", every_s=0)
+        result = train(
+            out,
+            run,
+            TrainConfig.from_dict(config),
+            progress=False,
+            on_epoch=lambda m: epochs(m["epoch"], m["epochs"]),
+        )
+        get_run_logger().info("train: %d epochs, %s", result.epochs_done, result.stopped)
+        run_dir, last = result.run_dir, result.last
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    if not ckpt.is_file():
+        raise RuntimeError(f"training ended without a checkpoint: {ckpt} is missing")
     sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
-    return {"run_dir": str(result.run_dir), "checkpoint_sha256": sha, "last": result.last}
+    return {"run_dir": str(run_dir), "checkpoint_sha256": sha, "last": last}
 
 
 def _evaluate_key(context: TaskRunContext, p: dict[str, Any]) -> str:
@@ -156,16 +263,28 @@ def alexnet_pipeline(
     crops: int = 10,
     workers: int | None = None,
     dask_address: str | None = None,
+    launcher: list[str] | None = None,
 ) -> dict:
-    """preprocess -> stats -> train -> evaluate, each a cached task; returns eval.json."""
+    """preprocess -> stats -> train -> evaluate, each a cached task; returns eval.json.
+
+    `dask_address`: run preprocess and stats on this Dask scheduler instead of a
+    local cluster of `workers`. `launcher`: start training with this command
+    prefix (for example ["torchrun", "--nnodes", "2", ...]) instead of in this process.
+    """
     from training.config import resolve
 
-    settings = {"shard_size": shard_size, "quality": quality}
+    settings = prepare_settings(shard_size, quality)
     config = resolve(preset, overrides=overrides or []).to_dict()
     manifest = preprocess_task(src, out, settings, workers, dask_address)
     stats = stats_task(out, manifest, scale, workers, dask_address)
-    trained = train_task(out, run, config, stats)
+    trained = train_task(out, run, config, stats, launcher)
     result = evaluate_task(out, run, crops, trained)
+    report_results(run, result)
+    return result
+
+
+def report_results(run: str, result: dict) -> None:
+    """The results artifact: errors and the figures' paths."""
     figures = "\n".join(f"- `{p}`" for p in result.get("figures", []))
     create_markdown_artifact(
         key="alexnet-results",
@@ -176,4 +295,3 @@ def alexnet_pipeline(
         ),
         description="AlexNet evaluation",
     )
-    return result

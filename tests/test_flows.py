@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Prefect reads these when it starts: keep its state out of the user's home.
@@ -14,12 +18,18 @@ os.environ["PREFECT_HOME"] = _HOME
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
+import webdataset as wds  # noqa: E402
+from PIL import Image  # noqa: E402
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.pipeline import alexnet_pipeline  # noqa: E402
+from flows.reprocess import alexnet_reprocess  # noqa: E402
+from preprocessing.prepare import PrepareSettings, preprocess  # noqa: E402
 from preprocessing.sample_data import SampleSpec, generate  # noqa: E402
+from preprocessing.stats import compute_stats  # noqa: E402
+from shards.reader import read_manifest, shard_paths  # noqa: E402
 
 TINY = ["model.width=0.0625", "epochs=1", "batch_size=16", "loader_workers=0"]
 
@@ -72,3 +82,112 @@ def test_pipeline_graph_caching_and_changed_settings(harness, src, tmp_path):
 
     requality, _ = run_flow(src, out, quality=90)  # a preprocessing setting: everything re-runs
     assert all(r.state.name == "Completed" for r in requality.values())
+
+
+def samples(out: Path) -> dict[str, dict[str, dict[str, bytes]]]:
+    """Every sample of every split, read with webdataset: split -> key -> {ext: bytes}."""
+    found = {}
+    for split in ("train", "val"):
+        paths = [str(p) for p in shard_paths(out, split)]
+        found[split] = {
+            r["__key__"]: {k: v for k, v in r.items() if not k.startswith("__")}
+            for r in wds.WebDataset(paths, shardshuffle=False)
+        }
+        assert len(found[split]) == read_manifest(out)["splits"][split]["count"]  # no key twice
+    return found
+
+
+def members(out: Path, split: str = "train") -> dict[str, str]:
+    """key -> the shard holding it, from the shard records."""
+    return {
+        key: record["shard"]
+        for path in sorted((out / "shards" / split).glob("*.json"))
+        for record in [json.loads(path.read_text())]
+        for key, _ in record["members"]
+    }
+
+
+def files(out: Path) -> dict[str, tuple[int, int]]:
+    """Every shard file's (inode, mtime): what says whether it was rewritten."""
+    return {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in (out / "shards").rglob("*")
+        if p.is_file()
+    }
+
+
+# webdataset 1.0's opener leaves its files to the garbage collector.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_reprocess_rewrites_only_affected_shards(harness, tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    generate(src, SampleSpec(classes=4, train_per_class=12, val_per_class=3, quirks=0, seed=5))
+    first = alexnet_reprocess(str(src), str(out), shard_size=10, workers=1)
+    assert first["changes"]["layout"] == "new layout: no earlier manifest"
+    before_members, before_files = members(out), files(out)
+    assert len(shard_paths(out, "train")) == 5  # 48 images, 10 a shard
+
+    # add 3, change 1, delete 1
+    train = sorted((src / "train").rglob("*.JPEG"))
+    changed, deleted = train[0], train[20]
+    wnid = train[5].parent.name
+    added = [src / "train" / wnid / f"{wnid}_new{i}.JPEG" for i in range(3)]
+    for i, path in enumerate(added):
+        Image.new("RGB", (300 + 10 * i, 280), (40 * i, 200, 90)).save(path, "JPEG")
+    with Image.open(changed) as im:
+        im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(changed, "JPEG", quality=80)
+    deleted.unlink()
+    key = lambda p: f"{p.parent.name}/{p.stem}"  # noqa: E731
+    affected = {before_members[key(changed)], before_members[key(deleted)]}
+
+    result = alexnet_reprocess(str(src), str(out), workers=1)
+    c = result["changes"]["splits"]["train"]
+    rel = lambda p: p.relative_to(src).as_posix()  # noqa: E731
+    assert c["added"] == sorted(rel(p) for p in added)
+    assert c["changed"] == [rel(changed)] and c["deleted"] == [rel(deleted)]
+    assert set(c["shards_rewritten"]) == affected
+    assert c["shards_added"] == ["train-000005.tar"]  # new images go to a new shard
+    assert result["changes"]["splits"]["val"]["shards_rewritten"] == []
+    assert read_manifest(out)["changes"] == result["changes"]  # the manifest says what changed
+
+    after_members, after_files = members(out), files(out)
+    for k, shard in before_members.items():  # existing images keep their shard
+        if k != key(deleted):
+            assert after_members[k] == shard, k
+    assert {after_members[key(p)] for p in added} == {"train-000005.tar"}
+    for name, stamp in before_files.items():  # every other shard file is untouched
+        if name.split(".")[0] + ".tar" not in affected:
+            assert after_files[name] == stamp, name
+
+    # the same samples and statistics as a from-scratch run on the new source
+    scratch = tmp_path / "scratch"
+    preprocess(src, scratch, PrepareSettings(shard_size=10), workers=1, progress=False)
+    compute_stats(scratch, workers=1)
+    assert samples(out) == samples(scratch)
+    np.testing.assert_array_equal(
+        np.load(out / "stats/mean.npy"), np.load(scratch / "stats/mean.npy")
+    )
+    ours, theirs = (json.loads((d / "stats/pca.json").read_text()) for d in (out, scratch))
+    for field in ("eigenvalues", "eigenvectors", "covariance", "mean_rgb", "n_images", "n_pixels"):
+        assert ours[field] == theirs[field], field
+
+    again = alexnet_reprocess(str(src), str(out), workers=1)  # nothing changed since
+    assert again["shards_written"] == 0
+    assert all(not v for c in again["changes"]["splits"].values() for v in c.values())
+
+
+def test_training_under_a_launcher(harness, src, tmp_path):
+    """launcher=torchrun: the train task starts two ranks and waits for them."""
+    out = tmp_path / "out"
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    tasks, result = run_flow(
+        src, out, launcher=[torchrun, "--standalone", "--nproc-per-node", "2"], run="ddp"
+    )
+    assert tasks["train"].state.name == "Completed" and result["n"] == 12
+    ranks = sorted(p.name for p in (out / "runs/ddp/ranks").iterdir())
+    assert ranks == ["rank-0.json", "rank-1.json"]
+    assert not list((out / "runs").glob(".*.launch.toml"))  # the handed-over config is removed
+
+    with pytest.raises(RuntimeError, match="was not found"):
+        alexnet_pipeline(str(src), str(out), run="nowhere", launcher=["no-such-launcher"],
+                         shard_size=20, crops=1, workers=1, overrides=TINY)  # fmt: skip

@@ -1,0 +1,144 @@
+"""The deployments against a real `prefect server start` on 127.0.0.1, driven by the CLI.
+
+Starts the server and `alexnet serve` in sessions of their own, triggers the
+pipeline with `prefect deployment run ... --watch`, checks the outputs on disk
+and the server's records, registers prefect.yaml's deployments with `prefect
+deploy --all`, and stops everything it started by process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from preprocessing.sample_data import SampleSpec, generate
+from tests.conftest import _free_port, _stop
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+TINY = '["model.width=0.0625", "epochs=1", "batch_size=16", "loader_workers=0"]'
+
+
+def _api(url: str, body: dict | None = None) -> dict | list:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _wait_healthy(api: str, server: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"prefect server exited ({server.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if _api(f"{api}/health") is True:
+                return
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(1)
+    pytest.fail(f"prefect server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def _gone(proc: subprocess.Popen) -> bool:
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_served_deployment_run_from_the_cli(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    generate(src, SampleSpec(classes=3, train_per_class=10, val_per_class=2, quirks=0, seed=7))
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    base = {**os.environ, "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_CLI_PROMPT": "false"}  # fmt: skip
+    base.pop("PREFECT_API_URL", None)
+    client = {**base, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+
+    server_log = tmp_path / "server.log"
+    with open(server_log, "w") as log:
+        server = subprocess.Popen(
+            [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        _wait_healthy(api, server, server_log)
+        _run_served_deployment(api, client, src, out, tmp_path)
+        _deploy_prefect_yaml(api, client, src, out)
+    finally:
+        _stop(server)
+    assert _gone(server)
+
+
+def _run_served_deployment(api: str, client: dict, src: Path, out: Path, tmp_path: Path) -> None:
+    """`alexnet serve`, then `prefect deployment run --watch`; outputs and records checked."""
+    serve_log = tmp_path / "serve.log"
+    with open(serve_log, "w") as log:
+        serve = subprocess.Popen(
+            [BIN / "alexnet", "serve", "--src", str(src), "--out", str(out), "--workers", "1"],
+            env=client, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        run_out = out.with_name("run-out")  # --param overrides the served defaults
+        command = [BIN / "prefect", "deployment", "run", "alexnet-pipeline/default",
+                   "--param", f"src={src}", "--param", f"out={run_out}",
+                   "--param", "shard_size=20", "--param", "crops=1", "--param", "workers=1",
+                   "--param", f"overrides={TINY}", "--watch", "--watch-timeout", "420"]  # fmt: skip
+        deadline = time.monotonic() + 120
+        while True:  # until `alexnet serve` has registered the deployment
+            done = subprocess.run(command, env=client, capture_output=True, text=True, timeout=500)
+            said = done.stdout + done.stderr
+            if "not found" not in said or time.monotonic() > deadline or serve.poll() is not None:
+                break
+            time.sleep(2)
+        assert done.returncode == 0, f"{said}\n--- serve:\n{serve_log.read_text()[-3000:]}"
+        assert "Completed" in said
+
+        result = json.loads((run_out / "runs/pipeline/eval.json").read_text())
+        assert result["n"] == 6 and 0 <= result["top1_error"] <= 1
+        manifest = json.loads((run_out / "manifest.json").read_text())
+        assert manifest["splits"]["train"]["count"] == 30
+        assert not out.exists()  # the served default was overridden
+
+        pipeline = _api(f"{api}/deployments/name/alexnet-pipeline/default")
+        runs = _api(f"{api}/flow_runs/filter", {})
+        ran = [r["state_type"] for r in runs if r["deployment_id"] == pipeline["id"]]
+        assert ran == ["COMPLETED"]
+        nightly = _api(f"{api}/deployments/name/alexnet-reprocess/nightly")
+        assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 3 * * *"]
+        assert nightly["parameters"] == {"src": str(src), "out": str(out), "workers": 1}
+        scheduled = [r for r in runs if r["deployment_id"] == nightly["id"]]
+        assert scheduled and all(r["state_type"] == "SCHEDULED" for r in scheduled)
+        assert all(r["expected_start_time"][11:19] == "03:00:00" for r in scheduled)
+    finally:
+        _stop(serve)
+    assert _gone(serve)
+
+
+def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path) -> None:
+    """The other way: prefect.yaml's deployments in a process work pool."""
+    subprocess.run([BIN / "prefect", "work-pool", "create", "alexnet", "--type", "process"],
+                   env=client, check=True, capture_output=True, timeout=120)  # fmt: skip
+    deployed = subprocess.run(
+        [BIN / "prefect", "deploy", "--all"], cwd=REPO, capture_output=True, text=True,
+        env={**client, "ALEXNET_SRC": str(src), "ALEXNET_OUT": str(out)}, timeout=300,
+    )  # fmt: skip
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    pipeline = _api(f"{api}/deployments/name/alexnet-pipeline/default")
+    nightly = _api(f"{api}/deployments/name/alexnet-reprocess/nightly")
+    assert pipeline["work_pool_name"] == nightly["work_pool_name"] == "alexnet"
+    assert nightly["parameters"] == {"src": str(src), "out": str(out)}
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 3 * * *"]
