@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -180,21 +181,29 @@ def test_changed_settings_rewrite_and_shrinking_removes_stale_shards(src, done, 
     assert read_manifest(work)["counts"] == read_manifest(out)["counts"]
 
 
-def test_resume_after_sigkill_gives_the_same_bytes(src, tmp_path):
-    killed = tmp_path / "killed"
+def preprocess_killed_when(src: Path, out: Path, done: Callable[[], bool]) -> list[str]:
+    """Run `alexnet preprocess` (shards of 2) and SIGKILL it once `done()`; return the command."""
     exe = str(Path(sys.executable).with_name("alexnet"))
-    cmd = [exe, "preprocess", str(src), str(killed), "--shard-size", "2", "--workers", "1"]
+    cmd = [exe, "preprocess", str(src), str(out), "--shard-size", "2", "--workers", "1"]
     proc = subprocess.Popen(
         cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.time() + 120
-        while len(list(killed.glob("shards/train/*.json"))) < 3 and time.time() < deadline:
+        while not done() and time.time() < deadline:
             assert proc.poll() is None, "finished before it could be killed"
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    return cmd
+
+
+def test_resume_after_sigkill_gives_the_same_bytes(src, tmp_path):
+    killed = tmp_path / "killed"
+    cmd = preprocess_killed_when(
+        src, killed, lambda: len(list(killed.glob("shards/train/*.json"))) >= 3
+    )
     assert not (killed / "manifest.json").exists()
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     # the same bytes as an uninterrupted run with these settings
@@ -217,22 +226,12 @@ def test_incremental_update_killed_midway_resumes_to_the_same_bytes(src, tmp_pat
     preprocess(source, clean, PrepareSettings(shard_size=2), workers=1, progress=False)
 
     started = time.time_ns()
-    exe = str(Path(sys.executable).with_name("alexnet"))
-    cmd = [exe, "preprocess", str(source), str(killed), "--shard-size", "2", "--workers", "1"]
-    proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            records = killed.glob("shards/train/*.json")
-            if sum(p.stat().st_mtime_ns > started for p in records) >= 2:
-                break
-            assert proc.poll() is None, "finished before it could be killed"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+
+    def two_rewritten() -> bool:
+        records = killed.glob("shards/train/*.json")
+        return sum(p.stat().st_mtime_ns > started for p in records) >= 2
+
+    cmd = preprocess_killed_when(source, killed, two_rewritten)
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     assert digest(killed) == digest(clean)
     changes = read_manifest(killed)["changes"]["splits"]["train"]
