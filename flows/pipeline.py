@@ -15,6 +15,12 @@ so an unchanged re-run is all cache hits, and a changed setting re-runs
 exactly the tasks downstream of it. A training run whose inputs changed starts
 afresh; the earlier run folder is kept, renamed `RUN.superseded-N`.
 
+A cache entry only says what a task returned, not that its files are still
+there: before each task the flow checks that OUT holds the outputs the cached
+result describes (the manifest of this source and settings; statistics that
+cover the current shards; the run trained with this key; an eval.json of this
+checkpoint), and re-runs the task (refreshing its cache) when they are not.
+
 Dask stays inside the stage functions (`--workers`, `--dask-address`); Prefect
 runs the tasks in order in the flow's process. Beyond one machine, two
 parameters reach out: `dask_address` (an existing Dask cluster for preprocess
@@ -72,18 +78,40 @@ class _ProgressArtifact:
             update_progress_artifact(self.id, 100.0 * done / max(total, 1))
 
 
-def _preprocess_key(context: TaskRunContext, p: dict[str, Any]) -> str:
+def source_fingerprint(src: str) -> str:
+    """What the preprocess stage's manifest records of the source (see SourceTree.fingerprint)."""
     from preprocessing.source import scan
+    from shards.format import SPLITS
 
-    splits = ("train", "val")
-    fingerprint = scan(p["src"], splits).fingerprint()
+    return scan(src, SPLITS).fingerprint()
+
+
+def _preprocess_key(context: TaskRunContext, p: dict[str, Any]) -> str:
+    fingerprint = p.get("fingerprint") or source_fingerprint(p["src"])
     return _key("preprocess", fingerprint, p["settings"], str(Path(p["out"]).resolve()))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def when_missing(t: Any, present: bool) -> Any:
+    """`t` as it is when its outputs are on disk; else `t` forced to run and re-cache."""
+    return t if present else t.with_options(refresh_cache=True)
 
 
 @task(name="preprocess", retries=2, retry_delay_seconds=[2, 10], cache_key_fn=_preprocess_key,
       persist_result=True)  # fmt: skip
 def preprocess_task(
-    src: str, out: str, settings: dict, workers: int | None, dask_address: str | None
+    src: str,
+    out: str,
+    settings: dict,
+    workers: int | None,
+    dask_address: str | None,
+    fingerprint: str | None = None,  # the source's, when the caller has it (the cache key)
 ) -> dict:
     """ImageNet tree -> shards, manifest, rejects (alexnet preprocess)."""
     from preprocessing.image import ImageSettings
@@ -143,7 +171,10 @@ def stats_task(
             "eigenvalues": s.eigenvalues.tolist()}  # fmt: skip
 
 
-def _train_key(context: TaskRunContext, p: dict[str, Any]) -> str:
+TRAIN_KEY = "pipeline-cache-key"  # in the run folder: which train task made it
+
+
+def _train_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
     return _key("train", p["stats"]["key"], p["config"], p["run"], str(Path(p["out"]).resolve()))
 
 
@@ -231,6 +262,8 @@ def train_task(
     if not ckpt.is_file():
         raise RuntimeError(f"training ended without a checkpoint: {ckpt} is missing")
     sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    (run_dir / TRAIN_KEY).write_text(_train_key(None, {"out": out, "run": run, "config": config,
+                                                       "stats": stats}))  # fmt: skip
     return {"run_dir": str(run_dir), "checkpoint_sha256": sha, "last": last}
 
 
@@ -275,12 +308,49 @@ def alexnet_pipeline(
 
     settings = prepare_settings(shard_size, quality)
     config = resolve(preset, overrides=overrides or []).to_dict()
-    manifest = preprocess_task(src, out, settings, workers, dask_address)
-    stats = stats_task(out, manifest, scale, workers, dask_address)
-    trained = train_task(out, run, config, stats, launcher)
-    result = evaluate_task(out, run, crops, trained)
+    fingerprint = source_fingerprint(src)
+    made = has_manifest(out, fingerprint, settings)
+    manifest = when_missing(preprocess_task, made)(
+        src, out, settings, workers, dask_address, fingerprint
+    )
+    stats = when_missing(stats_task, has_stats(out, manifest["train_shards"], scale))(
+        out, manifest, scale, workers, dask_address
+    )
+    result = train_and_evaluate(out, run, config, stats, crops, launcher)
     report_results(run, result)
     return result
+
+
+def train_and_evaluate(
+    out: str, run: str, config: dict, stats: dict, crops: int, launcher: list[str] | None
+) -> dict:
+    """The train and evaluate tasks, each re-run when its outputs are not on disk."""
+    key = _train_key(None, {"out": out, "run": run, "config": config, "stats": stats})
+    marker = Path(out) / "runs" / run / TRAIN_KEY
+    trained_here = marker.is_file() and marker.read_text() == key
+    trained = when_missing(train_task, trained_here)(out, run, config, stats, launcher)
+    evaluated = _read_json(Path(out) / "runs" / run / "eval.json")
+    of_this = [c.get("sha256") for c in evaluated.get("checkpoints", [])]
+    return when_missing(
+        evaluate_task, evaluated.get("crops") == crops and trained["checkpoint_sha256"] in of_this
+    )(out, run, crops, trained)
+
+
+def has_manifest(out: str, fingerprint: str, settings: dict) -> bool:
+    """Whether OUT's manifest was made from this source with these settings."""
+    m = _read_json(Path(out) / "manifest.json")
+    return m.get("source", {}).get("fingerprint") == fingerprint and m.get("settings") == settings
+
+
+def has_stats(out: str, train_shards: list[str], scale: str) -> bool:
+    """Whether OUT/stats/ holds statistics of exactly these train shards on this scale."""
+    pca = _read_json(Path(out) / "stats" / "pca.json")
+    covered = [s.get("sha256") for s in pca.get("shards", [])]
+    return (
+        covered == train_shards
+        and pca.get("scale") == scale
+        and (Path(out) / "stats" / "mean.npy").is_file()
+    )
 
 
 def report_results(run: str, result: dict) -> None:

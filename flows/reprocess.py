@@ -27,12 +27,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.pipeline import (
-    evaluate_task,
+    has_stats,
     prepare_settings,
     preprocess_task,
     report_results,
     stats_task,
-    train_task,
+    train_and_evaluate,
+    when_missing,
 )
 
 
@@ -95,7 +96,9 @@ def alexnet_reprocess(
     manifest = preprocess_task.with_options(refresh_cache=True)(
         src, out, settings, workers, dask_address
     )
-    stats = stats_task(out, manifest, scale, workers, dask_address)
+    stats = when_missing(stats_task, has_stats(out, manifest["train_shards"], scale))(
+        out, manifest, scale, workers, dask_address
+    )
     changes = manifest["changes"]
     for split, c in (changes.get("splits") or {}).items():
         logger.info(
@@ -118,8 +121,7 @@ def alexnet_reprocess(
         from training.config import resolve
 
         config = resolve(preset, overrides=overrides or []).to_dict()
-        trained = train_task(out, run, config, stats, launcher)
-        result = evaluate_task(out, run, crops, trained)
+        result = train_and_evaluate(out, run, config, stats, crops, launcher)
         report_results(run, result)
         summary["evaluation"] = result
     return summary

@@ -73,6 +73,14 @@ def test_pipeline_graph_caching_and_changed_settings(harness, src, tmp_path):
     again, _ = run_flow(src, out)  # unchanged source and settings: every task a cache hit
     assert {k: r.state.name for k, r in again.items()} == dict.fromkeys(first, "Cached")
 
+    shutil.rmtree(out / "stats")  # a cache hit needs its outputs on disk: these re-run
+    (out / "runs/pipeline/eval.json").unlink()
+    lost, _ = run_flow(src, out)
+    assert {k: r.state.name for k, r in lost.items()} == {
+        "preprocess": "Cached", "stats": "Completed", "train": "Cached", "evaluate": "Completed"
+    }  # fmt: skip
+    assert (out / "stats/pca.json").is_file() and (out / "runs/pipeline/eval.json").is_file()
+
     longer, _ = run_flow(src, out, overrides=[*TINY, "epochs=2"])  # a training setting only
     assert longer["preprocess"].state.name == "Cached" and longer["stats"].state.name == "Cached"
     assert (
