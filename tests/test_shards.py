@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from shards import partials as partials_mod
 from shards.atomic import remove_stale_temporaries, write_bytes
 from shards.format import ShardWriter, sample_key, shard_index, shard_name
 from shards.partials import Partials
-from shards.reader import iter_samples
+from shards.reader import iter_members, iter_samples
 
 
 def test_names_and_keys():
@@ -121,3 +122,50 @@ def test_partials_file_is_checked(tmp_path):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match="inconsistent"):
         Partials.load(tmp_path / "bad.npz")
+
+
+def _tar_with(path: Path, fmt: int, files: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w", format=fmt, encoding="utf-8") as tar:
+        folder = tarfile.TarInfo("a-folder")  # not files: skipped by the reader
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        link = tarfile.TarInfo("a-link")
+        link.type, link.linkname = tarfile.SYMTYPE, "nowhere"
+        tar.addfile(link)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_iter_members_reads_what_tarfile_writes(tmp_path, fmt):
+    files = {
+        "n01/x_1.jpg": bytes(range(256)) * 3,
+        "n01/x_1.cls": b"7",
+        "empty.json": b"",
+        "p" * 60 + "/" + "q" * 90 + ".jpg": b"a name split into ustar's prefix",
+        "caf\u00e9/\u00fcber.json": b"{}",
+    }
+    if fmt != tarfile.USTAR_FORMAT:
+        files["r" * 150 + ".jpg"] = b"a name only PAX or GNU headers can hold"
+    path = tmp_path / "t.tar"
+    _tar_with(path, fmt, files)
+    assert list(iter_members(path)) == list(files.items())
+    with tarfile.open(path) as tar:  # the same as the standard library reads
+        expected = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    assert list(iter_members(path)) == expected
+
+
+def test_iter_members_refuses_corrupt_tars(tmp_path):
+    good = tmp_path / "good.tar"
+    _tar_with(good, tarfile.PAX_FORMAT, {"k.jpg": b"x" * 2000, "k.cls": b"1"})
+    data = good.read_bytes()
+    bad_header = tmp_path / "bad.tar"
+    bad_header.write_bytes(data[:1030] + b"Z" + data[1031:])  # in k.jpg's header (at 1024)
+    with pytest.raises(ValueError, match="bad header checksum at byte 1024"):
+        list(iter_members(bad_header))
+    short = tmp_path / "short.tar"
+    short.write_bytes(data[:2500])  # cut inside k.jpg's data
+    with pytest.raises(ValueError, match="truncated member data"):
+        list(iter_members(short))

@@ -9,7 +9,8 @@ Per training sample, in a loader worker (uint8 all the way):
 Per batch, on the training device (`prepare_batch`):
     x = flip?(crop - mean image cropped at the same place + s) * input_scale
 
-Shards are read with the `webdataset` library. Each epoch the train shards
+Shards are read with shards/reader.py's tar parser and shuffled with the
+`webdataset` library's shuffle buffer. Each epoch the train shards
 are shuffled (seeded by seed and epoch), dealt to ranks (`shards[rank::world]`)
 and then to loader workers, and samples pass a seeded shuffle buffer. On one
 node every training sample is seen exactly once per epoch. With several ranks
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from shards.reader import split_member
+from shards.reader import iter_grouped
 from shards.stats import SCALES, Stats
 
 SIZE = 256
@@ -136,10 +137,14 @@ def prepare_batch(
     return (x * input_scale).permute(0, 3, 1, 2)
 
 
-def _open_each(urls: list[str]) -> Iterator[dict]:
-    for url in urls:  # closes each shard when the next is asked for (webdataset's opener doesn't)
-        with open(url, "rb") as stream:
-            yield {"url": url, "stream": stream}
+def _samples(urls: list[str]) -> Iterator[dict]:
+    """webdataset-style sample dicts, read with shards/reader.py's tar parser.
+
+    (webdataset's own tar expander goes through `tarfile`: 0.35 ms an image,
+    a third of this loader's time per image, measured.)
+    """
+    for key, fields, url in iter_grouped(urls):
+        yield {"__key__": key, "__url__": url, **fields}
 
 
 class ShardSamples(torch.utils.data.IterableDataset):
@@ -179,13 +184,11 @@ class ShardSamples(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         import webdataset as wds
-        from webdataset.tariterators import group_by_keys, tar_file_expander
 
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
-        samples = group_by_keys(tar_file_expander(_open_each(self.shards_for(worker, workers))),
-                                keys=split_member)  # fmt: skip
+        samples = _samples(self.shards_for(worker, workers))
         if self.train:
             pyrng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
             samples = wds.filters.shuffle(self.buffer, initial=min(self.buffer, 100), rng=pyrng)(
