@@ -17,7 +17,7 @@ help:
 	@echo "make format   apply ruff's formatter and safe fixes"
 	@echo "make clean    remove .venv/ and data/"
 
-$(VENV)/.installed: pyproject.toml scripts/bootstrap.sh
+$(VENV)/.installed: pyproject.toml setup.py shards/_sums.c scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
 	touch $@
 
@@ -45,4 +45,4 @@ demo: install
 	@echo "is also a command: alexnet preprocess | stats | train | evaluate (--help)."
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .ruff_cache build shards/*.so

@@ -12,10 +12,13 @@ VENV="${VENV:-.venv}"
 
 say() { printf '[bootstrap] %s\n' "$*"; }
 
-# 1. System packages for compiling pillow-simd: a C compiler and the JPEG,
-#    zlib and PNG headers. Installed only when missing.
+# 1. System packages for compiling pillow-simd and our one C extension
+#    (shards/_sums.c): a C compiler, Python's headers and the JPEG, zlib and
+#    PNG headers. Installed only when missing.
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+py_include="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+[ -e "$py_include/Python.h" ] || missing+=(python3-dev)
 [ -e /usr/include/jpeglib.h ] || missing+=(libjpeg62-turbo-dev)
 [ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 [ -e /usr/include/png.h ] || missing+=(libpng-dev)

@@ -169,3 +169,34 @@ def test_iter_members_refuses_corrupt_tars(tmp_path):
     short.write_bytes(data[:2500])  # cut inside k.jpg's data
     with pytest.raises(ValueError, match="truncated member data"):
         list(iter_members(short))
+
+
+def test_the_c_sums_are_built_and_equal_numpys():
+    """shards/_sums.c (built by the install) against the NumPy path, to the last unit."""
+    assert partials_mod._sums is not None, "shards/_sums.c was not built: see scripts/bootstrap.sh"
+    rng = np.random.default_rng(3)
+    images = [
+        rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
+        np.full((256, 256, 3), 255, np.uint8),  # the largest products: uint32 sums just fit
+        rng.integers(0, 256, (300, 301, 3), dtype=np.uint8),  # more than one 65,536-pixel block
+        rng.integers(0, 256, (1, 5, 3), dtype=np.uint8),
+    ]
+    for image in images:
+        c_stage, np_stage = (np.full(image.shape, 7, np.uint16) for _ in range(2))
+        c = partials_mod._sums.add(image, c_stage)
+        ref = partials_mod._numpy_add(image, np_stage)
+        assert list(c) == ref
+        np.testing.assert_array_equal(c_stage, np_stage)
+    with pytest.raises(ValueError, match="uint16 stage"):
+        partials_mod._sums.add(images[0], np.zeros(5, np.uint16))
+
+
+def test_partials_of_a_strided_view_take_the_numpy_path():
+    rng = np.random.default_rng(4)
+    big = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    view = big[::2, ::2]  # not contiguous
+    a, b = Partials.zeros(8), Partials.zeros(8)
+    a.add(view)
+    b.add(np.ascontiguousarray(view))
+    np.testing.assert_array_equal(a.pixel_sum, b.pixel_sum)
+    np.testing.assert_array_equal(a.rgb_outer, b.rgb_outer)
