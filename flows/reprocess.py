@@ -31,6 +31,7 @@ from flows.pipeline import (
     prepare_settings,
     preprocess_task,
     report_results,
+    source_fingerprint,
     stats_task,
     train_and_evaluate,
     when_missing,
@@ -94,7 +95,7 @@ def alexnet_reprocess(
     )
     # Always scan: a cached result would report the last run's changes as this run's.
     manifest = preprocess_task.with_options(refresh_cache=True)(
-        src, out, settings, workers, dask_address
+        src, out, settings, workers, dask_address, source_fingerprint(src)
     )
     stats = when_missing(stats_task, has_stats(out, manifest["train_shards"], scale))(
         out, manifest, scale, workers, dask_address
