@@ -305,6 +305,42 @@ def _run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- alexnet verify ------------------------------------------------------------
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        formatter_class=_Formatter,
+        help="check a data root's shards and statistics against its manifest",
+        description=(
+            "Check that every shard the manifest lists is there with its recorded size and\n"
+            "sha256 (and its partial-statistics file), and that OUT/stats/ covers the\n"
+            "current train shards. With --deep, also parse every tar and check each sample\n"
+            "and each shard's count. Reads only. Exit status 1 when anything is wrong."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="the data root to check")
+    p.add_argument("--deep", action="store_true", help="also parse every sample of every shard")
+    p.set_defaults(handler=_run_verify)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from shards.verify import verify
+
+    result = verify(args.out, deep=args.deep)
+    for problem in result.problems:
+        print(f"problem: {problem}")
+    checked = f"{result.shards} shards, {result.bytes / 2**20:,.1f} MiB"
+    if args.deep:
+        checked += f", {result.samples} samples"
+    if result.problems:
+        print(f"{args.out}: {len(result.problems)} problems in {checked}")
+        return 1
+    print(f"{args.out}: ok ({checked} as the manifest lists them)")
+    return 0
+
+
 # --- alexnet train -------------------------------------------------------------
 
 
@@ -627,6 +663,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_sample_data,
     _add_preprocess,
     _add_stats,
+    _add_verify,
     _add_train,
     _add_evaluate,
     _add_pipeline,

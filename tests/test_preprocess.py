@@ -303,3 +303,32 @@ def test_cli_preprocess(src, tmp_path):
         [exe, "preprocess", str(tmp_path / "nope"), str(out)], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_verify_finds_every_kind_of_damage(done, tmp_path, capsys):
+    from flows.cli import main
+    from shards.verify import verify
+
+    out = tmp_path / "copy"
+    shutil.copytree(done[0], out)
+    good = verify(out, deep=True)
+    assert good.problems == [] and good.samples == read_manifest(out)["counts"]["written"]
+    assert main(["verify", str(out), "--deep"]) == 0
+
+    shards = shard_paths(out, "train")
+    flipped = bytearray(shards[0].read_bytes())
+    flipped[700] ^= 0xFF  # inside the first image's bytes: the tar still parses
+    shards[0].write_bytes(bytes(flipped))
+    with open(shards[1], "r+b") as f:
+        f.truncate(3000)
+    (shards[2].with_suffix(".stats.npz")).unlink()
+    (out / "shards/val" / read_manifest(out)["splits"]["val"]["shards"][0]["shard"]).unlink()
+    problems = verify(out, deep=True).problems
+    assert any(p.startswith("train/train-000000.tar: sha256 differs") for p in problems)
+    assert any(p.startswith("train/train-000001.tar: 3000 bytes") for p in problems)
+    assert any("train-000001.tar: truncated" in p for p in problems)  # the deep parse
+    assert any(p == "train/train-000002.stats.npz: missing" for p in problems)
+    assert any(p == "val/val-000000.tar: missing" for p in problems)
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 1
+    assert "problems in" in capsys.readouterr().out

@@ -1,0 +1,91 @@
+"""Checking a data root against its manifest: is every byte what was written?
+
+    verify(OUT)             every listed shard is there, with the recorded size
+                            and sha256; so are the partial-statistics files; the
+                            statistics, if any, cover the current train shards
+    verify(OUT, deep=True)  also parses every tar and checks each sample (an
+                            image, a label, metadata) and each shard's count
+
+For a data root copied to another machine or file system, or one that has sat
+on a disk for a while. Reads only; returns the problems found (none: all good).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shards.format import IMAGE_EXTS, partials_path, shard_dir
+from shards.reader import iter_grouped, read_manifest
+from shards.stats import PCA, read_stats, stats_dir
+
+
+@dataclass
+class Verification:
+    shards: int = 0
+    samples: int = 0  # counted when deep
+    bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_samples(tar: Path, expected: int, problems: list[str]) -> int:
+    n = 0
+    try:
+        for key, fields, _ in iter_grouped([tar]):
+            n += 1
+            missing = [f for f in ("cls", "json") if f not in fields]
+            if not any(e in fields for e in IMAGE_EXTS):
+                missing.append("jpg or png")
+            if missing:
+                problems.append(f"{tar.name}: sample {key!r} has no {', '.join(missing)}")
+    except ValueError as err:
+        problems.append(str(err))
+    if n != expected:
+        problems.append(f"{tar.name}: {n} samples, the manifest says {expected}")
+    return n
+
+
+def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
+    """Check OUT's shards (and statistics) against its manifest; see the module docstring."""
+    out = Path(out)
+    manifest = read_manifest(out)
+    result = Verification()
+    problems = result.problems
+    for split, entry in manifest["splits"].items():
+        for s in entry["shards"]:
+            tar = shard_dir(out, split) / s["shard"]
+            name = f"{split}/{s['shard']}"
+            result.shards += 1
+            if not tar.is_file():
+                problems.append(f"{name}: missing")
+                continue
+            size = tar.stat().st_size
+            result.bytes += size
+            if size != s["bytes"]:
+                problems.append(f"{name}: {size} bytes, the manifest says {s['bytes']}")
+            elif _sha256(tar) != s["sha256"]:
+                problems.append(f"{name}: sha256 differs from the manifest's")
+            if s.get("partials"):
+                own = partials_path(tar)
+                if not own.is_file():
+                    problems.append(f"{split}/{own.name}: missing")
+                elif _sha256(own) != s["partials_sha256"]:
+                    problems.append(f"{split}/{own.name}: sha256 differs from the manifest's")
+            if deep:
+                result.samples += _check_samples(tar, s["count"], problems)
+    if (stats_dir(out) / PCA).is_file():
+        try:
+            read_stats(out, manifest)
+        except (ValueError, FileNotFoundError) as err:
+            problems.append(f"statistics: {err}")
+    return result
