@@ -642,6 +642,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_serve)
 
 
+def _check_server(api: str) -> None:
+    """A clear error, not a traceback, when the server at `api` does not answer."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=10) as response:
+            response.read()
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise RuntimeError(
+            f"no Prefect server answers at PREFECT_API_URL={api} ({err}); start one with "
+            "`prefect server start --host 127.0.0.1` (see the README)"
+        ) from None
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     if not os.environ.get("PREFECT_API_URL"):
         raise ValueError(
@@ -649,6 +664,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             "`prefect server start --host 127.0.0.1` and set "
             "PREFECT_API_URL=http://127.0.0.1:4200/api (see the README)"
         )
+    _check_server(os.environ["PREFECT_API_URL"])
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from flows.deploy import serve
 

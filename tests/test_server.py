@@ -142,3 +142,14 @@ def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path) -> None:
     assert pipeline["work_pool_name"] == nightly["work_pool_name"] == "alexnet"
     assert nightly["parameters"] == {"src": str(src), "out": str(out)}
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 3 * * *"]
+
+
+def test_serve_says_what_is_missing(monkeypatch, capsys):
+    from flows.cli import main
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["serve"]) == 2
+    assert "needs a running Prefect server" in capsys.readouterr().err
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{_free_port()}/api")  # nobody there
+    assert main(["serve"]) == 2
+    assert "no Prefect server answers" in capsys.readouterr().err
