@@ -533,7 +533,13 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
 
 
 def _prefect_env(out: str) -> None:
-    """Prefect's settings for a flow run from this command, unless set already."""
+    """Prefect's settings for a flow run from this command, unless set already.
+
+    With PREFECT_API_URL set, the flow runs on that server, which must answer;
+    without it, Prefect starts a temporary one.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        _check_server(os.environ["PREFECT_API_URL"])
     os.environ.setdefault("PREFECT_HOME", str(Path(out).resolve() / ".prefect"))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # its SQLite file goes here
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -650,6 +656,8 @@ def _check_server(api: str) -> None:
     try:
         with urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=10) as response:
             response.read()
+    except urllib.error.HTTPError:
+        return  # it answered (Prefect Cloud wants a key for /health): Prefect takes it from here
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise RuntimeError(
             f"no Prefect server answers at PREFECT_API_URL={api} ({err}); start one with "

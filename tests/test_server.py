@@ -144,7 +144,7 @@ def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path) -> None:
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 3 * * *"]
 
 
-def test_serve_says_what_is_missing(monkeypatch, capsys):
+def test_serve_says_what_is_missing(monkeypatch, capsys, tmp_path):
     from flows.cli import main
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
@@ -152,4 +152,7 @@ def test_serve_says_what_is_missing(monkeypatch, capsys):
     assert "needs a running Prefect server" in capsys.readouterr().err
     monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{_free_port()}/api")  # nobody there
     assert main(["serve"]) == 2
+    assert "no Prefect server answers" in capsys.readouterr().err
+    assert main(["pipeline", str(tmp_path / "src"), str(tmp_path / "out")]) == 2  # the same check
+    assert not (tmp_path / "out").exists()
     assert "no Prefect server answers" in capsys.readouterr().err
