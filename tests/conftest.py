@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,15 +32,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop a process we started in its own session, and everything it started."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group `pgid` is still running (zombies do not count:
+    in a container, orphans may wait unreaped for an init that never reaps them)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp
+            return True
+    return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a process we started in its own session, and everything it started.
+
+    SIGTERM to the whole group; SIGKILL to what is left after 15 s; then wait
+    until no process of the group remains (children can outlive the leader).
+    """
+    if proc.poll() is None or _group_alive(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while (proc.poll() is None or _group_alive(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from preprocessing.sample_data import SampleSpec, generate
-from tests.conftest import _free_port, _stop
+from tests.conftest import _free_port, _group_alive, _stop
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -49,11 +49,7 @@ def _wait_healthy(api: str, server: subprocess.Popen, log: Path, timeout: float 
 
 
 def _gone(proc: subprocess.Popen) -> bool:
-    try:
-        os.killpg(proc.pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+    return proc.poll() is not None and not _group_alive(proc.pid)
 
 
 def test_served_deployment_run_from_the_cli(tmp_path):
@@ -114,15 +110,21 @@ def _run_served_deployment(api: str, client: dict, src: Path, out: Path, tmp_pat
         assert not out.exists()  # the served default was overridden
 
         pipeline = _api(f"{api}/deployments/name/alexnet-pipeline/default")
-        runs = _api(f"{api}/flow_runs/filter", {})
-        ran = [r["state_type"] for r in runs if r["deployment_id"] == pipeline["id"]]
-        assert ran == ["COMPLETED"]
         nightly = _api(f"{api}/deployments/name/alexnet-reprocess/nightly")
         assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 3 * * *"]
         assert nightly["parameters"] == {"src": str(src), "out": str(out), "workers": 1}
-        scheduled = [r for r in runs if r["deployment_id"] == nightly["id"]]
-        assert scheduled and all(r["state_type"] == "SCHEDULED" for r in scheduled)
-        assert all(r["expected_start_time"][11:19] == "03:00:00" for r in scheduled)
+        deadline = time.monotonic() + 90
+        while True:  # the server's scheduler fills in the nightly runs on its own loop
+            runs = _api(f"{api}/flow_runs/filter", {})
+            scheduled = [r for r in runs if r["deployment_id"] == nightly["id"]]
+            if scheduled or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        ran = [r["state_type"] for r in runs if r["deployment_id"] == pipeline["id"]]
+        assert ran == ["COMPLETED"], runs
+        assert scheduled, "no scheduled runs of alexnet-reprocess/nightly after 90 s"
+        assert all(r["state_type"] == "SCHEDULED" for r in scheduled), scheduled
+        assert all(r["expected_start_time"][11:19] == "03:00:00" for r in scheduled), scheduled
     finally:
         _stop(serve)
     assert _gone(serve)
