@@ -355,7 +355,9 @@ def has_stats(out: str, train_shards: list[str], scale: str) -> bool:
 
 def report_results(run: str, result: dict) -> None:
     """The results artifact: errors and the figures' paths."""
-    figures = "\n".join(f"- `{p}`" for p in result.get("figures", []))
+    figures = "\n".join(
+        f"- [{Path(p).name}]({Path(p).resolve().as_uri()})" for p in result.get("figures", [])
+    )
     create_markdown_artifact(
         key="alexnet-results",
         markdown=(

@@ -21,7 +21,12 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 import webdataset as wds  # noqa: E402
 from PIL import Image  # noqa: E402
 from prefect.client.orchestration import get_client  # noqa: E402
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId  # noqa: E402
+from prefect.client.schemas.filters import (  # noqa: E402
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.pipeline import alexnet_pipeline  # noqa: E402
@@ -69,6 +74,16 @@ def test_pipeline_graph_caching_and_changed_settings(harness, src, tmp_path):
         ids = [getattr(i, "id", None) for i in first[task].task_inputs[param]]
         assert first[upstream].id in ids, (task, first[task].task_inputs)
     assert (out / "runs/pipeline/eval.json").is_file() and result["n"] == 12
+    run_filter = ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[first["preprocess"].flow_run_id])
+    )
+    with get_client(sync_client=True) as client:  # the artifacts the UI shows
+        arts = {a.key: a for a in client.read_artifacts(artifact_filter=run_filter)}
+    results = arts["alexnet-results"].data
+    assert "top-1 error" in results and "](file:///" in results  # errors, links to figures
+    assert arts["alexnet-preprocess-progress"].type == "progress"
+    assert float(arts["alexnet-preprocess-progress"].data) == 100.0
+    assert float(arts["alexnet-train-progress"].data) == 100.0
 
     again, _ = run_flow(src, out)  # unchanged source and settings: every task a cache hit
     assert {k: r.state.name for k, r in again.items()} == dict.fromkeys(first, "Cached")
