@@ -21,7 +21,6 @@ from scratch, exactly.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from collections import Counter
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shards.format import partials_path, shard_dir
+from shards.format import partials_path, sha256_file, shard_dir
 from shards.partials import Partials
 from shards.reader import iter_samples, read_manifest
 from shards.stats import SCALES, Stats, fix_signs, stats_dir, write_stats
@@ -42,10 +41,6 @@ FAN_IN = 8
 
 def _cache_path(out: str | os.PathLike, sha256: str) -> Path:
     return stats_dir(out) / CACHE / f"{sha256}.npz"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def pixels_partials(tar: Path, size: int) -> Partials:
@@ -65,7 +60,7 @@ def shard_partials(out: str, entry: dict, size: int, from_pixels: bool) -> tuple
         if (
             entry.get("partials_sha256")
             and own.is_file()
-            and _sha256(own) == entry["partials_sha256"]
+            and sha256_file(own) == entry["partials_sha256"]
         ):
             return Counter(partials=1), Partials.load(own)
         cached = _cache_path(out, entry["sha256"])

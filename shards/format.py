@@ -31,6 +31,15 @@ IMAGE_EXTS = ("jpg", "png")
 _SHARD_RE = re.compile(r"^(train|val)-(\d{6})\.tar$")
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (shards, partials, checkpoints)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def shard_dir(out: str | os.PathLike, split: str) -> Path:
     """`OUT/shards/{split}`."""
     if split not in SPLITS:

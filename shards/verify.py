@@ -12,12 +12,11 @@ on a disk for a while. Reads only; returns the problems found (none: all good).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shards.format import IMAGE_EXTS, partials_path, shard_dir
+from shards.format import IMAGE_EXTS, partials_path, sha256_file, shard_dir
 from shards.reader import iter_grouped, read_manifest
 from shards.stats import PCA, read_stats, stats_dir
 
@@ -28,14 +27,6 @@ class Verification:
     samples: int = 0  # counted when deep
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_samples(tar: Path, expected: int, problems: list[str]) -> int:
@@ -73,13 +64,13 @@ def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
             result.bytes += size
             if size != s["bytes"]:
                 problems.append(f"{name}: {size} bytes, the manifest says {s['bytes']}")
-            elif _sha256(tar) != s["sha256"]:
+            elif sha256_file(tar) != s["sha256"]:
                 problems.append(f"{name}: sha256 differs from the manifest's")
             if s.get("partials"):
                 own = partials_path(tar)
                 if not own.is_file():
                     problems.append(f"{split}/{own.name}: missing")
-                elif _sha256(own) != s["partials_sha256"]:
+                elif sha256_file(own) != s["partials_sha256"]:
                     problems.append(f"{split}/{own.name}: sha256 differs from the manifest's")
             if deep:
                 result.samples += _check_samples(tar, s["count"], problems)

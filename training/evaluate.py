@@ -13,7 +13,6 @@ Writes to OUT/runs/NAME/: eval.json, per_class_error.json, figures/*.png.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import torch
 from PIL import Image
 
 from shards.atomic import write_json
+from shards.format import sha256_file
 from shards.reader import iter_samples, read_manifest, shard_paths
 from shards.stats import read_stats
 from training.config import TrainConfig
@@ -63,14 +63,6 @@ def average_views(probs: torch.Tensor, n_views: int) -> torch.Tensor:
 def ensemble_probs(member_logits: list[torch.Tensor]) -> torch.Tensor:
     """The mean of the members' softmax outputs (what the paper averages), not of their logits."""
     return torch.stack([torch.softmax(lg.float(), 1) for lg in member_logits]).mean(0)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
