@@ -46,20 +46,26 @@ from prefect.artifacts import (
 )
 from prefect.context import TaskRunContext
 
+from shards.format import MANIFEST, sha256_file
+
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def prepare_settings(shard_size: int = 1000, quality: int = 95, base: dict | None = None) -> dict:
-    """The full preprocessing settings (as a manifest records them), as a plain dict."""
-    from preprocessing.image import ImageSettings
+def prepare_settings(
+    shard_size: int | None = None, quality: int | None = None, base: dict | None = None
+) -> dict:
+    """The full preprocessing settings (as a manifest records them), as a plain dict:
+    `base`'s (default: the stage's defaults) with `shard_size` and `quality` where given."""
     from preprocessing.prepare import PrepareSettings
 
     s = dict(base or PrepareSettings().as_dict())
-    s["shard_size"], s["quality"] = shard_size, quality
-    image = ImageSettings(**{k: v for k, v in s.items() if k not in ("shard_size", "seed")})
-    settings = PrepareSettings(image, shard_size=s["shard_size"], seed=s["seed"])
+    if shard_size is not None:
+        s["shard_size"] = shard_size
+    if quality is not None:
+        s["quality"] = quality
+    settings = PrepareSettings.from_dict(s)
     settings.check()
     return settings.as_dict()
 
@@ -91,7 +97,7 @@ def _preprocess_key(context: TaskRunContext, p: dict[str, Any]) -> str:
     return _key("preprocess", fingerprint, p["settings"], str(Path(p["out"]).resolve()))
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -114,12 +120,9 @@ def preprocess_task(
     fingerprint: str | None = None,  # the source's, when the caller has it (the cache key)
 ) -> dict:
     """ImageNet tree -> shards, manifest, rejects (alexnet preprocess)."""
-    from preprocessing.image import ImageSettings
     from preprocessing.prepare import PrepareSettings, preprocess
 
-    s = dict(settings)
-    image = ImageSettings(**{k: s.pop(k) for k in list(s) if k not in ("shard_size", "seed")})
-    prepare = PrepareSettings(image, **s)
+    prepare = PrepareSettings.from_dict(settings)
     progress = _ProgressArtifact("alexnet-preprocess-progress", f"preprocessing {src}")
     report = preprocess(
         src,
@@ -261,7 +264,7 @@ def train_task(
     ckpt = run_dir / "checkpoints" / "best.pt"
     if not ckpt.is_file():
         raise RuntimeError(f"training ended without a checkpoint: {ckpt} is missing")
-    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    sha = sha256_file(ckpt)
     (run_dir / TRAIN_KEY).write_text(_train_key(None, {"out": out, "run": run, "config": config,
                                                        "stats": stats}))  # fmt: skip
     return {"run_dir": str(run_dir), "checkpoint_sha256": sha, "last": last}
@@ -329,7 +332,7 @@ def train_and_evaluate(
     marker = Path(out) / "runs" / run / TRAIN_KEY
     trained_here = marker.is_file() and marker.read_text() == key
     trained = when_missing(train_task, trained_here)(out, run, config, stats, launcher)
-    evaluated = _read_json(Path(out) / "runs" / run / "eval.json")
+    evaluated = read_json(Path(out) / "runs" / run / "eval.json")
     of_this = [c.get("sha256") for c in evaluated.get("checkpoints", [])]
     return when_missing(
         evaluate_task, evaluated.get("crops") == crops and trained["checkpoint_sha256"] in of_this
@@ -338,13 +341,13 @@ def train_and_evaluate(
 
 def has_manifest(out: str, fingerprint: str, settings: dict) -> bool:
     """Whether OUT's manifest was made from this source with these settings."""
-    m = _read_json(Path(out) / "manifest.json")
+    m = read_json(Path(out) / MANIFEST)
     return m.get("source", {}).get("fingerprint") == fingerprint and m.get("settings") == settings
 
 
 def has_stats(out: str, train_shards: list[str], scale: str) -> bool:
     """Whether OUT/stats/ holds statistics of exactly these train shards on this scale."""
-    pca = _read_json(Path(out) / "stats" / "pca.json")
+    pca = read_json(Path(out) / "stats" / "pca.json")
     covered = [s.get("sha256") for s in pca.get("shards", [])]
     return (
         covered == train_shards

@@ -20,7 +20,6 @@ and in prefect.yaml.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -30,19 +29,14 @@ from flows.pipeline import (
     has_stats,
     prepare_settings,
     preprocess_task,
+    read_json,
     report_results,
     source_fingerprint,
     stats_task,
     train_and_evaluate,
     when_missing,
 )
-
-
-def _manifest_settings(out: str) -> dict | None:
-    try:
-        return json.loads((Path(out) / "manifest.json").read_text())["settings"]
-    except (OSError, ValueError, KeyError):
-        return None
+from shards.format import MANIFEST
 
 
 def changes_table(changes: dict) -> str:
@@ -87,12 +81,8 @@ def alexnet_reprocess(
     the evaluation when `train` is set.
     """
     logger = get_run_logger()
-    base = _manifest_settings(out)
-    settings = prepare_settings(
-        shard_size if shard_size is not None else (base or {}).get("shard_size", 1000),
-        quality if quality is not None else (base or {}).get("quality", 95),
-        base,
-    )
+    base = read_json(Path(out) / MANIFEST).get("settings")  # OUT's own, if it has any
+    settings = prepare_settings(shard_size, quality, base)
     # Always scan: a cached result would report the last run's changes as this run's.
     manifest = preprocess_task.with_options(refresh_cache=True)(
         src, out, settings, workers, dask_address, source_fingerprint(src)

@@ -84,6 +84,12 @@ class PrepareSettings:
     def as_dict(self) -> dict:
         return {**asdict(self.image), "shard_size": self.shard_size, "seed": self.seed}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> PrepareSettings:
+        """The inverse of `as_dict` (as a manifest records the settings)."""
+        image = {k: v for k, v in data.items() if k not in ("shard_size", "seed")}
+        return cls(ImageSettings(**image), shard_size=data["shard_size"], seed=data["seed"])
+
 
 @dataclass(frozen=True)
 class ShardMembers:
