@@ -3,7 +3,10 @@
 Reads OUT/manifest.json, OUT/stats/ and the shards; writes OUT/runs/NAME/:
 
     config.json        the resolved TrainConfig (also inside every checkpoint)
-    metrics.jsonl      one JSON object per logged step and per epoch
+    metrics.jsonl      one JSON object per logged step and per epoch: the mean loss since
+                       the last line, lr, images_per_s, and data_wait (the fraction of wall
+                       time the loop waited for the loader: near 0, the device is the limit;
+                       well above 0, the loader is), then each epoch's validation errors
     checkpoints/       last.pt and best.pt every epoch, epoch-NNN.pt every N epochs
     ranks/rank-R.json  per process: the shards it read each epoch, a hash of its weights
 
@@ -24,11 +27,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -37,8 +39,16 @@ from shards.atomic import write_bytes, write_json
 from shards.reader import read_manifest, shard_paths
 from shards.stats import read_stats
 from training.config import TrainConfig
-from training.data import Augment, ShardSamples, lighting_basis, loader, prepare_batch
-from training.metrics import load_checkpoint, save_checkpoint, topk_errors
+from training.data import (
+    Augment,
+    Batch,
+    Loader,
+    ShardSamples,
+    device_batches,
+    lighting_basis,
+    prepare_batch,
+)
+from training.metrics import load_checkpoint, save_checkpoint, topk_error_counts
 from training.model import AlexNet
 from training.optim import PaperSGD
 
@@ -110,8 +120,12 @@ class _Line:
         self.tty = sys.stderr.isatty() if enabled is None else enabled
         self.quiet = quiet
 
+    @property
+    def live(self) -> bool:
+        return self.tty and not self.quiet
+
     def show(self, text: str) -> None:
-        if self.tty and not self.quiet:
+        if self.live:
             print("\r" + text.ljust(100), end="", file=sys.stderr, flush=True)
 
     def done(self, text: str) -> None:
@@ -121,6 +135,55 @@ class _Line:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+class _Meter:
+    """Loss, images and time spent waiting for data since `reset`, read without a sync per step.
+
+    The loss is summed on the training device; reading it (`loss()`) is the one
+    place that waits for the device, so the loop reads it only to log or show.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.t0, self.wait, self.images, self.steps = time.perf_counter(), 0.0, 0, 0
+        self._loss: torch.Tensor | None = None
+
+    def add(self, loss: torch.Tensor, images: int, wait: float) -> None:
+        value = loss.detach().double()
+        self._loss = value if self._loss is None else self._loss + value
+        self.images, self.steps, self.wait = self.images + images, self.steps + 1, self.wait + wait
+
+    def loss(self) -> float | None:
+        return None if self._loss is None else self._loss.item() / self.steps
+
+    def rates(self) -> dict:
+        """images/s and the fraction of wall time the loop waited for data (after `loss()`)."""
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        return {"images_per_s": self.images / elapsed, "data_wait": min(self.wait / elapsed, 1.0)}
+
+
+def _timed(batches: Iterable[Batch]) -> Iterator[tuple[Batch, float]]:
+    """Each batch with the seconds spent waiting for it."""
+    it = iter(batches)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - t0
+
+
+def _first(batches: Iterable[Batch], limit: int | None) -> Iterator[Batch]:
+    """The first `limit` batches; the rest are read and released (the workers finish the epoch)."""
+    for i, batch in enumerate(batches):
+        if limit is None or i < limit:
+            yield batch
+        else:
+            batch.release()
 
 
 def train(
@@ -217,8 +280,9 @@ def train(
                             config.shuffle_buffer, config.batch_size)  # fmt: skip
     val_shards = shard_paths(out, "val", manifest)
     val_ds = ShardSamples(val_shards, False, aug, None, batch_size=config.batch_size)
-    train_loader = loader(train_ds, config.loader_workers)
-    val_loader = loader(val_ds, config.loader_workers)
+    pin = device.type == "cuda"
+    train_loader = Loader(train_ds, config.loader_workers, pin=pin)
+    val_loader = Loader(val_ds, config.loader_workers, pin=pin)
     line = _Line(progress, quiet=rank != 0)
     read_log: dict[int, list[str]] = {}
     result = TrainResult(run_dir, epoch, step, plateau.best)
@@ -227,6 +291,18 @@ def train(
         if rank == 0:
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(entry) + "\n")
+
+    def read_loss(meter: _Meter) -> float | None:
+        """The meter's mean loss (a device sync); a non-finite one stops training."""
+        value = meter.loss()
+        if value is not None and not math.isfinite(value):
+            last = ckpt_dir / "last.pt"
+            raise TrainingDiverged(
+                f"loss is {value} at step {step} (epoch {epoch + 1}; read every "
+                f"{config.log_every} steps); the last good "
+                f"checkpoint is {last if last.exists() else 'none (no epoch completed)'}"
+            )
+        return value
 
     try:
         while epoch < config.epochs:
@@ -239,46 +315,35 @@ def train(
                 ]
                 limit = min(per_rank) // config.batch_size
             model_ddp.train()
-            t0, seen, losses = time.perf_counter(), 0, []
-            for i, batch in enumerate(train_loader):
-                if limit is not None and i >= limit:
-                    break
+            whole, window, shown = _Meter(), _Meter(), time.perf_counter()
+            batches = device_batches(_first(train_loader, limit), device)
+            for batch, wait in _timed(batches):
                 x = prepare_batch(batch, mean, config.input_scale, device)
-                labels = batch.labels
                 if config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                     logits = forward(x)
-                loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
-                if not torch.isfinite(loss):
-                    last = ckpt_dir / "last.pt"
-                    raise TrainingDiverged(
-                        f"loss is {loss.item()} at step {step + 1} (epoch {epoch + 1}); "
-                        "the last good "
-                        f"checkpoint is {last if last.exists() else 'none (no epoch completed)'}"
-                    )
+                loss = nn.functional.cross_entropy(logits.float(), batch.labels.to(logits.device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                batch.release()  # on the CPU the labels were read until here, by backward
                 step += 1
-                seen += len(labels)
-                losses.append(loss.item())
-                rate = seen / (time.perf_counter() - t0)
+                whole.add(loss, len(batch), wait)
+                window.add(loss, len(batch), wait)
                 lr = opt.param_groups[0]["lr"]
-                line.show(
-                    f"epoch {epoch + 1}/{config.epochs} step {step} loss {losses[-1]:.4f} "
-                    f"lr {lr:g} {rate:.0f} img/s"
-                )
                 if step % config.log_every == 0:
-                    log(
-                        {
-                            "step": step,
-                            "epoch": epoch + 1,
-                            "loss": losses[-1],
-                            "lr": lr,
-                            "images_per_s": rate,
-                        }
+                    entry = {"step": step, "epoch": epoch + 1, "loss": read_loss(window), "lr": lr}
+                    log({**entry, **window.rates()})
+                    window.reset()
+                if line.live and time.perf_counter() - shown >= 1.0:  # one sync a second
+                    shown, rates = time.perf_counter(), whole.rates()
+                    line.show(
+                        f"epoch {epoch + 1}/{config.epochs} step {step} "
+                        f"loss {read_loss(whole):.4f} lr {lr:g} "
+                        f"{rates['images_per_s']:.0f} img/s, data wait {rates['data_wait']:.0%}"
                     )
+            epoch_loss, epoch_rates = read_loss(whole), whole.rates()
             epoch += 1
             top1, top5 = _validate(model, val_loader, mean, config, device, rank, world)
             action = plateau.step(top1)
@@ -286,9 +351,9 @@ def train(
             entry = {
                 "step": step,
                 "epoch": epoch,
-                "loss": float(np.mean(losses)) if losses else None,
+                "loss": epoch_loss,
                 "lr": lr,
-                "images_per_s": seen / (time.perf_counter() - t0),
+                **epoch_rates,
                 "val_top1_error": top1,
                 "val_top5_error": top5,
             }
@@ -297,7 +362,8 @@ def train(
                 on_epoch({**entry, "epochs": config.epochs})
             line.done(
                 f"epoch {epoch}/{config.epochs}: loss {entry['loss']:.4f}, "
-                f"val top-1 {top1:.2%}, top-5 {top5:.2%}, lr {lr:g}"
+                f"val top-1 {top1:.2%}, top-5 {top5:.2%}, lr {lr:g}, "
+                f"{entry['images_per_s']:.0f} img/s, data wait {entry['data_wait']:.0%}"
             )
             if action == "drop":
                 for g in opt.param_groups:
@@ -334,6 +400,8 @@ def train(
         else:
             result.stopped = f"reached {config.epochs} epochs"
     finally:
+        train_loader.close()
+        val_loader.close()
         write_json(
             run_dir / "ranks" / f"rank-{rank}.json",
             {
@@ -351,7 +419,7 @@ def train(
 @torch.no_grad()
 def _validate(
     model: AlexNet,
-    val_loader: torch.utils.data.DataLoader,
+    val_loader: Loader,
     mean: torch.Tensor,
     config: TrainConfig,
     device: torch.device,
@@ -362,13 +430,15 @@ def _validate(
     errors = torch.zeros(3, dtype=torch.float64)
     if rank == 0:
         model.eval()
-        for batch in val_loader:
+        counts = torch.zeros(3, dtype=torch.int64, device=device)  # summed on the device
+        for batch in device_batches(val_loader, device):
             x = prepare_batch(batch, mean, config.input_scale, device)
-            labels = batch.labels
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(x).float()
-            e = topk_errors(logits, labels)
-            errors += torch.tensor([e[1], e[5], len(labels)], dtype=torch.float64)
+            counts[:2] += topk_error_counts(logits, batch.labels).to(device)
+            counts[2] += len(batch)
+            batch.release()
+        errors = counts.cpu().double()
         model.train()
     if world > 1:
         dist.broadcast(errors, 0)
