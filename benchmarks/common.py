@@ -11,25 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from PIL import Image
+from synthetic import photo
 
 from preprocessing.cluster import default_workers
-
-
-def photo(w: int, h: int, rng: np.random.Generator) -> Image.Image:
-    """Photograph-like: smooth fields at several scales, edges, grain."""
-    out = np.zeros((h, w, 3), np.float32)
-    for cells, amp in ((3, 80), (10, 45), (40, 25), (160, 12)):
-        small = rng.uniform(0, 255, (cells, max(2, cells * w // h), 3)).astype(np.uint8)
-        big = Image.fromarray(small).resize((w, h), Image.BICUBIC)
-        out += (np.asarray(big, np.float32) / 127.5 - 1) * amp
-    for _ in range(6):  # hard-edged objects
-        x0, y0 = rng.integers(0, w), rng.integers(0, h)
-        out[y0 : y0 + rng.integers(10, h // 2), x0 : x0 + rng.integers(10, w // 2)] += rng.uniform(
-            -60, 60, 3
-        )
-    out += 120 + rng.normal(0, 5, out.shape)
-    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
 
 
 def _make_one(args: tuple[int, str]) -> None:

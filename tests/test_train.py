@@ -45,6 +45,10 @@ def test_smoke_preset_learns(data):
     assert epochs[-1]["val_top1_error"] < 0.6, epochs
     assert epochs[-1]["val_top1_error"] < epochs[0]["val_top1_error"] - 0.25
     assert all(k in metrics[0] for k in ("step", "epoch", "loss", "lr", "images_per_s"))
+    # every line, step and epoch, says whether the loader or the model was the limit
+    assert all(0 <= m["data_wait"] <= 1 and m["images_per_s"] > 0 for m in metrics)
+    steps = [m for m in metrics if "val_top1_error" not in m]
+    assert steps and all(m["epoch"] >= 1 and m["step"] % 5 == 0 for m in steps)  # log_every 5
     saved = json.loads((result.run_dir / "config.json").read_text())
     assert TrainConfig.from_dict(saved) == config.__class__.from_dict(saved)
     ckpt = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")  # weights_only=True

@@ -1,6 +1,8 @@
-"""The training loader: crops, flips, mean subtraction, lighting, exact epochs."""
+"""The training loader: crops, flips, mean subtraction, lighting, exact epochs, the slots."""
 
 from __future__ import annotations
+
+import random
 
 import numpy as np
 import pytest
@@ -12,12 +14,17 @@ from shards.reader import iter_samples, shard_paths
 from shards.stats import Stats
 from training.data import (
     Augment,
+    Loader,
     ShardSamples,
+    _samples,
     augment,
+    center,
     collate,
+    decode,
     lighting_basis,
     loader,
     prepare_batch,
+    shuffle,
 )
 
 CPU = torch.device("cpu")
@@ -142,3 +149,194 @@ def test_ranks_read_disjoint_shards(shards_root):
         seen.append(set(ds.shards_for()))
     assert set.union(*seen) == {str(p) for p in paths}
     assert sum(len(s) for s in seen) == len(paths)
+
+
+def _rotation_stats() -> Stats:
+    rot = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))[0]
+    values = np.array([0.2, 0.03, 0.01])
+    return Stats(np.zeros((256, 256, 3), np.float32), values, rot.T,
+                 rot @ np.diag(values) @ rot.T, "pixel/255", np.zeros(3), 1, 1, [])  # fmt: skip
+
+
+class OldShardSamples(torch.utils.data.IterableDataset):
+    """The loader as it was before the slots (6066c87), kept as the reference: per-sample
+    views, webdataset's own shuffle buffer, a fresh collated batch each time, and tensors
+    moved to the main process by the DataLoader."""
+
+    def __init__(self, shards, train, aug, basis, seed, epoch, batch_size, buffer):
+        self.shards, self.train, self.aug, self.basis = [str(s) for s in shards], train, aug, basis
+        self.seed, self.epoch, self.batch_size, self.buffer = seed, epoch, batch_size, buffer
+
+    def __iter__(self):
+        import webdataset as wds
+
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        order = list(self.shards)
+        if self.train:
+            random.Random(f"{self.seed}-{self.epoch}").shuffle(order)
+        rng = np.random.default_rng([self.seed, self.epoch, 0, worker])
+        samples = _samples(order[worker::workers])
+        if self.train:
+            pyrng = random.Random(f"{self.seed}-{self.epoch}-0-{worker}")
+            samples = wds.filters.shuffle(self.buffer, initial=min(self.buffer, 100), rng=pyrng)(
+                samples
+            )
+        views, labels, keys = [], [], []
+        for sample in samples:
+            image = decode(sample["jpg"])
+            views.append(
+                augment(image, rng, self.aug, self.basis)
+                if self.train
+                else center(image, self.aug.crop)
+            )
+            labels.append(int(sample["cls"]))
+            keys.append(sample["__key__"])
+            if len(views) == self.batch_size:
+                yield old_collate(views, labels, keys, self.aug.crop)
+                views, labels, keys = [], [], []
+        if views:
+            yield old_collate(views, labels, keys, self.aug.crop)
+
+
+def old_collate(views, labels, keys, crop):
+    n = len(views)
+    crops = np.empty((n, crop, crop, 3), np.uint8)
+    offsets = np.empty((n, 2), np.int64)
+    flips = np.empty(n, bool)
+    shifts = np.empty((n, 3), np.float32)
+    for i, (patch, top, left, flipped, shift) in enumerate(views):
+        crops[i] = patch
+        offsets[i] = top, left
+        flips[i] = flipped
+        shifts[i] = shift
+    return (torch.from_numpy(crops), torch.from_numpy(offsets), torch.from_numpy(flips),
+            torch.from_numpy(shifts), torch.tensor(labels), keys)  # fmt: skip
+
+
+def old_prepare_batch(crops, offsets, flips, shifts, mean, input_scale):
+    """A list of 128 slices for the mean crops, and a device sync for the flips."""
+    c = crops.shape[1]
+    means = torch.stack([mean[t : t + c, lft : lft + c] for t, lft in offsets.tolist()])
+    x = crops.float() - means + shifts[:, None, None, :]
+    if bool(flips.any()):
+        x[flips] = x[flips].flip(2)
+    return (x * input_scale).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batches_through_slots_equal_the_old_way_element_for_element(shards_root, train):
+    paths = shard_paths(shards_root, "train")
+    basis = lighting_basis(_rotation_stats(), "paper")
+    mean = torch.from_numpy(np.random.default_rng(9).uniform(0, 255, (256, 256, 3)).astype("f4"))
+    old_ds = OldShardSamples(paths, train, Augment(), basis, seed=3, epoch=1, batch_size=4,
+                             buffer=8)  # fmt: skip
+    old = list(torch.utils.data.DataLoader(old_ds, batch_size=None, num_workers=2))
+    ds = ShardSamples(paths, train, Augment(), basis, seed=3, shuffle_buffer=8, batch_size=4)
+    ds.set_epoch(1)
+    with Loader(ds, 2) as new_loader:
+        n = 0
+        for batch, (crops, offsets, flips, shifts, labels, keys) in zip(
+            new_loader, old, strict=True
+        ):
+            assert batch.keys == keys
+            for got, want in zip(
+                batch.tensors(), (crops, offsets, flips, shifts, labels), strict=True
+            ):
+                assert got.dtype == want.dtype and torch.equal(got, want)
+            x = prepare_batch(batch, mean, 0.5, CPU)
+            assert torch.equal(x, old_prepare_batch(crops, offsets, flips, shifts, mean, 0.5))
+            batch.release()
+            n += len(keys)
+        assert new_loader.fallbacks == 0  # every batch came through a slot
+    assert n == 42 and (not train or any(bool(o[2].any()) for o in old))
+
+
+def test_the_shuffle_buffer_draws_exactly_as_webdatasets():
+    import webdataset as wds
+
+    for size, initial, n in ((1000, 100, 5000), (8, 8, 30), (50, 10, 7)):
+        ours = list(shuffle(iter(range(n)), size, initial, random.Random(size)))
+        theirs = list(wds.filters.shuffle(size, initial=initial, rng=random.Random(size))(
+            iter(range(n))))  # fmt: skip
+        assert ours == theirs and sorted(ours) == list(range(n))
+
+
+def _epoch(loader_, keep=False):
+    out = []
+    for batch in loader_:
+        out.append((list(batch.keys), batch.crops.clone(), batch.shifts.clone()))
+        if not keep:
+            batch.release()
+    return out
+
+
+def _same(a, b):
+    if len(a) != len(b):
+        return False
+    pairs = zip(a, b, strict=True)
+    return all(
+        ka == kb and torch.equal(ca, cb) and torch.equal(sa, sb)
+        for (ka, ca, sa), (kb, cb, sb) in pairs
+    )
+
+
+def test_workers_persist_across_epochs_and_follow_set_epoch(shards_root):
+    paths = shard_paths(shards_root, "train")
+    ds = ShardSamples(paths, True, Augment(), None, seed=4, shuffle_buffer=8, batch_size=4)
+    with Loader(ds, 2) as persistent:
+        first = _epoch(persistent)
+        pids = [w.pid for w in persistent._dl._iterator._workers]
+        ds.set_epoch(1)
+        second = _epoch(persistent)
+        assert [w.pid for w in persistent._dl._iterator._workers] == pids  # the same processes
+    fresh_ds = ShardSamples(paths, True, Augment(), None, seed=4, shuffle_buffer=8, batch_size=4)
+    fresh_ds.set_epoch(1)
+    with Loader(fresh_ds, 2) as fresh:
+        assert _same(second, _epoch(fresh))  # epoch 1 as a new loader makes it
+    assert not _same(first, second)
+
+
+def test_held_batches_are_never_overwritten(shards_root):
+    """A consumer that keeps every batch (never releasing) still sees each one intact."""
+    paths = shard_paths(shards_root, "train")
+    ds = ShardSamples(paths, True, Augment(), None, seed=5, shuffle_buffer=8, batch_size=2)
+    with Loader(ds, 2) as held_loader:
+        held = list(held_loader)  # 21 batches, more than the 2 x 4 slots
+        kept = [(list(b.keys), b.crops.clone(), b.shifts.clone()) for b in held]
+        assert held_loader.fallbacks > 0  # the workers ran out of slots and made fresh batches
+    with Loader(ds, 2) as reference:
+        assert _same(kept, _epoch(reference))
+
+
+def test_stopping_early_stops_the_workers_and_the_next_epoch_is_whole(shards_root):
+    paths = shard_paths(shards_root, "train")
+    ds = ShardSamples(paths, True, Augment(), None, seed=6, shuffle_buffer=8, batch_size=4)
+    with Loader(ds, 2) as early:
+        for i, batch in enumerate(early):
+            batch.release()
+            if i == 2:
+                break
+        assert early._dl is None  # the abandoned epoch's workers are gone
+        again = _epoch(early)
+    with Loader(ds, 2) as reference:
+        assert _same(again, _epoch(reference))
+
+
+def test_the_loader_benchmark_runs(tmp_path):
+    """benchmarks/loader.py --dry-run: the replay ceiling, per-worker and all-core comparisons."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "loader.py"
+    cmd = [sys.executable, str(script), "--dry-run", "--workdir", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=script.parent)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    ceiling = result["ceiling_images_per_s"]
+    assert set(ceiling) >= {"tensors_same", "slots_same", "tensors_fresh", "slots_fresh"}
+    per_worker = result["per_worker"]
+    assert len(per_worker["breakdown_ms_per_image"]) == 6
+    assert result["images"] == 300 and result["all_cores"]["processes"] >= 1

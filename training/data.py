@@ -16,8 +16,8 @@ batch is on the device. On CUDA the slots are page-locked once, so the copy
 to the GPU is a DMA transfer on a side stream, overlapping the previous step
 (`device_batches`). Workers persist across epochs.
 
-Shards are read with shards/reader.py's tar parser and shuffled with the
-`webdataset` library's shuffle buffer. Each epoch the train shards
+Shards are read with shards/reader.py's tar parser and shuffled with a
+shuffle buffer that draws exactly as `webdataset`'s does. Each epoch the train shards
 are shuffled (seeded by seed and epoch), dealt to ranks (`shards[rank::world]`)
 and then to loader workers, and samples pass a seeded shuffle buffer. On one
 node every training sample is seen exactly once per epoch. With several ranks
@@ -141,8 +141,8 @@ class Batch:
         return len(self.keys)
 
 
-class _Filling:
-    """The arrays one batch is being written into: a shared slot's, or fresh ones."""
+class BatchBuffer:
+    """The arrays one batch is written into, a sample at a time: a shared slot's, or fresh ones."""
 
     __slots__ = ("crops", "flips", "keys", "labels", "offsets", "shifts", "slot")
 
@@ -152,7 +152,7 @@ class _Filling:
         self.slot = slot
 
     @classmethod
-    def fresh(cls, n: int, crop: int) -> _Filling:
+    def fresh(cls, n: int, crop: int) -> BatchBuffer:
         arrays = (
             np.empty((n, crop, crop, 3), np.uint8),
             np.empty((n, 2), np.int64),
@@ -161,6 +161,9 @@ class _Filling:
             np.empty(n, np.int64),
         )
         return cls(arrays, None)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.crops, self.offsets, self.flips, self.shifts, self.labels
 
     def add(self, view: tuple, label: int, key: str) -> int:
         """Write one sample (a view from `augment` or `center`); returns the count so far."""
@@ -178,13 +181,12 @@ class _Filling:
         n = len(self.keys)
         if self.slot is not None:
             return _SlotRef(*self.slot, n, self.keys)
-        arrays = (self.crops, self.offsets, self.flips, self.shifts, self.labels)
-        return Batch(*(torch.from_numpy(a[:n]) for a in arrays), self.keys)
+        return Batch(*(torch.from_numpy(a[:n]) for a in self.arrays()), self.keys)
 
 
 def collate(views: list[tuple], labels: list[int], keys: list[str], crop: int) -> Batch:
     """A batch of `augment`/`center` views in fresh arrays: one copy per image."""
-    filling = _Filling.fresh(len(views), crop)
+    filling = BatchBuffer.fresh(len(views), crop)
     for view, label, key in zip(views, labels, keys, strict=True):
         filling.add(view, label, key)
     batch = filling.finish()
@@ -238,7 +240,7 @@ class SlotPool:
         return self.crops, self.offsets, self.flips, self.shifts, self.labels
 
     # In a worker.
-    def take(self, worker: int) -> _Filling | None:
+    def take(self, worker: int) -> BatchBuffer | None:
         """A free slot of this worker's to fill, or None if the consumer holds them all."""
         queue = self.free[worker]
         if queue.empty():  # only this worker takes from its queue: get() cannot block
@@ -247,7 +249,7 @@ class SlotPool:
         views = self._views.get((worker, k))
         if views is None:
             views = self._views[worker, k] = tuple(t[worker, k].numpy() for t in self._tensors())
-        return _Filling(views, (worker, k))
+        return BatchBuffer(views, (worker, k))
 
     def give_back(self, worker: int, k: int) -> None:
         self.free[worker].put(k)
@@ -377,6 +379,38 @@ def _samples(urls: list[str]) -> Iterator[dict]:
         yield {"__key__": key, "__url__": url, **fields}
 
 
+def shuffle(items: Iterator, size: int, initial: int, rng: random.Random) -> Iterator:
+    """A shuffle buffer: the same algorithm and draws as `webdataset.filters.shuffle`.
+
+    Fill up to `size` (taking two items per step while filling), start yielding
+    once `initial` are held, yield a random one each step. Written here so that
+    the loader's workers need only torch, NumPy and Pillow (a GPU host without
+    webdataset runs it); a test checks it against webdataset's order.
+    """
+    buf: list = []
+    for item in items:
+        buf.append(item)
+        if len(buf) < size:
+            nxt = next(items, _END)
+            if nxt is not _END:
+                buf.append(nxt)
+        if len(buf) >= initial:
+            yield _pick(buf, rng)
+    while buf:
+        yield _pick(buf, rng)
+
+
+_END = object()
+
+
+def _pick(buf: list, rng: random.Random) -> object:
+    k = rng.randint(0, len(buf) - 1)
+    item = buf[k]
+    buf[k] = buf[-1]
+    buf.pop()
+    return item
+
+
 class ShardSamples(torch.utils.data.IterableDataset):
     """Batches of a list of shards' samples: augmented (train) or centre-cropped (eval).
 
@@ -420,8 +454,6 @@ class ShardSamples(torch.utils.data.IterableDataset):
         return order[self.rank if rank is None else rank :: self.world][worker::workers]
 
     def __iter__(self) -> Iterator[Batch | _SlotRef]:
-        import webdataset as wds
-
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         epoch = self.epoch
@@ -429,16 +461,14 @@ class ShardSamples(torch.utils.data.IterableDataset):
         samples = _samples(self.shards_for(worker, workers))
         if self.train:
             pyrng = random.Random(f"{self.seed}-{epoch}-{self.rank}-{worker}")
-            samples = wds.filters.shuffle(self.buffer, initial=min(self.buffer, 100), rng=pyrng)(
-                samples
-            )
+            samples = shuffle(samples, self.buffer, min(self.buffer, 100), pyrng)
         slots = self.slots if info is not None else None
         aug, basis, crop, size = self.aug, self.basis, self.aug.crop, self.batch_size
         filling = None
         try:
             for sample in samples:
                 if filling is None:
-                    filling = (slots and slots.take(worker)) or _Filling.fresh(size, crop)
+                    filling = (slots and slots.take(worker)) or BatchBuffer.fresh(size, crop)
                 image = decode(sample["jpg"] if "jpg" in sample else sample["png"])
                 view = augment(image, rng, aug, basis) if self.train else center(image, crop)
                 if filling.add(view, int(sample["cls"]), sample["__key__"]) == size:
