@@ -29,7 +29,7 @@ def grads_and_logits(model: AlexNet, x: torch.Tensor, y: torch.Tensor) -> tuple[
     model.eval()  # dropout off: the comparison is deterministic
     model.zero_grad()
     logits = model(x)
-    nn.functional.cross_entropy(logits, y).backward()
+    nn.functional.cross_entropy(logits, y.to(logits.device)).backward()  # labels where logits are
     return logits.detach().cpu(), {k: p.grad.detach().cpu() for k, p in model.named_parameters()}
 
 

@@ -1,47 +1,64 @@
-"""The GPU check of training: full training steps, and whether the loader keeps up.
+"""The GPU check of training: is the GPU fed, and how fast does `train()` run end to end?
 
-    .venv/bin/python benchmarks/gpu_train_check.py     # needs CUDA; about 4 minutes on an H100
+    python3 benchmarks/gpu_train_check.py              # on a GPU host: about 4-5 minutes
+    python3 benchmarks/gpu_train_check.py --cpu-dry-run   # every path, tiny, on the CPU
 
-1. Full training steps of the two-column AlexNet (forward, loss, backward,
-   PaperSGD step) on cuda:0 at batch 128 and 256, with bf16 autocast,
-   channels_last and torch.compile, timed after warm-up: images/s.
-2. The loader on this machine's cores (one worker per core) over a synthetic
-   set of 256x256 shards written here: images/s, and whether that exceeds
-   the training steps' images/s ("keeps up").
+On a CUDA host (one GPU, all its cores), in one run, each printed in one JSON:
 
-Prints one JSON object; record it in benchmarks/README.md. `--cpu-dry-run`
-runs every path on the CPU at a tiny size (the test suite does).
+1. data: about 25,000 photograph-like 256x256 JPEGs (benchmarks/synthetic.py)
+   in shards of 250, plus 1,000 for validation; the training shards are listed
+   4 times (hard links), so an epoch is 100,000 samples.
+2. bare_decode: decode + 227 crop copy of those JPEGs on all cores
+   (multiprocessing, no loader): what the cores can feed at most.
+3. ceiling: the main process's intake with workers replaying one prebuilt
+   batch, the way before (tensors through the DataLoader, pin_memory=True) and
+   the project's (shared slots, page-locked, copied to the GPU on a side stream).
+4. loader: the project's loader on all cores, every batch copied to the GPU.
+5. steps: the compiled two-column step (bf16, channels_last) at batch 128 and
+   256 on synthetic inputs already on the GPU.
+6. train: `training.train.train()` itself (paper preset, bf16, channels_last,
+   compiled, a loader worker per core) for 3 epochs (about 2,300 steps):
+   images/s and data_wait from its own metrics, after the first log window
+   (compilation); and the target ratio train / min(step at 128, bare_decode).
+
+Imports only torch, NumPy, Pillow and the project's `shards` and `training`
+packages: on a host without the project's venv, run it from the repository
+root with PYTHONPATH=. (its own folder is on the path as for any script).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+from feed import absorb, bare_parallel, run_loader
+from synthetic import write_data_root
 from torch import nn
 
-from shards.format import ShardWriter
-from shards.stats import Stats
-from training.data import Augment, ShardSamples, lighting_basis, loader
+from shards.reader import shard_paths
+from shards.stats import read_stats
+from training.config import resolve
+from training.data import lighting_basis
 from training.model import AlexNet
 from training.optim import PaperSGD
+from training.train import train
 
 
 def training_steps(device: str, batch: int, width: float, steps: int, compiled: bool) -> float:
+    """Images/s of full training steps on inputs already on the device."""
     model = AlexNet(width=width, devices=[device, device])
     model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if compiled else model
     opt = PaperSGD(model.parameters(), lr=0.01)
     x = torch.randn(batch, 3, 227, 227, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device=device)
+    y = torch.randint(0, model.config.num_classes, (batch,), device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def step() -> None:
@@ -61,27 +78,27 @@ def training_steps(device: str, batch: int, width: float, steps: int, compiled: 
     return batch * steps / (time.perf_counter() - t0)
 
 
-def loader_rate(n_images: int, workers: int) -> float:
-    folder = Path(tempfile.mkdtemp(prefix="alexnet-gpu-check-"))
-    rng = np.random.default_rng(0)
-    shards = []
-    for s in range(max(workers, 1) * 2):
-        path = folder / f"train-{s:06d}.tar"
-        with ShardWriter(path) as w:
-            for i in range(n_images // (max(workers, 1) * 2)):
-                small = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
-                img = Image.fromarray(small).resize((256, 256), Image.BICUBIC)
-                buf = io.BytesIO()
-                img.save(buf, "JPEG", quality=95)
-                w.write(f"k{s}_{i}", buf.getvalue(), "jpg", i % 1000, b"{}")
-        shards.append(path)
-    stats = Stats(np.full((256, 256, 3), 120, np.float32), np.array([0.2, 0.02, 0.005]), np.eye(3),
-                  np.eye(3), "pixel/255", np.zeros(3), 1, 1, [])  # fmt: skip
-    ds = ShardSamples(shards, True, Augment(), lighting_basis(stats, "paper"), batch_size=128)
-    t0, seen = time.perf_counter(), 0
-    for batch in loader(ds, workers):  # the per-batch work runs on the GPU, not here
-        seen += len(batch.labels)
-    return seen / (time.perf_counter() - t0)
+def run_train(out: Path, dry: bool, workers: int) -> dict:
+    """`train()` end to end; images/s and data_wait from its metrics after the first window."""
+    tiny = ["model.width=0.0625", "batch_size=16", "epochs=2", "log_every=2"]
+    full = ["bf16=true", "channels_last=true", "compile=true", "epochs=3", "log_every=50"]
+    overrides = [*(tiny if dry else full), f"loader_workers={workers}", "checkpoint_every=100"]
+    config = resolve("paper", overrides=overrides)
+    t0 = time.perf_counter()
+    result = train(out, "gpu-check", config, progress=False)
+    wall = time.perf_counter() - t0
+    lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in lines if "val_top1_error" not in m][1:]  # the first window compiles
+    epochs = [m for m in lines if "val_top1_error" in m]
+    return {
+        "steps": result.step,
+        "wall_s": round(wall, 1),
+        "images_per_s": round(statistics.median(m["images_per_s"] for m in steps), 1),
+        "data_wait": round(statistics.median(m["data_wait"] for m in steps), 3),
+        "epochs": [
+            {k: round(m[k], 3) for k in ("images_per_s", "data_wait", "loss")} for m in epochs
+        ],
+    }
 
 
 def main() -> None:
@@ -89,23 +106,48 @@ def main() -> None:
     if not dry and not torch.cuda.is_available():
         sys.exit("gpu_train_check: no CUDA device here; run it where a GPU is at hand")
     device = "cpu" if dry else "cuda:0"
-    width, steps, batches = (0.0625, 1, (4,)) if dry else (1.0, 20, (128, 256))
+    cores = len(os.sched_getaffinity(0))
+    workers = 2 if dry else cores
+    work = Path(tempfile.mkdtemp(prefix="alexnet-gpu-check-"))
+    t0 = time.perf_counter()
+    if dry:
+        out = write_data_root(work / "data", 240, 40, classes=10, per_shard=40, repeat=2)
+    else:
+        out = write_data_root(work / "data", 25_000, 1_000, per_shard=250, repeat=4)
+    # (copies below must match `repeat` here)
     result: dict = {
         "device": "cpu (dry run)" if dry else torch.cuda.get_device_name(0),
-        "steps": {},
+        "torch": torch.__version__,
+        "cores": cores,
+        "data_s": round(time.perf_counter() - t0, 1),
     }
-    for b in batches:
-        result["steps"][f"batch {b}, bf16, channels_last, compiled"] = round(
-            training_steps(device, b, width, steps, compiled=not dry), 1
-        )
-    cores = len(os.sched_getaffinity(0))
-    rate = loader_rate(64 if dry else 12800, 0 if dry else cores)
-    best_step = max(result["steps"].values())
+    listed = json.loads((out / "manifest.json").read_text())["splits"]["train"]["shards"]
+    copies = 2 if dry else 4  # the `repeat` above
+    unique = shard_paths(out, "train")[: len(listed) // copies]  # each image once
+    images = sum(s["count"] for s in listed[: len(unique)])
+    rate = images / bare_parallel(unique, cores)
+    result["bare_decode"] = {"processes": cores, "images_per_s": round(rate, 1)}
+    replay = 8 if dry else 1600
+    result["ceiling"] = {
+        way: round(absorb(way, workers, replay, device=device)["images_per_s"], 1)
+        for way in ("tensors", "slots")
+    }
+    basis = lighting_basis(read_stats(out), "paper")
+    seconds, steady, after = run_loader(unique, basis, workers, device)
     result["loader"] = {
-        "workers": cores,
-        "images_per_s": round(rate, 1),
-        "keeps_up": rate >= best_step,
+        "workers": workers,
+        "images_per_s": round(images / seconds, 1),
+        "steady_images_per_s": round(after / steady, 1),
     }
+    width, steps = (0.0625, 1) if dry else (1.0, 30)
+    result["steps"] = {
+        f"batch {b}": round(training_steps(device, b, width, steps, compiled=not dry), 1)
+        for b in ((4,) if dry else (128, 256))
+    }
+    result["train"] = run_train(out, dry, workers)
+    limit = min(next(iter(result["steps"].values())), result["bare_decode"]["images_per_s"])
+    result["train"]["over_min_step_bare"] = round(result["train"]["images_per_s"] / limit, 3)
+    shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=1))
 
 

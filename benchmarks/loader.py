@@ -6,7 +6,7 @@ Data: `synthetic.write_data_root`, 256x256 photograph-like JPEGs at quality 95
 in shards of 250 (as the preprocess stage stores them). Interleaved, medians:
 
   ceiling      workers (one per core) replaying one prebuilt batch, no decoding
-               (benchmarks/replay.py): the images/s the main process absorbs,
+               (benchmarks/feed.py): the images/s the main process absorbs,
                the way before (tensors through the DataLoader) and now (slots);
                "same" re-sends one batch, "fresh" makes a new one per batch
                (the old collate did; a slot worker then copies into its slot)
@@ -23,9 +23,7 @@ Prints one JSON object; benchmarks/README.md records it.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import multiprocessing as mp
 import os
 import random
 import statistics
@@ -35,17 +33,14 @@ from pathlib import Path
 
 import numpy as np
 from common import machine
-from PIL import Image
-from replay import absorb
+from feed import CROP, absorb, bare, bare_parallel, jpegs_of, run_loader
 from synthetic import write_data_root
 
-from shards.reader import iter_samples, shard_paths
+from shards.reader import shard_paths
 from shards.stats import read_stats
 from training.data import (
     Augment,
     BatchBuffer,
-    Loader,
-    ShardSamples,
     _samples,
     augment,
     decode,
@@ -53,91 +48,55 @@ from training.data import (
     shuffle,
 )
 
-CROP = 227
-
-
-def _jpegs(paths: list[str]) -> list[bytes]:
-    return [s.image for s in iter_samples(paths)]
-
-
-def bare(jpegs: list[bytes], batch: int = 128) -> float:
-    """Decode + 227 crop copy into a batch array, one process; returns seconds."""
-    rng = np.random.default_rng(0)
-    out = np.empty((batch, CROP, CROP, 3), np.uint8)
-    offsets = rng.integers(0, 256 - CROP + 1, (len(jpegs), 2))
-    t0 = time.perf_counter()
-    for i, data in enumerate(jpegs):
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            image = np.asarray(im)
-        top, left = offsets[i]
-        out[i % batch] = image[top : top + CROP, left : left + CROP]
-    return time.perf_counter() - t0
-
-
-def _bare_shard(path: str) -> float:
-    return bare(_jpegs([path]))
-
-
-def bare_parallel(paths: list[Path], processes: int) -> float:
-    """The bare decode + crop copy on `processes` processes, each reading its shards; seconds."""
-    t0 = time.perf_counter()
-    with mp.get_context("fork").Pool(processes) as pool:
-        pool.map(_bare_shard, [str(p) for p in paths], chunksize=1)
-    return time.perf_counter() - t0
-
-
-def run_loader(paths: list[Path], basis: np.ndarray, workers: int) -> tuple[float, float, int]:
-    """(seconds end to end, seconds from the first batch, images after the first batch)."""
-    ds = ShardSamples(paths, True, Augment(), basis, batch_size=128)
-    t0 = time.perf_counter()
-    first, after = None, 0
-    with Loader(ds, workers) as loader:
-        for batch in loader:
-            if first is None:
-                first = time.perf_counter()
-            else:
-                after += len(batch)
-            batch.release()
-    end = time.perf_counter()
-    return end - t0, end - first, after
-
 
 def breakdown(paths: list[Path], basis: np.ndarray) -> dict[str, float]:
-    """Seconds per image of a loader worker's steps, each stage added to the one before."""
-    aug_plain = Augment(lighting="none")
-    n = sum(1 for _ in _samples([str(p) for p in paths]))
+    """Milliseconds per image of each step of a loader worker, timed inside one pass here."""
+    clock = time.perf_counter
+    spent = dict.fromkeys(STEPS, 0.0)
 
-    def stages(upto: int) -> float:
-        rng, pyrng = np.random.default_rng(0), random.Random(0)
-        t0 = time.perf_counter()
-        samples = _samples([str(p) for p in paths])
-        if upto >= 1:
-            samples = shuffle(samples, 1000, 100, pyrng)
-        buffer = BatchBuffer.fresh(128, CROP)
-        for sample in samples:
-            if upto < 2:
-                continue
-            image = decode(sample["jpg"])
-            if upto < 3:
-                continue
-            view = augment(image, rng, aug_plain if upto < 4 else Augment(), basis)
-            if upto < 5:
-                continue
-            if buffer.add(view, int(sample["cls"]), sample["__key__"]) == 128:
-                buffer = BatchBuffer.fresh(128, CROP)
-        return (time.perf_counter() - t0) / n
+    def timed(items, step):  # the time spent producing each item, charged to `step`
+        while True:
+            t0 = clock()
+            item = next(items, None)
+            spent[step] += clock() - t0
+            if item is None:
+                return
+            yield item
 
-    names = [
-        "read + tar parsing",
-        "shuffle buffer",
-        "decode (to an RGB array)",
-        "crop offsets, flip, RNG",
-        "lighting (a ~ N(0, 0.1), P diag(lambda) a)",
-        "crop copy + labels into the batch",
-    ]
-    totals = [stages(i) for i in range(len(names))]
-    return {name: totals[i] - (totals[i - 1] if i else 0) for i, name in enumerate(names)}
+    rng, aug = np.random.default_rng(0), Augment(lighting="none")
+    tar = timed(_samples([str(p) for p in paths]), STEPS[0])
+    samples = timed(shuffle(tar, 1000, 100, random.Random(0)), STEPS[1])
+    buffer, n = BatchBuffer.fresh(128, CROP), 0
+    for sample in samples:
+        t0 = clock()
+        image = decode(sample["jpg"])
+        t1 = clock()
+        patch, top, left, flipped, _ = augment(image, rng, aug, None)
+        t2 = clock()
+        shift = (basis @ rng.normal(0.0, 0.1, 3)).astype(np.float32)
+        t3 = clock()
+        if (
+            buffer.add((patch, top, left, flipped, shift), int(sample["cls"]), sample["__key__"])
+            == 128
+        ):
+            buffer.finish()
+            buffer.keys = []  # reused, as a worker reuses its slots
+        t4 = clock()
+        for step, dt in zip(STEPS[2:], (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            spent[step] += dt
+        n += 1
+    spent[STEPS[1]] -= spent[STEPS[0]]  # the shuffle's time included the reads it asked for
+    return {step: 1e3 * t / n for step, t in spent.items()}
+
+
+STEPS = (
+    "read + tar parsing",
+    "shuffle buffer",
+    "decode (Pillow, to an RGB array)",
+    "crop offsets, flip, RNG",
+    "lighting (a ~ N(0, 0.1), P diag(lambda) a)",
+    "crop copy + labels into the batch",
+)
 
 
 def main() -> None:
@@ -158,7 +117,7 @@ def main() -> None:
         write_data_root(out, args.images, 50, classes=10, per_shard=min(250, args.images // 4))
     paths = shard_paths(out, "train")
     basis = lighting_basis(read_stats(out), "paper")
-    jpegs = _jpegs([str(p) for p in paths])
+    jpegs = jpegs_of(paths)
 
     ways = {
         "tensors_same": ("tensors", False),
@@ -184,7 +143,7 @@ def main() -> None:
     bare_all = n / med(runs["bare_all"])
     loader_all = n / med(r[0] for r in runs["loader_all"])
     ceiling = {k: round(med(runs[k])) for k in ways}
-    per_image = {k: round(med(s[k] for s in steps) * 1e3, 4) for k in steps[0]}
+    per_image = {k: round(med(s[k] for s in steps), 4) for k in STEPS}
     result = {
         "machine": machine(),
         "images": n,

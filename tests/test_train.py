@@ -155,4 +155,8 @@ def test_the_prepared_gpu_training_check_runs():
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert all(v > 0 for v in result["steps"].values()) and result["loader"]["images_per_s"] > 0
+    assert set(result) >= {"bare_decode", "ceiling", "loader", "steps", "train"}
+    assert set(result["ceiling"]) == {"tensors", "slots"}
+    train = result["train"]  # train() itself ran: 2 epochs of 480 samples at batch 16
+    assert train["steps"] == 60 and len(train["epochs"]) == 2
+    assert 0 <= train["data_wait"] <= 1 and train["over_min_step_bare"] > 0

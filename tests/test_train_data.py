@@ -340,3 +340,10 @@ def test_the_loader_benchmark_runs(tmp_path):
     per_worker = result["per_worker"]
     assert len(per_worker["breakdown_ms_per_image"]) == 6
     assert result["images"] == 300 and result["all_cores"]["processes"] >= 1
+
+
+def test_slots_that_cannot_fit_in_shared_memory_are_a_clear_error():
+    from training.data import SlotPool
+
+    with pytest.raises(MemoryError, match="shared memory .* fewer loader workers"):
+        SlotPool(10_000, 4, 128, 227, torch.multiprocessing.get_context())

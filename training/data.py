@@ -32,6 +32,7 @@ import collections
 import copy
 import functools
 import io
+import os
 import random
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -131,6 +132,10 @@ class Batch:
         moved = (t.to(device, non_blocking=non_blocking) for t in self.tensors())
         return Batch(*moved, self.keys)
 
+    def pin_memory(self) -> Batch:
+        """A page-locked copy (a plain `DataLoader(pin_memory=True)` calls this)."""
+        return Batch(*(t.pin_memory() for t in self.tensors()), self.keys)
+
     def release(self, after: object = None) -> None:
         """Hand the buffers back to the workers: now, or once `after` (a CUDA event) completes."""
         release, self._release = self._release, None
@@ -219,6 +224,8 @@ class SlotPool:
         self, workers: int, per_worker: int, batch_size: int, crop: int, context: Any
     ) -> None:
         shape = (workers, per_worker, batch_size)
+        need = workers * per_worker * batch_size * (crop * crop * 3 + 45)
+        _check_shared_memory(need, workers)
 
         def shared(tail: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
             return torch.empty((*shape, *tail), dtype=dtype).share_memory_()
@@ -303,6 +310,22 @@ class SlotPool:
             for t in self._tensors():
                 torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
             self.pinned = False
+
+
+def _check_shared_memory(need: int, workers: int, where: str = "/dev/shm") -> None:
+    """A clear error instead of a SIGBUS later, when the slots cannot fit in shared memory."""
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return  # no such folder (not Linux): nothing to check
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise MemoryError(
+            f"the loader's batch slots need {need >> 20} MiB of shared memory for {workers} "
+            f"workers, but {where} has {free >> 20} MiB free: use fewer loader workers "
+            "(--set loader_workers=N), a smaller batch, or a larger /dev/shm "
+            "(in Docker: --shm-size)"
+        )
 
 
 def prepare_batch(
@@ -526,6 +549,8 @@ class Loader:
         assert self._dl is not None
         items = iter(self._dl)  # the first time, this starts the workers (fork)
         pool = self._pool
+        if pool is not None:
+            pool.reap()  # slots whose copies finished after the last epoch's end
         if self.pin and pool is not None and not pool.pinned:
             pool.pin()  # after the fork: children need not inherit a locked mapping
         finished = False

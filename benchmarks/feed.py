@@ -1,6 +1,13 @@
-"""How many images/s the training process can absorb: workers that replay one prebuilt batch.
+"""Feeding the training process: what the loader benchmarks here and on a GPU host share.
 
-No decoding at all: each worker builds one batch of 227x227 uint8 crops once and
+  bare, bare_parallel   the baseline: decode + 227 crop copy of the stored JPEGs
+  run_loader            the project's loader over the same shards
+  absorb                the main process's ceiling, with workers replaying one batch
+
+Imports only torch, NumPy, Pillow and the project's `training` and `shards`
+packages (a GPU host has those, not Dask or Prefect).
+
+The ceiling. No decoding at all: each worker builds one batch of 227x227 uint8 crops once and
 hands it over again and again, so what is measured is the handing over, the
 main process's share of every batch. Two ways, in the same run:
 
@@ -12,17 +19,78 @@ main process's share of every batch. Two ways, in the same run:
             views it in place and releases it (on CUDA after copying it to the
             GPU on a side stream, with `device_batches`)
 
-Imports only torch, NumPy and the project's `training` package (GPU hosts run it).
 """
 
 from __future__ import annotations
 
+import io
+import multiprocessing as mp
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from shards.reader import iter_samples
 from training.data import Augment, Batch, BatchBuffer, Loader, ShardSamples, device_batches
+
+CROP = 227
+
+
+def jpegs_of(paths: list[Path] | list[str]) -> list[bytes]:
+    return [s.image for s in iter_samples([str(p) for p in paths])]
+
+
+def bare(jpegs: list[bytes], batch: int = 128) -> float:
+    """Decode + 227 crop copy into a batch array, in this process; returns seconds."""
+    rng = np.random.default_rng(0)
+    out = np.empty((batch, CROP, CROP, 3), np.uint8)
+    offsets = rng.integers(0, 256 - CROP + 1, (len(jpegs), 2))
+    t0 = time.perf_counter()
+    for i, data in enumerate(jpegs):
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            image = np.asarray(im)
+        top, left = offsets[i]
+        out[i % batch] = image[top : top + CROP, left : left + CROP]
+    return time.perf_counter() - t0
+
+
+def _bare_shard(path: str) -> float:
+    return bare(jpegs_of([path]))
+
+
+def bare_parallel(paths: list[Path], processes: int) -> float:
+    """The bare decode + crop copy on `processes` processes, each reading its shards; seconds."""
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(processes) as pool:
+        pool.map(_bare_shard, [str(p) for p in paths], chunksize=1)
+    return time.perf_counter() - t0
+
+
+def run_loader(
+    paths: list[Path], basis: np.ndarray | None, workers: int, device: str = "cpu"
+) -> tuple[float, float, int]:
+    """(seconds end to end, seconds from the first batch, images after the first batch).
+
+    On CUDA every batch is copied to the GPU (`device_batches`), as training does.
+    """
+    dev = torch.device(device)
+    ds = ShardSamples(paths, True, Augment(), basis, batch_size=128)
+    t0 = time.perf_counter()
+    first, after = None, 0
+    with Loader(ds, workers, pin=dev.type == "cuda") as loader:
+        for batch in device_batches(loader, dev):
+            if first is None:
+                first = time.perf_counter()
+            else:
+                after += len(batch)
+            batch.release()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    end = time.perf_counter()
+    return end - t0, end - first, after
 
 
 def _prebuilt(batch_size: int, crop: int) -> BatchBuffer:
