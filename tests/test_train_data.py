@@ -345,5 +345,5 @@ def test_the_loader_benchmark_runs(tmp_path):
 def test_slots_that_cannot_fit_in_shared_memory_are_a_clear_error():
     from training.data import SlotPool
 
-    with pytest.raises(MemoryError, match="shared memory .* fewer loader workers"):
+    with pytest.raises(MemoryError, match=r"shared memory .* fewer loader workers"):
         SlotPool(10_000, 4, 128, 227, torch.multiprocessing.get_context())
