@@ -17,7 +17,7 @@ help:
 	@echo "make format   apply ruff's formatter and safe fixes"
 	@echo "make clean    remove .venv/ and data/"
 
-$(VENV)/.installed: pyproject.toml setup.py shards/_sums.c scripts/bootstrap.sh
+$(VENV)/.installed: pyproject.toml setup.py shards/_sums.c training/_jpeg.c scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
 	touch $@
 

@@ -33,7 +33,16 @@ import torch
 from PIL import Image
 
 from shards.reader import iter_samples
-from training.data import Augment, Batch, BatchBuffer, Loader, ShardSamples, device_batches
+from training import data as training_data
+from training.data import (
+    Augment,
+    Batch,
+    BatchBuffer,
+    Decoder,
+    Loader,
+    ShardSamples,
+    device_batches,
+)
 
 CROP = 227
 
@@ -42,16 +51,23 @@ def jpegs_of(paths: list[Path] | list[str]) -> list[bytes]:
     return [s.image for s in iter_samples([str(p) for p in paths])]
 
 
-def bare(jpegs: list[bytes], batch: int = 128) -> float:
-    """Decode + 227 crop copy into a batch array, in this process; returns seconds."""
+def bare(jpegs: list[bytes], batch: int = 128, libjpeg: bool = False) -> float:
+    """Decode + 227 crop copy into a batch array, in this process; returns seconds.
+
+    Decoded with Pillow, or with `libjpeg=True` as the loader decodes (training/_jpeg.c).
+    """
     rng = np.random.default_rng(0)
     out = np.empty((batch, CROP, CROP, 3), np.uint8)
     offsets = rng.integers(0, 256 - CROP + 1, (len(jpegs), 2))
+    decoder = Decoder()
     t0 = time.perf_counter()
     for i, data in enumerate(jpegs):
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            image = np.asarray(im)
+        if libjpeg:
+            image = decoder(data)
+        else:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                image = np.asarray(im)
         top, left = offsets[i]
         out[i % batch] = image[top : top + CROP, left : left + CROP]
     return time.perf_counter() - t0
@@ -70,13 +86,30 @@ def bare_parallel(paths: list[Path], processes: int) -> float:
 
 
 def run_loader(
-    paths: list[Path], basis: np.ndarray | None, workers: int, device: str = "cpu"
+    paths: list[Path],
+    basis: np.ndarray | None,
+    workers: int,
+    device: str = "cpu",
+    pillow: bool = False,
 ) -> tuple[float, float, int]:
     """(seconds end to end, seconds from the first batch, images after the first batch).
 
     On CUDA every batch is copied to the GPU (`device_batches`), as training does.
+    `pillow=True` makes the workers decode with Pillow even where training/_jpeg.c
+    is built (they are forked from here, so they inherit the switch).
     """
-    dev = torch.device(device)
+    built = training_data._jpeg
+    if pillow:
+        training_data._jpeg = None
+    try:
+        return _run_loader(paths, basis, workers, torch.device(device))
+    finally:
+        training_data._jpeg = built
+
+
+def _run_loader(
+    paths: list[Path], basis: np.ndarray | None, workers: int, dev: torch.device
+) -> tuple[float, float, int]:
     ds = ShardSamples(paths, True, Augment(), basis, batch_size=128)
     t0 = time.perf_counter()
     first, after = None, 0

@@ -10,10 +10,12 @@ in shards of 250 (as the preprocess stage stores them). Interleaved, medians:
                the way before (tensors through the DataLoader) and now (slots);
                "same" re-sends one batch, "fresh" makes a new one per batch
                (the old collate did; a slot worker then copies into its slot)
-  per worker   one loader worker against a bare decode + 227 crop copy in one
-               process over the same JPEGs (already in memory), end to end and
-               steady (from the first batch); with the per-step breakdown of a
-               loader worker's time, measured in this process step by step
+  per worker   one loader worker against a bare decode (Pillow) + 227 crop copy
+               in one process over the same JPEGs (already in memory), end to
+               end and steady (from the first batch); with the per-step
+               breakdown of a loader worker's time, measured in this process
+               step by step (the loader decodes with training/_jpeg.c where it
+               is built, else with Pillow)
   all cores    the loader with one worker per core against the bare decode +
                crop copy on as many processes
 
@@ -41,9 +43,10 @@ from shards.stats import read_stats
 from training.data import (
     Augment,
     BatchBuffer,
+    Decoder,
+    _jpeg,
     _samples,
     augment,
-    decode,
     lighting_basis,
     shuffle,
 )
@@ -66,10 +69,10 @@ def breakdown(paths: list[Path], basis: np.ndarray) -> dict[str, float]:
     rng, aug = np.random.default_rng(0), Augment(lighting="none")
     tar = timed(_samples([str(p) for p in paths]), STEPS[0])
     samples = timed(shuffle(tar, 1000, 100, random.Random(0)), STEPS[1])
-    buffer, n = BatchBuffer.fresh(128, CROP), 0
+    buffer, n, decoder = BatchBuffer.fresh(128, CROP), 0, Decoder()
     for sample in samples:
         t0 = clock()
-        image = decode(sample["jpg"])
+        image = decoder(sample["jpg"])
         t1 = clock()
         patch, top, left, flipped, _ = augment(image, rng, aug, None)
         t2 = clock()
@@ -92,7 +95,7 @@ def breakdown(paths: list[Path], basis: np.ndarray) -> dict[str, float]:
 STEPS = (
     "read + tar parsing",
     "shuffle buffer",
-    "decode (Pillow, to an RGB array)",
+    "decode (to an RGB array)",
     "crop offsets, flip, RNG",
     "lighting (a ~ N(0, 0.1), P diag(lambda) a)",
     "crop copy + labels into the batch",
@@ -125,23 +128,37 @@ def main() -> None:
         "tensors_fresh": ("tensors", True),
         "slots_fresh": ("slots", True),
     }
-    runs: dict[str, list] = {k: [] for k in [*ways, "bare_1", "loader_1", "bare_all", "loader_all"]}
+    names = [
+        *ways,
+        "bare_1",
+        "bare_1_libjpeg",
+        "loader_1",
+        "loader_1_pillow",
+        "bare_all",
+        "loader_all",
+    ]
+    runs: dict[str, list] = {k: [] for k in names}
     steps: list[dict] = []
     for _ in range(args.repeats):
         for name, (way, copy) in ways.items():
             runs[name].append(absorb(way, cores, args.replay_batches, copy=copy)["images_per_s"])
         runs["bare_1"].append(bare(jpegs))
+        runs["bare_1_libjpeg"].append(bare(jpegs, libjpeg=True))
         runs["loader_1"].append(run_loader(paths, basis, 1))
+        runs["loader_1_pillow"].append(run_loader(paths, basis, 1, pillow=True))
         runs["bare_all"].append(bare_parallel(paths, cores))
         runs["loader_all"].append(run_loader(paths, basis, cores))
         steps.append(breakdown(paths, basis))
     med = statistics.median
     n = len(jpegs)
-    bare_1 = n / med(runs["bare_1"])
-    loader_1_e2e = n / med(r[0] for r in runs["loader_1"])
-    loader_1_steady = med(r[2] / r[1] for r in runs["loader_1"])
-    bare_all = n / med(runs["bare_all"])
-    loader_all = n / med(r[0] for r in runs["loader_all"])
+
+    def rate(name: str) -> float:  # images/s, end to end
+        return n / med(r[0] if isinstance(r, tuple) else r for r in runs[name])
+
+    def steady(name: str) -> float:  # images/s after the first batch (the workers are up)
+        return med(r[2] / r[1] for r in runs[name])
+
+    bare_1 = rate("bare_1")
     ceiling = {k: round(med(runs[k])) for k in ways}
     per_image = {k: round(med(s[k] for s in steps), 4) for k in STEPS}
     result = {
@@ -154,18 +171,23 @@ def main() -> None:
             "workers": cores,
         },
         "per_worker": {
-            "bare_decode_crop_images_per_s": round(bare_1, 1),
-            "loader_1_worker_images_per_s": round(loader_1_e2e, 1),
-            "ratio_end_to_end": round(loader_1_e2e / bare_1, 3),
-            "ratio_steady": round(loader_1_steady / bare_1, 3),
+            "bare_pillow_images_per_s": round(bare_1, 1),
+            "bare_libjpeg_images_per_s": round(rate("bare_1_libjpeg"), 1),
+            "loader_images_per_s": round(rate("loader_1"), 1),
+            "loader_pillow_images_per_s": round(rate("loader_1_pillow"), 1),
+            "loader_over_bare_pillow_end_to_end": round(rate("loader_1") / bare_1, 3),
+            "loader_over_bare_pillow_steady": round(steady("loader_1") / bare_1, 3),
+            "same_decoder_pillow_steady": round(steady("loader_1_pillow") / bare_1, 3),
+            "same_decoder_libjpeg_steady": round(steady("loader_1") / rate("bare_1_libjpeg"), 3),
             "breakdown_ms_per_image": per_image,
-            "bare_ms_per_image": round(1e3 / bare_1, 4),
+            "bare_pillow_ms_per_image": round(1e3 / bare_1, 4),
+            "loader_decodes_with": "Pillow" if _jpeg is None else "libjpeg (training/_jpeg.c)",
         },
         "all_cores": {
             "processes": cores,
-            "bare_decode_crop_images_per_s": round(bare_all, 1),
-            "loader_images_per_s": round(loader_all, 1),
-            "ratio": round(loader_all / bare_all, 3),
+            "bare_pillow_images_per_s": round(rate("bare_all"), 1),
+            "loader_images_per_s": round(rate("loader_all"), 1),
+            "ratio_end_to_end": round(rate("loader_all") / rate("bare_all"), 3),
         },
     }
     print(json.dumps(result, indent=1))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import random
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
@@ -14,6 +16,7 @@ from shards.reader import iter_samples, shard_paths
 from shards.stats import Stats
 from training.data import (
     Augment,
+    Decoder,
     Loader,
     ShardSamples,
     _samples,
@@ -347,3 +350,46 @@ def test_slots_that_cannot_fit_in_shared_memory_are_a_clear_error():
 
     with pytest.raises(MemoryError, match=r"shared memory .* fewer loader workers"):
         SlotPool(10_000, 4, 128, 227, torch.multiprocessing.get_context())
+
+
+def _smooth(w, h, seed):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC), np.int16)
+    return Image.fromarray(np.clip(img + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8))
+
+
+def _encoded(image, fmt="JPEG", **options):
+    buf = io.BytesIO()
+    image.save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def test_the_c_decoder_is_built_and_gives_pillows_pixels(shards_root):
+    from training import data as data_mod
+
+    assert data_mod._jpeg is not None, "training/_jpeg.c was not built: see setup.py"
+    decoder = Decoder()
+    for s in iter_samples(shard_paths(shards_root, "train")):
+        assert data_mod._jpeg.decode(s.image, decoder.scratch)[2]  # the C path takes it
+        assert np.array_equal(decoder(s.image), decode(s.image))
+    variants = [
+        _encoded(_smooth(w, h, i), quality=q, subsampling=sub, progressive=prog)
+        for i, (w, h, q, sub, prog) in enumerate(
+            [(256, 256, 95, 2, False), (256, 256, 75, 0, False), (300, 200, 90, 1, False),
+             (257, 255, 60, 2, True), (640, 480, 85, 2, False), (31, 17, 95, 0, True)]
+        )
+    ]  # fmt: skip
+    others = [  # not for the C path: greyscale, CMYK, PNG; Pillow decodes them
+        _encoded(_smooth(64, 48, 7).convert("L")),
+        _encoded(_smooth(64, 48, 8).convert("CMYK")),
+        _encoded(_smooth(64, 48, 9), "PNG"),
+    ]
+    for data in variants + others:
+        got, want = decoder(data), decode(data)
+        assert got.shape == want.shape and np.array_equal(got, want)
+    truncated = variants[0][:3000]
+    assert data_mod._jpeg.decode(truncated, decoder.scratch) is None  # a warning: to Pillow
+    for f in (decoder, decode):
+        with pytest.raises(OSError, match="truncated"):
+            f(truncated)

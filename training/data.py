@@ -47,6 +47,11 @@ from PIL import Image
 from shards.reader import iter_grouped
 from shards.stats import SCALES, Stats
 
+try:  # the C decoder (training/_jpeg.c), built by `pip install` where a compiler is
+    from training import _jpeg
+except ImportError:  # e.g. a GPU host running the project from a checkout: Pillow decodes
+    _jpeg = None
+
 SIZE = 256
 
 
@@ -68,9 +73,36 @@ def lighting_basis(stats: Stats, mode: str) -> np.ndarray:
 
 
 def decode(data: bytes) -> np.ndarray:
+    """An encoded image (any format Pillow reads) as (H, W, 3) uint8 RGB, with Pillow."""
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+
+
+class Decoder:
+    """`decode` into one reused array: each result is valid only until the next call.
+
+    RGB JPEGs (what the preprocess stage stores) go through training/_jpeg.c,
+    the system libjpeg called directly, when it is built: the same pixels as
+    Pillow's (a test compares them), without Pillow's Python-level header
+    parsing and the two copies behind `np.asarray(image)`. Anything else (PNG,
+    greyscale or CMYK JPEG, a damaged file) goes to Pillow, which decodes it
+    or raises its usual error.
+    """
+
+    def __init__(self) -> None:
+        self.scratch = np.empty(SIZE * SIZE * 3, np.uint8)
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        if _jpeg is not None and data[:2] == b"\xff\xd8":
+            got = _jpeg.decode(data, self.scratch)
+            if got is not None and not got[2]:  # larger than the array: grow it, once
+                self.scratch = np.empty(got[0] * got[1] * 3, np.uint8)
+                got = _jpeg.decode(data, self.scratch)
+            if got is not None and got[2]:
+                height, width, _ = got
+                return self.scratch[: height * width * 3].reshape(height, width, 3)
+        return decode(data)
 
 
 def augment(
@@ -487,12 +519,13 @@ class ShardSamples(torch.utils.data.IterableDataset):
             samples = shuffle(samples, self.buffer, min(self.buffer, 100), pyrng)
         slots = self.slots if info is not None else None
         aug, basis, crop, size = self.aug, self.basis, self.aug.crop, self.batch_size
+        decoder = Decoder()  # each image is copied into the batch before the next decode
         filling = None
         try:
             for sample in samples:
                 if filling is None:
                     filling = (slots and slots.take(worker)) or BatchBuffer.fresh(size, crop)
-                image = decode(sample["jpg"] if "jpg" in sample else sample["png"])
+                image = decoder(sample["jpg"] if "jpg" in sample else sample["png"])
                 view = augment(image, rng, aug, basis) if self.train else center(image, crop)
                 if filling.add(view, int(sample["cls"]), sample["__key__"]) == size:
                     batch, filling = filling.finish(), None
