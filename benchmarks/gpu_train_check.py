@@ -24,6 +24,9 @@ On a CUDA host (one GPU, all its cores), in one run, each printed in one JSON:
 Imports only torch, NumPy, Pillow and the project's `shards` and `training`
 packages: on a host without the project's venv, run it from the repository
 root with PYTHONPATH=. (its own folder is on the path as for any script).
+The loader's workers decode with training/_jpeg.c where it is built (where
+the host has a compiler and libjpeg's headers: `python3 setup.py build_ext
+--inplace`), else with Pillow; "decoder" in the JSON says which.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from torch import nn
 
 from shards.reader import shard_paths
 from shards.stats import read_stats
+from training import data as training_data
 from training.config import resolve
 from training.data import lighting_basis
 from training.model import AlexNet
@@ -119,6 +123,7 @@ def main() -> None:
         "device": "cpu (dry run)" if dry else torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "cores": cores,
+        "decoder": "Pillow" if training_data._jpeg is None else "libjpeg (training/_jpeg.c)",
         "data_s": round(time.perf_counter() - t0, 1),
     }
     listed = json.loads((out / "manifest.json").read_text())["splits"]["train"]["shards"]
