@@ -38,14 +38,14 @@ from common import machine
 from feed import CROP, absorb, bare, bare_parallel, jpegs_of, run_loader
 from synthetic import write_data_root
 
-from shards.reader import shard_paths
+from shards.format import sample_checksum
+from shards.reader import iter_grouped, shard_paths
 from shards.stats import read_stats
 from training.data import (
     Augment,
     BatchBuffer,
     Decoder,
     _jpeg,
-    _samples,
     augment,
     lighting_basis,
     shuffle,
@@ -67,10 +67,13 @@ def breakdown(paths: list[Path], basis: np.ndarray) -> dict[str, float]:
             yield item
 
     rng, aug = np.random.default_rng(0), Augment(lighting="none")
-    tar = timed(_samples([str(p) for p in paths]), STEPS[0])
+    unchecked = iter_grouped([str(p) for p in paths], check=False)  # the checksum is timed below
+    tar = timed(({"__key__": k, **fields} for k, fields, _ in unchecked), STEPS[0])
     samples = timed(shuffle(tar, 1000, 100, random.Random(0)), STEPS[1])
     buffer, n, decoder = BatchBuffer.fresh(128, CROP), 0, Decoder()
     for sample in samples:
+        tc = clock()
+        sample_checksum((sample["jpg"], sample["cls"], sample["json"]))
         t0 = clock()
         image = decoder(sample["jpg"])
         t1 = clock()
@@ -85,7 +88,7 @@ def breakdown(paths: list[Path], basis: np.ndarray) -> dict[str, float]:
             buffer.finish()
             buffer.keys = []  # reused, as a worker reuses its slots
         t4 = clock()
-        for step, dt in zip(STEPS[2:], (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+        for step, dt in zip(STEPS[2:], (t0 - tc, t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             spent[step] += dt
         n += 1
     spent[STEPS[1]] -= spent[STEPS[0]]  # the shuffle's time included the reads it asked for
@@ -95,6 +98,7 @@ def breakdown(paths: list[Path], basis: np.ndarray) -> dict[str, float]:
 STEPS = (
     "read + tar parsing",
     "shuffle buffer",
+    "checksum (CRC-32 of the sample's bytes, against its record)",
     "decode (to an RGB array)",
     "crop offsets, flip, RNG",
     "lighting (a ~ N(0, 0.1), P diag(lambda) a)",
@@ -115,7 +119,7 @@ def main() -> None:
     if args.dry_run:
         args.images, args.repeats, args.replay_batches = 300, 1, 8
     cores = len(os.sched_getaffinity(0))
-    out = Path(args.workdir) / f"loader-synthetic-{args.images}"
+    out = Path(args.workdir) / f"loader-synthetic-v2-{args.images}"  # v2: with records
     if not (out / "manifest.json").exists():
         write_data_root(out, args.images, 50, classes=10, per_shard=min(250, args.images // 4))
     paths = shard_paths(out, "train")
@@ -161,6 +165,7 @@ def main() -> None:
     bare_1 = rate("bare_1")
     ceiling = {k: round(med(runs[k])) for k in ways}
     per_image = {k: round(med(s[k] for s in steps), 4) for k in STEPS}
+    checksum_share = per_image[STEPS[2]] / sum(per_image.values())
     result = {
         "machine": machine(),
         "images": n,
@@ -180,6 +185,7 @@ def main() -> None:
             "same_decoder_pillow_steady": round(steady("loader_1_pillow") / bare_1, 3),
             "same_decoder_libjpeg_steady": round(steady("loader_1") / rate("bare_1_libjpeg"), 3),
             "breakdown_ms_per_image": per_image,
+            "checksum_share_of_worker_time": round(checksum_share, 4),
             "bare_pillow_ms_per_image": round(1e3 / bare_1, 4),
             "loader_decodes_with": "Pillow" if _jpeg is None else "libjpeg (training/_jpeg.c)",
         },

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from shards.atomic import write_json
-from shards.format import MANIFEST, ShardWriter, shard_dir, shard_name
+from shards.format import MANIFEST, ShardWriter, record_path, shard_dir, shard_name
 from shards.stats import Stats, fix_signs, write_stats
 
 SIZE = 256
@@ -55,7 +55,9 @@ def _write_shard(job: tuple[str, str, int, int, int, int]) -> dict:
             buf = io.BytesIO()
             photo(SIZE, SIZE, rng).save(buf, "JPEG", quality=95)
             writer.write(f"{split}/{i:08d}", buf.getvalue(), "jpg", i % classes, b"{}")
-    return {"shard": path.name, "count": count, "sha256": writer.sha256, "bytes": writer.bytes}
+    record = {"shard": path.name, "count": count, "sha256": writer.sha256, "bytes": writer.bytes}
+    write_json(record_path(path), {**record, "checksums": writer.checksums})  # what readers check
+    return record
 
 
 def _stats(shards: list[dict], folder: Path, sample: int = 256) -> Stats:
@@ -119,6 +121,7 @@ def write_data_root(
         for i, s in enumerate(base):
             name = shard_name("train", r * len(base) + i)
             os.link(train_dir / s["shard"], train_dir / name)
+            os.link(record_path(train_dir / s["shard"]), record_path(train_dir / name))
             splits["train"].append({**s, "shard": name})
     manifest = {
         "format_version": 1,

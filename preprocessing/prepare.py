@@ -56,6 +56,7 @@ from shards.format import (
     ShardWriter,
     partials_path,
     record_path,
+    sha256_file,
     shard_dir,
     shard_index,
     shard_name,
@@ -264,6 +265,8 @@ def write_shard(
         "count": writer.count,
         "bytes": writer.bytes,
         "sha256": writer.sha256,
+        "mtime_ns": tar.stat().st_mtime_ns,  # a cheap check that the tar is untouched
+        "checksums": writer.checksums,  # per sample: every reader checks them
         "rejects": rejects,
     }
     if plan.previous is not None and plan.previous.plan != plan.digest:
@@ -279,11 +282,21 @@ def write_shard(
 
 
 def completed_record(out: str | os.PathLike, plan: ShardPlan) -> dict | None:
-    """The record of `plan`'s shard if it is on disk and complete, else None."""
+    """The record of `plan`'s shard if it is on disk, complete and intact, else None.
+
+    Intact, cheaply: the tar has the recorded size and modification time; if
+    only the time differs (a copied data root), its sha256 must match. Records
+    from before per-sample checksums count as incomplete (rewritten once).
+    """
     tar = shard_dir(out, plan.split) / plan.name
     try:
         record = json.loads(record_path(tar).read_text())
-        if record.get("plan") != plan.digest or tar.stat().st_size != record["bytes"]:
+        if record.get("plan") != plan.digest or "checksums" not in record:
+            return None
+        st = tar.stat()
+        if st.st_size != record["bytes"]:
+            return None
+        if st.st_mtime_ns != record.get("mtime_ns") and sha256_file(tar) != record["sha256"]:
             return None
         if "partials" in record and not partials_path(tar).is_file():
             return None

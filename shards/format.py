@@ -4,7 +4,9 @@ A data root `OUT` holds, per split:
 
     OUT/shards/{split}/{split}-NNNNNN.tar         the samples (WebDataset)
     OUT/shards/{split}/{split}-NNNNNN.json        the shard's record: written last,
-                                                  it marks the shard complete
+                                                  it marks the shard complete; it
+                                                  holds the sample count and each
+                                                  sample's checksum
     OUT/shards/train/train-NNNNNN.stats.npz       partial statistics (train only)
 
 Each sample is `{key}.jpg` (or `.png`), `{key}.cls` (class index, ASCII) and
@@ -19,6 +21,8 @@ import hashlib
 import os
 import re
 import tarfile
+import zlib
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 
@@ -85,6 +89,21 @@ _BLOCK = 512
 _RECORD = 20 * _BLOCK  # tar pads archives to whole records, as GNU tar and tarfile do
 
 
+def sample_checksum(members: Iterable[bytes]) -> int:
+    """CRC-32 of a sample's member data in tar order (image, cls, json).
+
+    Recorded per sample in the shard's record when it is written and checked
+    by every reader (`shards.reader.iter_grouped`): a flipped byte anywhere in
+    a sample, label included, is an error naming the shard and the sample.
+    zlib's CRC-32 runs at about 3 GB/s: 12 us for a 40 KB image, under 3% of
+    the loader's time per image (benchmarks/loader.py measures it).
+    """
+    crc = 0
+    for data in members:
+        crc = zlib.crc32(data, crc)
+    return crc
+
+
 def _member(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
@@ -129,6 +148,7 @@ class ShardWriter:
         self.path = Path(path)
         self.count = 0
         self.bytes = 0
+        self.checksums: list[int] = []  # per sample, for the record: see sample_checksum
         self._hash = hashlib.sha256()
         self._stack = contextlib.ExitStack()
         self._file = self._stack.enter_context(atomic_writer(self.path, "wb"))
@@ -142,10 +162,12 @@ class ShardWriter:
         """Append one sample: `{key}.{ext}`, `{key}.cls`, `{key}.json`."""
         if ext not in IMAGE_EXTS:
             raise ValueError(f"image extension must be one of {IMAGE_EXTS}, got {ext!r}")
-        for suffix, data in ((ext, image), ("cls", str(int(cls)).encode()), ("json", meta)):
+        members = (image, str(int(cls)).encode(), meta)
+        for suffix, data in zip((ext, "cls", "json"), members, strict=True):
             self._put(tar_header(f"{key}.{suffix}", len(data)))
             self._put(data)
             self._put(bytes(-len(data) % _BLOCK))
+        self.checksums.append(sample_checksum(members))
         self.count += 1
 
     @property

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from shards.format import IMAGE_EXTS, MANIFEST, shard_dir
+from shards.format import IMAGE_EXTS, MANIFEST, record_path, sample_checksum, shard_dir
 
 
 @dataclass(frozen=True)
@@ -126,29 +126,93 @@ def iter_members(path: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
                 extra = {}
 
 
-def iter_grouped(paths: list[Path] | list[str]) -> Iterator[tuple[str, dict[str, bytes], str]]:
-    """(key, {ext: data}, shard) for each sample: consecutive members sharing a key."""
+class DamagedShard(ValueError):
+    """A shard that is not what was written; the message names the shard and the sample."""
+
+
+@dataclass(frozen=True)
+class _Expected:
+    count: int
+    checksums: list[int] | None  # None in records written before checksums were
+
+
+def _expected(path: Path | str) -> _Expected:
+    """What the shard's record says it holds (the record is written after the shard)."""
+    record = record_path(Path(path))
+    try:
+        data = json.loads(record.read_text())
+        return _Expected(int(data["count"]), data.get("checksums"))
+    except FileNotFoundError:
+        raise DamagedShard(
+            f"{path}: no record ({record.name}): the shard was never completed; {_REDO}"
+        ) from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise DamagedShard(f"{record}: unreadable record ({err!r}); {_REDO}") from None
+
+
+_REDO = "re-run `alexnet preprocess` to rewrite it"
+
+
+def iter_grouped(
+    paths: list[Path] | list[str], check: bool = True
+) -> Iterator[tuple[str, dict[str, bytes], str]]:
+    """(key, {ext: data}, shard) for each sample: consecutive members sharing a key.
+
+    With `check` (the default), each shard is held to its record, written when
+    the shard was: the number of samples, and each sample's checksum
+    (`shards.format.sample_checksum`, where the record has them). A sample that
+    differs is not yielded; it, a short shard and a tar that does not parse are
+    a `DamagedShard` naming the shard and the sample. `check=False` reads a
+    bare tar (one without a record).
+    """
     for path in paths:
-        key, fields = None, {}
-        for name, data in iter_members(path):
-            k, ext = split_member(name)
-            if k != key and fields:
+        expected = _expected(path) if check else None
+        n = 0
+        try:
+            for key, fields in _grouped(path):
+                if expected is not None:
+                    sums = expected.checksums
+                    if n >= expected.count or (
+                        sums is not None and sample_checksum(fields.values()) != sums[n]
+                    ):
+                        raise DamagedShard(
+                            f"{path}: sample {n + 1} of {expected.count} ({key!r}) is damaged: "
+                            f"its bytes are not those written (checksum); {_REDO}"
+                        )
+                n += 1
                 yield key, fields, str(path)
-                fields = {}
-            key = k
-            fields[ext] = data
-        if fields:
-            yield key, fields, str(path)
+        except DamagedShard:
+            raise
+        except ValueError as err:  # the tar itself: a bad header, a truncated member
+            raise DamagedShard(f"{err}; {_REDO}") from None
+        if expected is not None and n != expected.count:
+            raise DamagedShard(
+                f"{path}: {n} samples, its record lists {expected.count}: the shard is "
+                f"truncated; {_REDO}"
+            )
 
 
-def iter_samples(paths: list[Path] | list[str]) -> Iterator[Sample]:
-    """Every sample of the given shards, in order.
+def _grouped(path: Path | str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    key, fields = None, {}
+    for name, data in iter_members(path):
+        k, ext = split_member(name)
+        if k != key and fields:
+            yield key, fields
+            fields = {}
+        key = k
+        fields[ext] = data
+    if fields:
+        yield key, fields
+
+
+def iter_samples(paths: list[Path] | list[str], check: bool = True) -> Iterator[Sample]:
+    """Every sample of the given shards, in order (checked as `iter_grouped` says).
 
     Read with `iter_members`, not `webdataset`: importing webdataset imports
     torch (3 s and 300 MB per process), which the data stages must not pay;
     the tests read the same shards with `webdataset` and compare.
     """
-    for key, fields, path in iter_grouped(paths):
+    for key, fields, path in iter_grouped(paths, check):
         yield _sample(key, fields, path)
 
 

@@ -341,7 +341,8 @@ def test_the_loader_benchmark_runs(tmp_path):
     ceiling = result["ceiling_images_per_s"]
     assert set(ceiling) >= {"tensors_same", "slots_same", "tensors_fresh", "slots_fresh"}
     per_worker = result["per_worker"]
-    assert len(per_worker["breakdown_ms_per_image"]) == 6
+    assert len(per_worker["breakdown_ms_per_image"]) == 7
+    assert 0 < per_worker["checksum_share_of_worker_time"] < 1
     assert result["images"] == 300 and result["all_cores"]["processes"] >= 1
 
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from shards.reader import iter_grouped
+from shards.reader import DamagedShard, iter_grouped
 from shards.stats import SCALES, Stats
 
 try:  # the C decoder (training/_jpeg.c), built by `pip install` where a compiler is
@@ -229,6 +229,21 @@ def collate(views: list[tuple], labels: list[int], keys: list[str], crop: int) -
     batch = filling.finish()
     assert isinstance(batch, Batch)
     return batch
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A worker's damaged shard or I/O error, re-raised as itself by the main process.
+
+    (Raised in a worker, it would reach the user wrapped in the DataLoader's
+    traceback of the worker.)
+    """
+
+    damaged: bool
+    message: str
+
+    def error(self) -> Exception:
+        return DamagedShard(self.message) if self.damaged else OSError(self.message)
 
 
 @dataclass(frozen=True)
@@ -508,7 +523,7 @@ class ShardSamples(torch.utils.data.IterableDataset):
             random.Random(f"{self.seed}-{self.epoch}").shuffle(order)
         return order[self.rank if rank is None else rank :: self.world][worker::workers]
 
-    def __iter__(self) -> Iterator[Batch | _SlotRef]:
+    def __iter__(self) -> Iterator[Batch | _SlotRef | _Failure]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         epoch = self.epoch
@@ -533,6 +548,10 @@ class ShardSamples(torch.utils.data.IterableDataset):
             if filling is not None:  # this worker's last, partial batch: every sample once
                 batch, filling = filling.finish(), None
                 yield batch
+        except (DamagedShard, OSError) as err:
+            if info is None:
+                raise
+            yield _Failure(isinstance(err, DamagedShard), str(err))  # raised by the main process
         finally:  # abandoned mid-batch (the loader stopped): the slot is free again
             if filling is not None and filling.slot is not None and slots is not None:
                 slots.give_back(*filling.slot)
@@ -592,6 +611,8 @@ class Loader:
                 if isinstance(item, _SlotRef):
                     assert pool is not None
                     yield pool.batch(item)
+                elif isinstance(item, _Failure):
+                    raise item.error()
                 else:
                     self.fallbacks += 1
                     yield item

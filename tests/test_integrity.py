@@ -1,0 +1,145 @@
+"""Damaged data is never used: every reader checks each sample against the shard's record.
+
+Each test starts from a fresh copy of one small, complete data root and damages
+it the way issue 13's reproductions did: a flipped byte inside an image, a
+shard cut at a sample boundary or in the middle of a sample, a flipped tar
+header. Training, evaluation, the statistics from pixels and `verify` must
+each stop with a clear error that names the shard and the sample; preprocess
+must rewrite the damaged shard.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from preprocessing.prepare import PrepareSettings, preprocess
+from preprocessing.sample_data import SampleSpec, generate
+from preprocessing.stats import compute_stats
+from shards.reader import DamagedShard, iter_samples, shard_paths
+from shards.verify import verify
+from training.config import resolve
+from training.train import train
+
+TINY = ["model.width=0.0625", "batch_size=8", "epochs=1", "loader_workers=2", "log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("integrity")
+    spec = SampleSpec(classes=3, train_per_class=10, val_per_class=4, quirks=0, max_side=300)
+    generate(root / "src", spec)
+    preprocess(root / "src", root / "out", PrepareSettings(shard_size=10), workers=1,
+               progress=False)  # fmt: skip
+    compute_stats(root / "out", workers=1)
+    return root
+
+
+@pytest.fixture
+def data(pristine, tmp_path):
+    shutil.copytree(pristine / "src", tmp_path / "src")
+    shutil.copytree(pristine / "out", tmp_path / "out")
+    return tmp_path / "src", tmp_path / "out"
+
+
+def sample_offsets(tar: Path) -> list[int]:
+    """The byte offset where each sample (3 members) starts, and the end of the last."""
+    raw, offsets, pos, member = tar.read_bytes(), [], 0, 0
+    while raw[pos : pos + 512] != bytes(512):
+        if member % 3 == 0:
+            offsets.append(pos)
+        size = int(raw[pos + 124 : pos + 136].split(b"\0")[0].strip() or b"0", 8)
+        pos += 512 + size + (-size % 512)
+        member += 1
+    return [*offsets, pos]
+
+
+def n_shards(out: Path) -> int:
+    return sum(len(shard_paths(out, split)) for split in ("train", "val"))
+
+
+def flip(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+def flip_in_second_image(tar: Path) -> None:
+    flip(tar, sample_offsets(tar)[1] + 512 + 700)  # inside the image's entropy-coded data
+
+
+def test_a_flipped_byte_in_an_image_stops_every_reader(data):
+    _, out = data
+    tar = shard_paths(out, "train")[0]
+    flip_in_second_image(tar)
+    message = rf"{tar.name}: sample 2 of \d+ .* is damaged"
+    with pytest.raises(DamagedShard, match=message):
+        list(iter_samples([tar]))
+    with pytest.raises(DamagedShard, match=message):  # from a loader worker, as itself
+        train(out, "flipped", resolve("smoke", overrides=TINY), progress=False)
+    with pytest.raises(DamagedShard, match=message):
+        compute_stats(out, from_pixels=True, workers=1)
+    assert any("damaged" in p for p in verify(out, deep=True).problems)
+
+
+def test_evaluation_refuses_a_damaged_val_shard(data):
+    _, out = data
+    train(out, "ok", resolve("smoke", overrides=TINY), progress=False)
+    from training.evaluate import evaluate
+
+    tar = shard_paths(out, "val")[0]
+    flip_in_second_image(tar)
+    with pytest.raises(DamagedShard, match=rf"{tar.name}: sample 2 of"):
+        evaluate(out, "ok", crops=1, figures=False)
+
+
+def test_a_shard_cut_at_a_sample_boundary_is_short_not_silently_smaller(data):
+    _, out = data
+    tar = shard_paths(out, "train")[0]
+    cut = sample_offsets(tar)[6]  # 6 whole samples of 10
+    tar.write_bytes(tar.read_bytes()[:cut])
+    with pytest.raises(DamagedShard, match=rf"{tar.name}: 6 samples, its record lists 10"):
+        train(out, "short", resolve("smoke", overrides=TINY), progress=False)
+
+
+def test_a_shard_cut_inside_a_sample_names_the_shard(data):
+    _, out = data
+    tar = shard_paths(out, "train")[1]
+    offsets = sample_offsets(tar)
+    for cut in (offsets[3] + 512 + 100, offsets[4] - 600):  # in the image; after it, in cls/json
+        tar.write_bytes(tar.read_bytes()[:cut])
+        with pytest.raises(DamagedShard, match=tar.name) as err:
+            train(out, f"cut{cut}", resolve("smoke", overrides=TINY), progress=False)
+        assert "KeyError" not in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_a_flipped_header_is_one_clear_line_from_the_command(data):
+    _, out = data
+    tar = shard_paths(out, "train")[2]
+    flip(tar, sample_offsets(tar)[2] + 10)  # inside a member's name: the header checksum fails
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    cmd = [exe, "train", str(out), "--run", "hdr", "--preset", "smoke"]
+    for kv in TINY:
+        cmd += ["--set", kv]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    lines = [x for x in res.stderr.splitlines() if x.startswith("alexnet: error")]
+    assert len(lines) == 1 and tar.name in lines[0] and "bad header checksum" in lines[0]
+    assert "Traceback" not in res.stderr and "DataLoader" not in res.stderr
+
+
+def test_preprocess_rewrites_a_damaged_shard_instead_of_calling_it_complete(data):
+    src, out = data
+    tar = shard_paths(out, "train")[0]
+    before = tar.read_bytes()
+    flip_in_second_image(tar)
+    report = preprocess(src, out, PrepareSettings(shard_size=10), workers=1, progress=False)
+    assert report.shards_written == 1 and report.shards_reused == n_shards(out) - 1
+    assert tar.read_bytes() == before  # the same bytes as written the first time
+    assert len(list(iter_samples([tar]))) == 10
+    again = preprocess(src, out, PrepareSettings(shard_size=10), workers=1, progress=False)
+    assert again.shards_written == 0
