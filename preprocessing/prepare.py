@@ -36,7 +36,6 @@ usable earlier manifest, or with other settings, the layout starts afresh.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -48,7 +47,7 @@ from pathlib import Path
 from preprocessing.image import ImageProcessor, ImageSettings, Processed
 from preprocessing.progress import Progress
 from preprocessing.source import SourceFile, SourceTree, scan
-from shards.atomic import remove_stale_temporaries, write_bytes, write_json
+from shards.atomic import one_writer, remove_stale_temporaries, write_bytes, write_json
 from shards.format import (
     MANIFEST,
     REJECTS,
@@ -319,16 +318,10 @@ class PrepareReport:
     manifest: dict = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """Hold OUT/.lock so that two runs never write the same data root at once."""
+def locked(out: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold OUT/.lock so that two runs (preprocess, stats) never write a data root at once."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another run is writing to {out} (it holds {out}/.lock)") from None
-        yield
+    return one_writer(out / ".lock", f"the data root {out}")
 
 
 def check_out(src: Path, out: Path) -> None:
@@ -376,7 +369,7 @@ def preprocess(
     tree = scan(src, splits, val_labels)
     check_out(src, out)
     report = PrepareReport(out)
-    with _locked(out):
+    with locked(out):
         layout, previous, report.layout = previous_layout(out, settings)
         plans = plan_shards(tree, settings, layout)
         records: dict[str, list[dict | None]] = {}

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from preprocessing.prepare import locked
 from shards.format import partials_path, sha256_file, shard_dir
 from shards.partials import Partials
 from shards.reader import iter_samples, read_manifest
@@ -123,12 +124,20 @@ def compute_stats(
     workers: int | None = None,
     dask_address: str | None = None,
 ) -> StatsReport:
-    """Run the stats stage over OUT's train shards and write OUT/stats/."""
-    from preprocessing.cluster import dask_client
-
+    """Run the stats stage over OUT's train shards and write OUT/stats/ (holding OUT/.lock)."""
     if scale not in SCALES:
         raise ValueError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     out = Path(out)
+    read_manifest(out)  # a clear error first if OUT is not a data root
+    with locked(out):  # no preprocess may rewrite the shards while their sums are taken
+        return _compute_stats(out, scale, from_pixels, workers, dask_address)
+
+
+def _compute_stats(
+    out: Path, scale: str, from_pixels: bool, workers: int | None, dask_address: str | None
+) -> StatsReport:
+    from preprocessing.cluster import dask_client
+
     manifest = read_manifest(out)
     if "train" not in manifest["splits"]:
         raise ValueError(f"{out}: the manifest has no train split; preprocess it first")

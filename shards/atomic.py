@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary name in the same folder, fsync, rename.
+"""Atomic file writes (a temporary name in the same folder, fsync, rename), and one writer.
 
 A reader (or a resumed run) sees either the old file or the complete new one,
 never a half-written file under a final name. Temporary names start with the
@@ -9,8 +9,12 @@ after a killed writer.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import socket
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -62,3 +66,30 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
                 p.unlink()
                 removed += 1
     return removed
+
+
+@contextlib.contextmanager
+def one_writer(lock: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file `lock` for the block, or fail at once.
+
+    The holder writes who it is into the file, so that a second process gets a
+    clear error naming it: `RuntimeError("<what> is in use: pid 123 on host
+    (alexnet train ...) holds <lock>")`. The lock goes with the process (a
+    killed holder frees it).
+    """
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RuntimeError(f"{what} is in use: {holder} holds {lock}") from None
+        f.seek(0)
+        f.truncate()
+        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}), since {started}\n")
+        f.flush()
+        yield

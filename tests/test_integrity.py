@@ -1,4 +1,4 @@
-"""Damaged data is never used: every reader checks each sample against the shard's record.
+"""Hostile use (issue 13): damaged data is never used, no two runs share a folder.
 
 Each test starts from a fresh copy of one small, complete data root and damages
 it the way issue 13's reproductions did: a flipped byte inside an image, a
@@ -10,9 +10,11 @@ must rewrite the damaged shard.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,8 @@ from preprocessing.stats import compute_stats
 from shards.reader import DamagedShard, iter_samples, shard_paths
 from shards.verify import verify
 from training.config import resolve
-from training.train import train
+from training.metrics import load_checkpoint
+from training.train import TrainingDiverged, train
 
 TINY = ["model.width=0.0625", "batch_size=8", "epochs=1", "loader_workers=2", "log_every=1"]
 
@@ -143,3 +146,79 @@ def test_preprocess_rewrites_a_damaged_shard_instead_of_calling_it_complete(data
     assert len(list(iter_samples([tar]))) == 10
     again = preprocess(src, out, PrepareSettings(shard_size=10), workers=1, progress=False)
     assert again.shards_written == 0
+
+
+def _hold(lock_of: str, out: Path, run: str = "") -> subprocess.Popen:
+    """Another process holding a lock, as a running preprocess or train would."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from preprocessing.prepare import locked\n"
+        "from shards.atomic import one_writer\n"
+        f"out = Path({str(out)!r})\n"
+        f"ctx = locked(out) if {lock_of!r} == 'root' else "
+        f"one_writer(out / 'runs' / '.{run}.lock', 'run')\n"
+        "with ctx:\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_two_trainings_of_one_run_cannot_share_its_folder(data):
+    _, out = data
+    first = subprocess.Popen(
+        [str(Path(sys.executable).with_name("alexnet")), "train", str(out), "--run", "dup",
+         "--preset", "smoke", *[a for kv in [*TINY, "epochs=3"] for a in ("--set", kv)]],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lock = out / "runs" / ".dup.lock"
+    try:
+        for _ in range(600):  # until the first holds the run
+            if lock.is_file() and f"pid {first.pid}" in lock.read_text():
+                break
+            time.sleep(0.05)
+        config = resolve("smoke", overrides=[*TINY, "seed=7"])
+        with pytest.raises(RuntimeError, match=rf"run 'dup' .* in use: pid {first.pid} on "):
+            train(out, "dup", config, progress=False)
+    finally:
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    run_dir = out / "runs" / "dup"
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["seed"] == 0 == load_checkpoint(run_dir / "checkpoints/last.pt")["config"]["seed"]
+    steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)  # one writer: no interleaved lines
+
+
+def test_stats_waits_for_no_one_while_preprocess_holds_the_root(data):
+    _, out = data
+    holder = _hold("root", out)  # as a preprocess of OUT in progress would
+    try:
+        with pytest.raises(RuntimeError, match=rf"data root .* in use: pid {holder.pid} on "):
+            compute_stats(out, workers=1)
+    finally:
+        holder.kill()
+        holder.communicate()
+    compute_stats(out, workers=1)  # free again once the holder is gone
+
+
+def test_a_run_that_died_before_its_first_checkpoint_can_be_started_again(data):
+    _, out = data
+    diverging = resolve("smoke", overrides=[*TINY, "lr=1e6", "input_scale=1e6"])
+    with pytest.raises(TrainingDiverged, match="none \\(no epoch completed\\)"):
+        train(out, "early", diverging, progress=False)
+    run_dir = out / "runs" / "early"
+    assert not (run_dir / "checkpoints" / "last.pt").exists()
+    with pytest.raises(FileExistsError, match="no checkpoint: --resume starts it again"):
+        train(out, "early", diverging, progress=False)
+    saved = json.loads((run_dir / "config.json").read_text())  # the user fixes the settings
+    (run_dir / "config.json").write_text(json.dumps({**saved, "lr": 0.01, "input_scale": 1 / 64}))
+    result = train(out, "early", resume=True, progress=False)
+    assert result.epochs_done == 1 and (run_dir / "checkpoints" / "last.pt").is_file()
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if "val_top1_error" not in m] == list(
+        range(1, result.step + 1)
+    )

@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from shards.atomic import write_bytes, write_json
+from shards.atomic import one_writer, write_bytes, write_json
 from shards.reader import read_manifest, shard_paths
 from shards.stats import read_stats
 from training.config import TrainConfig
@@ -200,8 +200,27 @@ def train(
 
     `on_epoch(metrics)` is called on rank 0 after each epoch with that epoch's
     metrics line (for a progress display elsewhere, such as a Prefect artifact).
+    One process owns a run at a time: rank 0 holds OUT/runs/.NAME.lock, and a
+    second `train` of the same run is an error naming the holder.
     """
     out = Path(out)
+    read_manifest(out)  # a clear error before anything is created under OUT
+    if int(os.environ.get("RANK", 0)) != 0:
+        return _train(out, run, config, resume, stop_after, devices, progress, on_epoch)
+    with one_writer(out / "runs" / f".{run}.lock", f"run {run!r} of {out}"):
+        return _train(out, run, config, resume, stop_after, devices, progress, on_epoch)
+
+
+def _train(
+    out: Path,
+    run: str,
+    config: TrainConfig | None,
+    resume: bool,
+    stop_after: int | None,
+    devices: list[str] | None,
+    progress: bool | None,
+    on_epoch: Callable[[dict], None] | None,
+) -> TrainResult:
     run_dir = out / "runs" / run
     ckpt_dir = run_dir / "checkpoints"
     # Everything that can be wrong with the inputs is an error before any training.
@@ -216,14 +235,22 @@ def train(
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     state = None
-    if resume:
-        if not (ckpt_dir / "last.pt").is_file():
-            raise FileNotFoundError(f"{ckpt_dir / 'last.pt'} not found: nothing to resume")
+    has_checkpoint = (ckpt_dir / "last.pt").is_file()
+    if resume and has_checkpoint:
         state = load_checkpoint(ckpt_dir / "last.pt")
         config = TrainConfig.from_dict(state["config"])
+    elif resume:  # killed, diverged or out of disk before its first checkpoint
+        saved = run_dir / "config.json"
+        if not saved.is_file():
+            raise FileNotFoundError(f"{ckpt_dir / 'last.pt'} not found: nothing to resume")
+        config = TrainConfig.from_dict(_read_config(saved))
+        if rank == 0:
+            again = f"{run}: no checkpoint yet; starting it again from the beginning"
+            print(f"{again}, with its saved settings", file=sys.stderr)
     elif run_dir.exists() and any(run_dir.iterdir()) and rank == 0:
+        again = "" if has_checkpoint else " (it has no checkpoint: --resume starts it again)"
         raise FileExistsError(
-            f"{run_dir} exists: pass --resume to continue it, or choose another --run"
+            f"{run_dir} exists{again}: pass --resume to continue it, or choose another --run"
         )
     config = config or TrainConfig()
     if config.model.num_classes != len(manifest["classes"]):
@@ -443,6 +470,13 @@ def _validate(
     if world > 1:
         dist.broadcast(errors, 0)
     return float(errors[0] / errors[2]), float(errors[1] / errors[2])
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: unreadable settings ({err})") from None
 
 
 def _trim_metrics(path: Path, step: int) -> None:
