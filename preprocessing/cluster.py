@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import dask
-from distributed import Client, LocalCluster
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def default_workers() -> int:
@@ -26,18 +28,42 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def bounded_workers(requested: int | None, tasks: int | None = None) -> int:
+    """How many local worker processes to start for `requested` (None: all cores).
+
+    At most the cores this process may use, and at most the number of tasks:
+    more would only cost memory (each worker is a Python process of 100-300
+    MB); a request above the bound says so on stderr.
+    """
+    cores = default_workers()
+    n = cores if requested is None else requested
+    if n < 1:
+        raise ValueError(f"--workers must be >= 1, got {n}")
+    bound = min(cores, tasks) if tasks else cores
+    if n > bound:
+        why = f"{cores} cores" if bound == cores else f"{tasks} tasks to run"
+        if requested is not None:
+            print(f"alexnet: --workers {n} is more than the {why}: using {bound}", file=sys.stderr)
+        n = bound
+    return max(n, 1)
+
+
 @contextlib.contextmanager
-def dask_client(workers: int | None = None, address: str | None = None) -> Iterator[Client]:
-    """A Dask client on a fresh local cluster, or on the scheduler at `address`."""
+def dask_client(
+    workers: int | None = None, address: str | None = None, tasks: int | None = None
+) -> Iterator[Client]:
+    """A Dask client on a fresh local cluster (`bounded_workers`), or on the scheduler at
+    `address`."""
+    import dask
+    from distributed import Client, LocalCluster
+
     # Dask's own logs are chatty at INFO; our progress line says what matters.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     if address:
         with Client(address, timeout="30s") as client:
             yield client
         return
-    n = workers or default_workers()
-    if n < 1:
-        raise ValueError(f"--workers must be >= 1, got {n}")
+    n = bounded_workers(workers, tasks)
     with (
         # Dask sets MALLOC_TRIM_THRESHOLD_=65536 in its workers, which makes glibc
         # hand every freed image buffer back to the kernel and fault it in again:

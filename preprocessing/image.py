@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from shards.settings import check_types
+
 # We enforce our own, configurable pixel limit before decoding; Pillow's own
 # check would raise a warning or error with less useful words.
 Image.MAX_IMAGE_PIXELS = None
@@ -55,6 +57,9 @@ class ImageSettings:
     filter: str = "lanczos"
     draft: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        check_types(self)
 
     def check(self) -> None:
         """Raise ValueError for settings that cannot work."""

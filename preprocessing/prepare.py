@@ -61,6 +61,7 @@ from shards.format import (
     shard_name,
 )
 from shards.partials import Partials
+from shards.settings import check_types
 
 FORMAT_VERSION = 1
 # What a data root may hold besides hidden files; anything else means OUT is
@@ -75,6 +76,11 @@ class PrepareSettings:
     image: ImageSettings = field(default_factory=ImageSettings)
     shard_size: int = 1000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if not isinstance(self.image, ImageSettings):
+            raise ValueError(f"image settings must be ImageSettings, got {self.image!r}")
 
     def check(self) -> None:
         self.image.check()
@@ -432,7 +438,7 @@ def _run(
     show = Progress("preprocess", total, enabled=progress)
     wnids = tuple(w for w, _ in tree.classes)
     rejected = 0
-    with dask_client(workers, dask_address) as client:
+    with dask_client(workers, dask_address, tasks=len(todo)) as client:
         futures = [
             client.submit(
                 write_shard,

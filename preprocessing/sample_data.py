@@ -40,7 +40,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from preprocessing.cluster import bounded_workers
 from preprocessing.progress import Progress
+from shards.settings import check_types
 
 GENERATOR_VERSION = 1
 
@@ -88,6 +90,9 @@ class SampleSpec:
     seed: int = 0
     min_side: int = 100
     max_side: int = 600
+
+    def __post_init__(self) -> None:
+        check_types(self)
 
     def check(self) -> None:
         """Raise ValueError with a readable message for impossible settings."""
@@ -418,6 +423,7 @@ def generate(
     solution: list[tuple[str, str]] = []
     try:
         chunks = list(_chunks(jobs, 32))
+        workers = bounded_workers(workers, len(chunks))
         if workers > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 results = pool.map(_make_chunk, chunks, [spec] * len(chunks))

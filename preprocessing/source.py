@@ -75,6 +75,26 @@ def _listdir(folder: Path) -> list[os.DirEntry]:
         return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
 
 
+def _empty(folder: str) -> bool:
+    """No visible entry (stops at the first one: cheap on a folder of 1,300 images)."""
+    with os.scandir(folder) as it:
+        return not any(not e.name.startswith(".") for e in it)
+
+
+def _is_file(e: os.DirEntry, rel: str, tree: SourceTree) -> bool:
+    """Whether `e` is a regular file (links followed); one that cannot be looked at (a
+    symlink loop, a dangling link, no permission) becomes a reject with the reason."""
+    try:
+        if e.is_file():
+            e.stat()  # follows the link: a file that cannot be stat'ed is a reject here
+            return True
+        if not e.is_dir() and e.is_symlink():
+            os.stat(e.path)  # a dangling or looping link: raises
+    except OSError as err:
+        tree.rejects.append({"path": rel, "reason": f"cannot be read: {err.strerror or err}"})
+    return False
+
+
 def read_synsets(path: Path) -> list[tuple[str, str]]:
     """Parse LOC_synset_mapping.txt: 'wnid name, synonyms' per line."""
     classes = []
@@ -93,8 +113,10 @@ def read_synsets(path: Path) -> list[tuple[str, str]]:
 def read_val_labels(path: Path, wnids: list[str] | None) -> dict[str, str]:
     """File stem -> wnid, from a Kaggle CSV or a plain 'filename wnid|index' list."""
     labels: dict[str, str] = {}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM is not data
         first = f.readline()
+        if not first.strip():
+            raise ValueError(f"{path} is empty: it labels no validation image")
         f.seek(0)
         if first.strip().startswith("ImageId"):
             for row in csv.DictReader(f):
@@ -134,14 +156,21 @@ def scan(
         raise ValueError(f"{root} has none of {'/, '.join(splits)}/ (expected an ImageNet tree)")
 
     def class_dirs(split: str) -> list[os.DirEntry]:
-        return [e for e in _listdir(root / split) if e.is_dir()]
+        return [e for e in _listdir(root / split) if _is_dir(e)]
 
     mapping = root / SYNSET_MAPPING
     if mapping.is_file():
         classes = read_synsets(mapping)
     else:
-        wnids = sorted({e.name for s in present for e in class_dirs(s)})
-        classes = [(w, "") for w in wnids]
+        folders = {e.name: e for s in present for e in class_dirs(s)}
+        for _, e in sorted(folders.items()):
+            if _empty(e.path):
+                raise ValueError(
+                    f"{e.path}/ is empty: without {SYNSET_MAPPING} every class folder is a "
+                    "class, so an empty one would shift the index of every class after it; "
+                    f"remove it, or add {SYNSET_MAPPING}"
+                )
+        classes = [(w, "") for w in sorted(folders)]
 
     tree = SourceTree(root, classes)
     index = {w: i for i, (w, _) in enumerate(classes)}
@@ -156,6 +185,13 @@ def scan(
         raise ValueError(f"{root}: no classes found (no {SYNSET_MAPPING}, no class folders)")
     tree.rejects.sort(key=lambda r: r["path"])
     return tree
+
+
+def _is_dir(e: os.DirEntry) -> bool:
+    try:
+        return e.is_dir()
+    except OSError:  # a symlink loop: not a folder (as a file, it becomes a reject)
+        return False
 
 
 def _duplicate(rel: str, key: str) -> dict:
@@ -174,10 +210,16 @@ def _scan_class_folders(
 ) -> list[SourceFile]:
     files, keys = [], set()
     for folder in folders:
-        for e in _listdir(Path(folder.path)):
-            if not e.is_file():
-                continue
+        try:
+            entries = _listdir(Path(folder.path))
+        except OSError as err:
+            reason = f"cannot list the class folder: {err.strerror or err}"
+            tree.rejects.append({"path": f"{split}/{folder.name}/", "reason": reason})
+            continue
+        for e in entries:
             rel = f"{split}/{folder.name}/{e.name}"
+            if not _is_file(e, rel, tree):
+                continue
             key = sample_key(f"{folder.name}/{e.name}")
             if folder.name not in index:
                 tree.rejects.append(
@@ -219,9 +261,9 @@ def _scan_flat_val(
     files = []
     keys = set()
     for e in _listdir(root / "val"):
-        if not e.is_file():
-            continue
         rel, key = f"val/{e.name}", sample_key(e.name)
+        if not _is_file(e, rel, tree):
+            continue
         wnid = labels.get(key) or labels.get(Path(e.name).stem)
         if wnid is None:
             tree.rejects.append({"path": rel, "reason": f"no label in {tree.val_labels}"})
@@ -232,4 +274,9 @@ def _scan_flat_val(
         else:
             keys.add(key)
             files.append(_file("val", rel, key, index[wnid], e))
+    if not files and tree.rejects:
+        raise ValueError(
+            f"no image in {root}/val/ has a usable label in {tree.val_labels} (the first: "
+            f"{tree.rejects[0]['path']}: {tree.rejects[0]['reason']})"
+        )
     return files

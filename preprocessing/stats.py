@@ -146,7 +146,7 @@ def _compute_stats(
         raise ValueError(f"{out}: the train split has no shards")
     size = int(manifest["settings"]["size"])
     root = str(out.resolve())
-    with dask_client(workers, dask_address) as client:
+    with dask_client(workers, dask_address, tasks=len(entries)) as client:
         level = [
             client.submit(
                 shard_partials,

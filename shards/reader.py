@@ -24,13 +24,35 @@ def read_manifest(out: str | os.PathLike) -> dict:
     """OUT/manifest.json, or a clear error if the preprocess stage has not completed."""
     path = Path(out) / MANIFEST
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path} not found: run `alexnet preprocess SRC {out}` first"
         ) from None
     except ValueError as err:
         raise ValueError(f"{path} is not valid JSON ({err})") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise ValueError(f"{path} is not a data root's manifest: {problem}; run preprocess again")
+    return manifest
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    """What is missing or of the wrong kind in a manifest, or None."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    if not isinstance(manifest.get("classes"), list) or not isinstance(
+        manifest.get("splits"), dict
+    ):
+        return "no 'classes' list or no 'splits' object"
+    for split, entry in manifest["splits"].items():
+        shards = entry.get("shards") if isinstance(entry, dict) else None
+        if not isinstance(shards, list):
+            return f"split {split!r} has no 'shards' list"
+        for s in shards:
+            if not isinstance(s, dict) or not {"shard", "count", "sha256", "bytes"} <= set(s):
+                return f"a shard of {split!r} lacks its name, count, sha256 or size"
+    return None
 
 
 def shard_paths(out: str | os.PathLike, split: str, manifest: dict | None = None) -> list[Path]:

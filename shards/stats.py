@@ -34,6 +34,16 @@ MEAN = "mean.npy"
 PCA = "pca.json"
 SCALES = {"pixel/255": 255.0, "pixel": 1.0}
 SIGN_RULE = "each eigenvector's largest-magnitude component is positive"
+_PCA_KEYS = (
+    "eigenvalues",
+    "eigenvectors",
+    "covariance",
+    "scale",
+    "mean_rgb",
+    "n_images",
+    "n_pixels",
+    "shards",
+)
 
 
 def stats_dir(out: str | os.PathLike) -> Path:
@@ -96,6 +106,11 @@ def read_stats(out: str | os.PathLike, manifest: dict | None = None) -> Stats:
         ) from None
     except ValueError as err:
         raise ValueError(f"{folder}: unreadable statistics ({err})") from None
+    missing = [k for k in _PCA_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ValueError(
+            f"{folder / PCA} lacks {', '.join(missing)}: run `alexnet stats {out}` again"
+        )
     stats = Stats(
         mean=mean,
         eigenvalues=np.array(meta["eigenvalues"], dtype=np.float64),

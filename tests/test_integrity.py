@@ -10,7 +10,9 @@ must rewrite the damaged shard.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -222,3 +224,118 @@ def test_a_run_that_died_before_its_first_checkpoint_can_be_started_again(data):
     assert [m["step"] for m in lines if "val_top1_error" not in m] == list(
         range(1, result.step + 1)
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["epochs=abc"], "epochs must be an integer, got 'abc'"),
+        (["epochs=2.5"], "epochs must be an integer, got 2.5"),
+        (["lr=nan"], "lr must be a number, got 'nan'"),
+        (["lr=1e999"], "lr must be a number, got inf"),
+        (["momentum=abc"], "momentum must be a number, got 'abc'"),
+        (["momentum=1.5"], "momentum is out of range: 1.5"),
+        (["flip=maybe"], "flip must be true or false, got 'maybe'"),
+        (["lighting=3"], "lighting must be a string, got 3"),
+        (["model.width=abc"], "model.width must be a number, got 'abc'"),
+        (["model.remove_conv=5"], "model.remove_conv must be a string or none, got 5"),
+        (["loader_workers=-1"], "loader_workers is out of range"),
+    ],
+)
+def test_wrongly_typed_training_settings_are_clear_errors(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve("smoke", overrides=overrides)
+
+
+def test_wrongly_typed_settings_in_toml_and_of_the_data_stages(tmp_path):
+    toml = tmp_path / "bad.toml"
+    toml.write_text('epochs = "three"\n')
+    with pytest.raises(ValueError, match="epochs must be an integer, got 'three'"):
+        resolve("smoke", config_file=toml)
+    assert resolve("smoke", overrides=["lr=1"]).lr == 1.0  # an int is a fine number
+    from preprocessing.image import ImageSettings
+    from preprocessing.sample_data import SampleSpec
+
+    with pytest.raises(ValueError, match=re.escape("quality must be an integer, got 95.5")):
+        ImageSettings(quality=95.5)
+    with pytest.raises(ValueError, match="draft must be true or false, got 'yes'"):
+        ImageSettings(draft="yes")
+    with pytest.raises(ValueError, match="shard_size must be an integer, got '10'"):
+        PrepareSettings(shard_size="10")
+    with pytest.raises(ValueError, match="classes must be an integer, got 'ten'"):
+        SampleSpec(classes="ten")
+
+
+def test_workers_are_bounded_by_cores_and_tasks(pristine, tmp_path):
+    import psutil
+
+    from preprocessing.cluster import bounded_workers, default_workers
+
+    cores = default_workers()
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    cmd = [exe, "preprocess", str(pristine / "src"), str(tmp_path / "o"), "--workers", "1000",
+           "--shard-size", "10"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    most = 0
+    while proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            most = max(most, len(psutil.Process(proc.pid).children(recursive=True)))
+        time.sleep(0.05)
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert f"--workers 1000 is more than the {cores} cores: using {cores}" in err
+    assert most <= 2 * cores + 4  # a nanny and a worker per worker, and Dask's helpers
+    assert bounded_workers(None, 1) == 1 and bounded_workers(3, None) == min(3, cores)
+
+
+def test_unreadable_entries_and_symlink_loops_become_rejects(pristine, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(pristine / "src", src)
+    folder = next(p for p in sorted((src / "train").iterdir()) if p.is_dir())
+    (folder / "loop.JPEG").symlink_to("loop.JPEG")
+    (folder / "gone.JPEG").symlink_to("nowhere.JPEG")
+    report = preprocess(src, tmp_path / "o", PrepareSettings(shard_size=10), workers=1,
+                        progress=False)  # fmt: skip
+    reasons = {
+        r["path"].rsplit("/", 1)[1]: r["reason"]
+        for r in map(json.loads, (tmp_path / "o" / "rejects.jsonl").read_text().splitlines())
+    }
+    assert "symbolic links" in reasons["loop.JPEG"] and "No such file" in reasons["gone.JPEG"]
+    assert report.written == 42
+
+
+def test_label_files_and_malformed_json_give_clear_errors(pristine, tmp_path):
+    from preprocessing.source import scan
+    from shards.reader import read_manifest
+    from shards.stats import read_stats
+
+    src = tmp_path / "src"
+    shutil.copytree(pristine / "src", src)
+    csv = src / "LOC_val_solution.csv"
+    text = csv.read_text()
+    csv.write_bytes(b"")
+    with pytest.raises(ValueError, match=re.escape("LOC_val_solution.csv is empty")):
+        scan(src)
+    csv.write_bytes(b"\xef\xbb\xbf" + text.encode())  # a UTF-8 BOM, as Excel writes it
+    assert len(scan(src).files["val"]) == 12
+    csv.write_text(text)
+    mapping = src / "LOC_synset_mapping.txt"
+    mapping.unlink()
+    (src / "train" / "n00000001").mkdir()  # sorts first: it would become class 0
+    with pytest.raises(ValueError, match="n00000001/ is empty: without LOC_synset_mapping"):
+        scan(src)
+
+    out = tmp_path / "out"
+    shutil.copytree(pristine / "out", out)
+    (out / "manifest.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a data root's manifest: no 'classes'"):
+        read_manifest(out)
+    shutil.copy(pristine / "out" / "manifest.json", out / "manifest.json")
+    pca = out / "stats" / "pca.json"
+    meta = json.loads(pca.read_text())
+    del meta["eigenvalues"]
+    pca.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=re.escape("pca.json lacks eigenvalues")):
+        read_stats(out)
+    pca.unlink()
+    assert any("pca.json not found" in p for p in verify(out).problems)

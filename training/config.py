@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from shards.settings import check_types
 from training.model import AlexNetConfig
 
 
@@ -57,12 +58,33 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
+        check_types(self)
+        if not isinstance(self.model, AlexNetConfig):
+            raise ValueError(f"model must be a table of model settings, got {self.model!r}")
         if self.init not in ("paper", "kaiming"):
             raise ValueError(f"init must be paper or kaiming, got {self.init!r}")
         if self.lighting not in ("paper", "stddev", "none"):
             raise ValueError(f"lighting must be paper, stddev or none, got {self.lighting!r}")
         if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
             raise ValueError("batch_size and epochs must be >= 1 and lr > 0")
+        bounds = {
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "lr_factor": 0 < self.lr_factor <= 1,
+            "lr_patience": self.lr_patience >= 1,
+            "lr_threshold": self.lr_threshold >= 0,
+            "max_lr_drops": self.max_lr_drops >= 0,
+            "input_scale": self.input_scale > 0,
+            "lighting_sigma": self.lighting_sigma >= 0,
+            "shuffle_buffer": self.shuffle_buffer >= 1,
+            "loader_workers": self.loader_workers >= 0,
+            "checkpoint_every": self.checkpoint_every >= 1,
+            "log_every": self.log_every >= 1,
+        }
+        bad = [name for name, ok in bounds.items() if not ok]
+        if bad:
+            name = bad[0]
+            raise ValueError(f"{name} is out of range: {getattr(self, name)!r} ({_RANGES[name]})")
         if not 1 <= self.crop <= 256:
             raise ValueError(f"crop must be in 1..256, got {self.crop}")
 
@@ -83,6 +105,21 @@ class TrainConfig:
             model = AlexNetConfig(**model)
         return cls(model=model, **data)
 
+
+_RANGES = {
+    "momentum": "0 <= momentum < 1",
+    "weight_decay": ">= 0",
+    "lr_factor": "0 < lr_factor <= 1",
+    "lr_patience": ">= 1 epoch",
+    "lr_threshold": ">= 0",
+    "max_lr_drops": ">= 0",
+    "input_scale": "> 0",
+    "lighting_sigma": ">= 0",
+    "shuffle_buffer": ">= 1",
+    "loader_workers": ">= 0",
+    "checkpoint_every": ">= 1 epoch",
+    "log_every": ">= 1 step",
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},

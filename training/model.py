@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shards.settings import check_types
+
 INPUT_SIZE = 227
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 # Per column at width 1: kernels, size, stride, padding; whether it sees both columns.
@@ -68,6 +70,7 @@ class AlexNetConfig:
     columns: int = 2  # GroupedAlexNet only: 1 = a plain one-column net (no groups)
 
     def __post_init__(self) -> None:
+        check_types(self, "model.")
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"activation must be relu or tanh, got {self.activation!r}")
         if self.lrn not in ("paper", "divided", "none"):
@@ -82,6 +85,8 @@ class AlexNetConfig:
             raise ValueError(f"remove_conv must be conv3, conv4 or conv5, got {self.remove_conv!r}")
         if self.columns not in (1, 2) or self.num_classes < 2 or self.width <= 0:
             raise ValueError("columns must be 1 or 2, num_classes >= 2 and width > 0")
+        if self.lrn_size < 1 or self.lrn_alpha < 0 or self.lrn_k < 0 or not 0 <= self.dropout < 1:
+            raise ValueError("need lrn_size >= 1, lrn_alpha >= 0, lrn_k >= 0, 0 <= dropout < 1")
 
     def channels(self, layer: str) -> int:
         """Kernels per column of a conv layer, or units per column of fc6/fc7."""

@@ -308,8 +308,9 @@ def _train(
     val_shards = shard_paths(out, "val", manifest)
     val_ds = ShardSamples(val_shards, False, aug, None, batch_size=config.batch_size)
     pin = device.type == "cuda"
-    train_loader = Loader(train_ds, config.loader_workers, pin=pin)
-    val_loader = Loader(val_ds, config.loader_workers, pin=pin)
+    workers = _loader_workers(config.loader_workers, rank)
+    train_loader = Loader(train_ds, workers, pin=pin)
+    val_loader = Loader(val_ds, workers, pin=pin)
     line = _Line(progress, quiet=rank != 0)
     read_log: dict[int, list[str]] = {}
     result = TrainResult(run_dir, epoch, step, plateau.best)
@@ -470,6 +471,17 @@ def _validate(
     if world > 1:
         dist.broadcast(errors, 0)
     return float(errors[0] / errors[2]), float(errors[1] / errors[2])
+
+
+def _loader_workers(requested: int, rank: int) -> int:
+    """At most one loader worker per core this process may use (more only cost memory)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if requested > (cores or 1):
+        if rank == 0:
+            note = f"loader_workers={requested} is more than the {cores} cores: using {cores}"
+            print(note, file=sys.stderr)
+        return cores or 1
+    return requested
 
 
 def _read_config(path: Path) -> dict:
