@@ -719,21 +719,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (
-        ValueError,
-        RuntimeError,
-        FileExistsError,
-        FileNotFoundError,
-        NotADirectoryError,
-    ) as err:
+    except BrokenPipeError:  # `alexnet ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (ValueError, RuntimeError, OSError) as err:  # OSError: a full disk, a lost file...
         print(f"alexnet: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("alexnet: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `alexnet ... | head`: the reader left; not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

@@ -78,7 +78,9 @@ def dask_client(
             # Loopback, any free port: never 0.0.0.0:8787, which Dask binds even
             # with the dashboard "off" (dashboard_address=None).
             dashboard_address="127.0.0.1:0",
-            silence_logs=logging.WARNING,
+            # A failed task reaches the client, and the stage reports it once, in one line;
+            # the workers' own "Compute Failed" logs (with a traceback) would repeat it.
+            silence_logs=logging.CRITICAL,
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -339,3 +339,51 @@ def test_label_files_and_malformed_json_give_clear_errors(pristine, tmp_path):
         read_stats(out)
     pca.unlink()
     assert any("pca.json not found" in p for p in verify(out).problems)
+
+
+def _limited(max_bytes: int):
+    """In the child: files may not grow past `max_bytes` (EFBIG), as a full disk would stop them."""
+
+    def limit() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return limit
+
+
+def _temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("stage", ["train", "stats", "preprocess"])
+def test_a_write_that_fails_is_one_clear_line_and_leaves_nothing_half_written(data, stage):
+    src, out = data
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    if stage == "train":  # the first checkpoint is larger than the limit
+        cmd = [exe, "train", str(out), "--run", "full", "--preset", "smoke"]
+        cmd += [a for kv in TINY for a in ("--set", kv)]
+        limit, watched = 64 * 1024, out / "runs" / "full"
+    elif stage == "stats":  # mean.npy is 768 KiB
+        shutil.rmtree(out / "stats")
+        cmd, limit, watched = [exe, "stats", str(out), "--workers", "1"], 256 * 1024, out
+    else:  # a new data root: its first shard passes the limit
+        out = out.parent / "fresh"
+        cmd = [exe, "preprocess", str(src), str(out), "--workers", "1", "--shard-size", "10"]
+        limit, watched = 64 * 1024, out
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         preexec_fn=_limited(limit))  # fmt: skip
+    errors = [x for x in res.stderr.splitlines() if x.startswith("alexnet: error")]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr[-3000:]
+    assert "File too large" in errors[0] and "Traceback" not in res.stderr
+    assert not _temporaries(watched)
+    if stage == "train":
+        assert not (watched / "checkpoints" / "last.pt").exists()
+    elif stage == "stats":
+        assert not (out / "stats" / "pca.json").exists()  # mean.npy failed, so pca.json never began
+    else:
+        assert not (out / "manifest.json").exists()
+        tars = list((out / "shards").rglob("*.tar"))
+        assert all(t.with_suffix(".json").is_file() for t in tars)  # every tar there is complete

@@ -35,9 +35,21 @@ def topk_error_counts(
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """torch.save to a temporary name, then rename: never a half-written checkpoint."""
-    with atomic_writer(Path(path)) as f:
-        torch.save(payload, f)
+    """torch.save to a temporary name, then rename: never a half-written checkpoint.
+
+    A failed write (a full disk, a file size limit) is the OSError itself,
+    naming the checkpoint, not torch's RuntimeError chained over it.
+    """
+    try:
+        with atomic_writer(Path(path)) as f:
+            torch.save(payload, f)
+    except RuntimeError as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise OSError(cause.errno, f"could not write {path}: {cause.strerror or cause}") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
