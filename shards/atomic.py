@@ -39,9 +39,12 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(err, OSError) and err.filename is None and err.errno:
+            # a failed write() says nothing of the file: name it (same errno, same type)
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
 
 

@@ -364,7 +364,8 @@ def test_a_write_that_fails_is_one_clear_line_and_leaves_nothing_half_written(da
     exe = str(Path(sys.executable).with_name("alexnet"))
     if stage == "train":  # the first checkpoint is larger than the limit
         cmd = [exe, "train", str(out), "--run", "full", "--preset", "smoke"]
-        cmd += [a for kv in TINY for a in ("--set", kv)]
+        # no loader workers: their shared-memory slots are files too, and larger than this
+        cmd += [a for kv in [*TINY, "loader_workers=0"] for a in ("--set", kv)]
         limit, watched = 64 * 1024, out / "runs" / "full"
     elif stage == "stats":  # mean.npy is 768 KiB
         shutil.rmtree(out / "stats")
@@ -378,6 +379,8 @@ def test_a_write_that_fails_is_one_clear_line_and_leaves_nothing_half_written(da
     errors = [x for x in res.stderr.splitlines() if x.startswith("alexnet: error")]
     assert res.returncode == 2 and len(errors) == 1, res.stderr[-3000:]
     assert "File too large" in errors[0] and "Traceback" not in res.stderr
+    named = {"train": "last.pt", "stats": "mean.npy", "preprocess": "-000000.tar"}[stage]
+    assert named in errors[0]  # the line says which file could not be written
     assert not _temporaries(watched)
     if stage == "train":
         assert not (watched / "checkpoints" / "last.pt").exists()
@@ -387,3 +390,27 @@ def test_a_write_that_fails_is_one_clear_line_and_leaves_nothing_half_written(da
         assert not (out / "manifest.json").exists()
         tars = list((out / "shards").rglob("*.tar"))
         assert all(t.with_suffix(".json").is_file() for t in tars)  # every tar there is complete
+
+
+def test_evaluation_writes_its_outputs_as_one_set(data):
+    _, out = data
+    train(out, "ev", resolve("smoke", overrides=TINY), progress=False)
+    from shards.format import sha256_file
+    from training.evaluate import evaluate
+
+    run_dir = out / "runs" / "ev"
+    result = evaluate(out, "ev", crops=1)
+    listed = json.loads((run_dir / "eval.json").read_text())["files"]
+    assert "per_class_error.json" in listed and len(listed) == 1 + len(result["figures"])
+    assert all(sha256_file(run_dir / name) == sha for name, sha in listed.items())
+    first_written = (run_dir / "per_class_error.json").stat().st_mtime_ns
+    # a second evaluation dies while drawing its figures (a file-size limit, as a full disk):
+    # its new per_class_error.json is there, and no eval.json says the set is complete
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    res = subprocess.run([exe, "evaluate", str(out), "--run", "ev", "--crops", "10"],
+                         capture_output=True, text=True, timeout=300,
+                         preexec_fn=_limited(2048))  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "File too large" in res.stderr and "png" in res.stderr  # it failed on a figure
+    assert (run_dir / "per_class_error.json").stat().st_mtime_ns > first_written
+    assert not (run_dir / "eval.json").exists()

@@ -171,11 +171,19 @@ def evaluate(
     if len(members) > 1:
         result["ensemble"] = runs
     run_dir = out / "runs" / run
-    write_json(run_dir / "per_class_error.json", per_class(final, labels, manifest["classes"]))
+    # One set: eval.json is its marker, removed first and written last, listing every
+    # file of the set with its sha256. A killed or failed evaluation leaves no eval.json,
+    # never an old one beside new files.
+    (run_dir / "eval.json").unlink(missing_ok=True)
+    written = [run_dir / "per_class_error.json"]
+    write_json(written[0], per_class(final, labels, manifest["classes"]))
     if figures:
         from training.figures import draw_all
 
-        result["figures"] = [str(p) for p in draw_all(out, run, members[0], final, labels, metas)]
+        drawn = draw_all(out, run, members[0], final, labels, metas)
+        result["figures"] = [str(p) for p in drawn]
+        written += drawn
+    result["files"] = {str(p.relative_to(run_dir)): sha256_file(p) for p in written}
     write_json(run_dir / "eval.json", result)
     return result
 
