@@ -583,7 +583,7 @@ def _add_reprocess(sub: argparse._SubParsersAction) -> None:
             "Run the alexnet-reprocess Prefect flow once: find the inputs added, changed and\n"
             "deleted since OUT's manifest, rewrite only the shards that held changed or\n"
             "deleted inputs, append new shards for new ones, update the statistics, and\n"
-            "report what changed (also in manifest.json under `changes`). Settings are\n"
+            "report what changed (also in OUT/history.jsonl, a line per run). Settings are\n"
             "OUT's own unless given. `alexnet serve` runs the same flow nightly."
         ),
     )

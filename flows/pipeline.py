@@ -145,7 +145,7 @@ def preprocess_task(
         "counts": m["counts"],
         "train_shards": shards,
         "fingerprint": m["source"]["fingerprint"],
-        "changes": m["changes"],
+        "changes": report.changes,
         "shards_written": report.shards_written,
     }
 

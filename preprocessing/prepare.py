@@ -27,8 +27,10 @@ Incremental layout: when OUT already holds a manifest made with the same
 settings, every input keeps the shard it is in (each shard's record lists its
 members): a shard is rewritten only if one of its inputs changed or was
 deleted, and new inputs go to new shards appended after the existing ones, in
-the order above. The manifest's `changes` says what was added, changed and
-deleted since the previous manifest, and which shards that rewrote. (A
+the order above. Each run that changes OUT appends a line to OUT/history.jsonl
+saying what was added, changed and deleted since the previous manifest, and
+which shards that rewrote; the manifest itself describes the data only, so an
+unchanged re-run leaves every byte of OUT as it was. (A
 changed input is one whose path, size, mtime or label changed.) Without a
 usable earlier manifest, or with other settings, the layout starts afresh.
 """
@@ -36,6 +38,7 @@ usable earlier manifest, or with other settings, the layout starts afresh.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import hashlib
 import json
@@ -47,8 +50,17 @@ from pathlib import Path
 from preprocessing.image import ImageProcessor, ImageSettings, Processed
 from preprocessing.progress import Progress
 from preprocessing.source import SourceFile, SourceTree, scan
-from shards.atomic import one_writer, remove_stale_temporaries, write_bytes, write_json
+from shards.atomic import (
+    append_line,
+    json_bytes,
+    one_writer,
+    remove_stale_temporaries,
+    write_bytes,
+    write_if_changed,
+    write_json,
+)
 from shards.format import (
+    HISTORY,
     MANIFEST,
     REJECTS,
     SPLITS,
@@ -66,7 +78,7 @@ from shards.settings import check_types
 FORMAT_VERSION = 1
 # What a data root may hold besides hidden files; anything else means OUT is
 # somebody's folder, not ours, and we refuse to write into it.
-OWNED_ENTRIES = {"shards", MANIFEST, REJECTS, "stats", "runs"}
+OWNED_ENTRIES = {"shards", MANIFEST, REJECTS, HISTORY, "stats", "runs"}
 
 
 @dataclass(frozen=True)
@@ -270,7 +282,6 @@ def write_shard(
         "count": writer.count,
         "bytes": writer.bytes,
         "sha256": writer.sha256,
-        "mtime_ns": tar.stat().st_mtime_ns,  # a cheap check that the tar is untouched
         "checksums": writer.checksums,  # per sample: every reader checks them
         "rejects": rejects,
     }
@@ -286,12 +297,16 @@ def write_shard(
     return record
 
 
-def completed_record(out: str | os.PathLike, plan: ShardPlan) -> dict | None:
+def completed_record(
+    out: str | os.PathLike, plan: ShardPlan, seen: dict[str, list[int]] | None = None
+) -> dict | None:
     """The record of `plan`'s shard if it is on disk, complete and intact, else None.
 
-    Intact, cheaply: the tar has the recorded size and modification time; if
-    only the time differs (a copied data root), its sha256 must match. Records
-    from before per-sample checksums count as incomplete (rewritten once).
+    Intact, cheaply: the tar has the recorded size, and the size and modification
+    time `seen` (OUT/.shards-seen.json) noted when it was last known good; if the
+    time moved (an edit, or a copied data root) its sha256 must match the record's,
+    and `seen` is updated. Records from before per-sample checksums count as
+    incomplete (the shard is rewritten once).
     """
     tar = shard_dir(out, plan.split) / plan.name
     try:
@@ -301,13 +316,37 @@ def completed_record(out: str | os.PathLike, plan: ShardPlan) -> dict | None:
         st = tar.stat()
         if st.st_size != record["bytes"]:
             return None
-        if st.st_mtime_ns != record.get("mtime_ns") and sha256_file(tar) != record["sha256"]:
-            return None
+        stamp, key = [st.st_size, st.st_mtime_ns], f"{plan.split}/{plan.name}"
+        if seen is None or seen.get(key) != stamp:
+            if sha256_file(tar) != record["sha256"]:
+                return None
+            if seen is not None:
+                seen[key] = stamp
         if "partials" in record and not partials_path(tar).is_file():
             return None
     except (OSError, ValueError, KeyError):
         return None
     return record
+
+
+SEEN = ".shards-seen.json"  # this disk's (size, mtime) of each shard known to be intact
+
+
+def _read_seen(out: Path) -> dict[str, list[int]]:
+    seen = _read_json(out / SEEN)
+    return seen if isinstance(seen, dict) else {}
+
+
+def _note_written(out: Path, seen: dict[str, list[int]], records: dict) -> None:
+    for split, recs in records.items():
+        for r in recs:
+            key = f"{split}/{r['shard']}"
+            if key not in seen:
+                st = (shard_dir(out, split) / r["shard"]).stat()
+                seen[key] = [st.st_size, st.st_mtime_ns]
+    live = {f"{split}/{r['shard']}" for split, recs in records.items() for r in recs}
+    kept = {k: v for k, v in sorted(seen.items()) if k in live}
+    write_if_changed(out / SEEN, json_bytes(kept))
 
 
 @dataclass
@@ -322,6 +361,7 @@ class PrepareReport:
     rejected: int = 0
     cluster_started: bool = False
     manifest: dict = field(default_factory=dict)
+    changes: dict = field(default_factory=dict)  # added/changed/deleted inputs, shards rewritten
 
 
 def locked(out: Path) -> contextlib.AbstractContextManager[None]:
@@ -380,11 +420,12 @@ def preprocess(
         plans = plan_shards(tree, settings, layout)
         records: dict[str, list[dict | None]] = {}
         todo: list[ShardPlan] = []
+        seen = _read_seen(out)
         for split, split_plans in plans.items():
             folder = shard_dir(out, split)
             remove_stale_temporaries(folder)
             report.shards_removed += _remove_unplanned(folder, len(split_plans))
-            records[split] = [completed_record(out, p) for p in split_plans]
+            records[split] = [completed_record(out, p, seen) for p in split_plans]
             todo += [p for p, r in zip(split_plans, records[split], strict=True) if r is None]
         report.shards_reused = sum(r is not None for rs in records.values() for r in rs)
         if todo:
@@ -393,9 +434,13 @@ def preprocess(
                 src, out, todo, settings, tree, workers, dask_address, progress, on_progress
             ):
                 records[record["split"]][record["index"]] = record
+                seen.pop(f"{record['split']}/{record['shard']}", None)  # stamped below
                 report.shards_written += 1
-        changes = _changes(previous, layout, tree, records, report.layout)
-        report.manifest = _finish(src, out, tree, settings, records, changes)
+        _note_written(out, seen, records)
+        report.changes = _changes(previous, layout, tree, records, report.layout)
+        report.manifest, wrote = _finish(src, out, tree, settings, records)
+        if wrote or report.shards_written or report.shards_removed:
+            append_line(out / HISTORY, _history_entry(report))
     counts = report.manifest["counts"]
     report.inputs, report.written, report.rejected = (
         counts["inputs"],
@@ -480,9 +525,13 @@ def _finish(
     tree: SourceTree,
     settings: PrepareSettings,
     records: dict[str, list[dict | None]],
-    changes: dict,
-) -> dict:
-    """Write rejects.jsonl and manifest.json (last) from the shard records."""
+) -> tuple[dict, bool]:
+    """Write rejects.jsonl and manifest.json (last) from the shard records, each only if
+    its bytes change; return the manifest and whether either file was written.
+
+    The manifest describes the data only (what changed goes to history.jsonl), so an
+    unchanged re-run leaves it, and every other file of OUT, exactly as it was.
+    """
     previous = _read_json(out / MANIFEST)
     rejects = [dict(r, split=r["path"].split("/")[0]) for r in tree.rejects]
     splits = {}
@@ -520,7 +569,7 @@ def _finish(
                 rejects += [r for r in _read_rejects(out) if r.get("split") == split]
     rejects.sort(key=lambda r: (r["split"], r["path"]))
     lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects)
-    write_bytes(out / REJECTS, lines.encode())
+    wrote = write_if_changed(out / REJECTS, lines.encode())
 
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -532,7 +581,6 @@ def _finish(
             "val_labels": tree.val_labels,
         },
         "splits": dict(sorted(splits.items())),
-        "changes": changes,
         "counts": {
             "inputs": sum(s["inputs"] for s in splits.values()),
             "written": sum(s["count"] for s in splits.values()),
@@ -544,8 +592,22 @@ def _finish(
         != manifest["counts"]["written"] + manifest["counts"]["rejected"]
     ):
         raise AssertionError(f"counts do not add up: {manifest['counts']}")
-    write_json(out / MANIFEST, manifest)
-    return manifest
+    wrote = write_if_changed(out / MANIFEST, json_bytes(manifest)) or wrote
+    return manifest, wrote
+
+
+def _history_entry(report: PrepareReport) -> dict:
+    """One line of OUT/history.jsonl: when, from what, and what this run changed."""
+    m = report.manifest
+    return {
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "source": m["source"],
+        "counts": m["counts"],
+        "shards_written": report.shards_written,
+        "shards_reused": report.shards_reused,
+        "shards_removed": report.shards_removed,
+        "changes": report.changes,
+    }
 
 
 def _changes(

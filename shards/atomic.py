@@ -54,9 +54,33 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
+def json_bytes(obj: Any) -> bytes:
+    """Stable, human-readable JSON (sorted keys, one space of indent, a final newline)."""
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write `obj` as stable, human-readable JSON (sorted keys)."""
-    write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+    write_bytes(path, json_bytes(obj))
+
+
+def write_if_changed(path: str | os.PathLike, data: bytes) -> bool:
+    """`write_bytes` unless `path` already holds exactly `data` (then not a byte, nor its
+    time, changes); returns whether it wrote."""
+    with contextlib.suppress(OSError):
+        if Path(path).read_bytes() == data:
+            return False
+    write_bytes(path, data)
+    return True
+
+
+def append_line(path: str | os.PathLike, obj: Any) -> None:
+    """Append `obj` as one JSON line and fsync: an append-only log (a line cut by a crash
+    is the last one, and readers skip it)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(obj, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:

@@ -30,6 +30,7 @@ from shards.atomic import atomic_writer
 
 SPLITS = ("train", "val")
 MANIFEST = "manifest.json"
+HISTORY = "history.jsonl"  # one line per preprocess run that changed something
 REJECTS = "rejects.jsonl"
 IMAGE_EXTS = ("jpg", "png")
 _SHARD_RE = re.compile(r"^(train|val)-(\d{6})\.tar$")

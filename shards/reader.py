@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from shards.format import IMAGE_EXTS, MANIFEST, record_path, sample_checksum, shard_dir
+from shards.format import HISTORY, IMAGE_EXTS, MANIFEST, record_path, sample_checksum, shard_dir
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,21 @@ def _manifest_problem(manifest: object) -> str | None:
             if not isinstance(s, dict) or not {"shard", "count", "sha256", "bytes"} <= set(s):
                 return f"a shard of {split!r} lacks its name, count, sha256 or size"
     return None
+
+
+def read_history(out: str | os.PathLike) -> list[dict]:
+    """OUT/history.jsonl: what each preprocess run that changed OUT did, oldest first."""
+    try:
+        lines = (Path(out) / HISTORY).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:  # a line cut short by a crash (only ever the last)
+            continue
+    return entries
 
 
 def shard_paths(out: str | os.PathLike, split: str, manifest: dict | None = None) -> list[Path]:

@@ -34,7 +34,7 @@ from flows.reprocess import alexnet_reprocess  # noqa: E402
 from preprocessing.prepare import PrepareSettings, preprocess  # noqa: E402
 from preprocessing.sample_data import SampleSpec, generate  # noqa: E402
 from preprocessing.stats import compute_stats  # noqa: E402
-from shards.reader import read_manifest, shard_paths  # noqa: E402
+from shards.reader import read_history, read_manifest, shard_paths  # noqa: E402
 
 TINY = ["model.width=0.0625", "epochs=1", "batch_size=16", "loader_workers=0"]
 
@@ -171,7 +171,8 @@ def test_reprocess_rewrites_only_affected_shards(harness, tmp_path):
     assert set(c["shards_rewritten"]) == affected
     assert c["shards_added"] == ["train-000005.tar"]  # new images go to a new shard
     assert result["changes"]["splits"]["val"]["shards_rewritten"] == []
-    assert read_manifest(out)["changes"] == result["changes"]  # the manifest says what changed
+    assert read_history(out)[-1]["changes"] == result["changes"]  # the history says what changed
+    assert "changes" not in read_manifest(out)  # the manifest describes the data only
 
     after_members, after_files = members(out), files(out)
     for k, shard in before_members.items():  # existing images keep their shard

@@ -22,17 +22,19 @@ from PIL import Image
 from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from shards.partials import Partials
-from shards.reader import iter_samples, read_manifest, shard_paths
+from shards.reader import iter_samples, read_history, read_manifest, shard_paths
 
 SPEC = SampleSpec(classes=4, train_per_class=12, val_per_class=3, quirks=1, seed=5, max_side=420)
 SETTINGS = PrepareSettings(shard_size=10)
 
 
 def digest(out: Path) -> dict[str, str]:
+    """Every file's sha256 but the history's (when each run happened) and the hidden
+    ones (the lock, the disk's times of known-good shards)."""
     return {
         str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name != ".lock"
+        if p.is_file() and p.name != "history.jsonl" and not p.name.startswith(".")
     }
 
 
@@ -159,13 +161,21 @@ def test_an_existing_dask_cluster_gives_the_same_bytes(src, done, tmp_path, dask
     assert digest(remote) == digest(out)
 
 
-def test_unchanged_rerun_does_no_work(src, done):
+def test_unchanged_rerun_does_no_work_and_changes_no_byte(src, done):
     out, _ = done
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.tar")}
+
+    def state() -> dict:  # every file but the lock: its bytes and its modification time
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*")
+                if p.is_file() and p.name != ".lock"}  # fmt: skip
+
+    before, history = state(), read_history(out)
     report = preprocess(src, out, SETTINGS, workers=2, progress=False)
     assert report.shards_written == 0 and not report.cluster_started
-    assert report.shards_reused == len(before)
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.tar")} == before
+    assert report.shards_reused == len(list(out.rglob("*.tar")))
+    assert state() == before  # the manifest too: it no longer records the run's history
+    assert read_history(out) == history and len(history) >= 1
+    assert "changes" not in read_manifest(out) and history[0]["changes"]["layout"].startswith(
+        "new layout")  # fmt: skip
 
 
 def test_changed_settings_rewrite_and_shrinking_removes_stale_shards(src, done, tmp_path):
@@ -234,7 +244,7 @@ def test_incremental_update_killed_midway_resumes_to_the_same_bytes(src, tmp_pat
     cmd = preprocess_killed_when(source, killed, two_rewritten)
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     assert digest(killed) == digest(clean)
-    changes = read_manifest(killed)["changes"]["splits"]["train"]
+    changes = read_history(killed)[-1]["changes"]["splits"]["train"]
     assert len(changes["deleted"]) == len(train[::5]) and len(changes["added"]) == 5
 
 
