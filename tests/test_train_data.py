@@ -394,3 +394,16 @@ def test_the_c_decoder_is_built_and_gives_pillows_pixels(shards_root):
     for f in (decoder, decode):
         with pytest.raises(OSError, match="truncated"):
             f(truncated)
+
+
+@pytest.mark.parametrize("mode", ["paper", "stddev"])
+def test_lighting_is_the_same_whatever_scale_the_statistics_are_stored_on(mode):
+    """The same data's statistics at pixel/255 and at pixel give the same shift (issue 14:
+    at `pixel` the eigenvalues were only multiplied by the unit, 255x too strong)."""
+    on_255 = _rotation_stats()
+    on_pixel = Stats(on_255.mean, on_255.eigenvalues * 255**2, on_255.eigenvectors,
+                     on_255.covariance * 255**2, "pixel", on_255.mean_rgb, 1, 1, [])  # fmt: skip
+    a = lighting_basis(on_255, mode)
+    np.testing.assert_allclose(lighting_basis(on_pixel, mode), a, rtol=1e-12)
+    p, values = on_255.eigenvectors.T, on_255.eigenvalues  # and it is the spec's formula
+    np.testing.assert_allclose(a, 255 * p @ np.diag(values if mode == "paper" else values**0.5))

@@ -66,10 +66,20 @@ class Augment:
 
 
 def lighting_basis(stats: Stats, mode: str) -> np.ndarray:
-    """M with shift = M @ a, 0-255 scale: P diag(lambda), or P diag(sqrt(lambda)) for "stddev"."""
-    values = stats.eigenvalues if mode == "paper" else np.sqrt(stats.eigenvalues)
-    unit = SCALES[stats.scale]  # the covariance was taken on pixel/unit: back to 0-255
-    return stats.eigenvectors.T @ np.diag(values) * unit  # P has the eigenvectors as columns
+    """M with shift = M @ a on the 0-255 scale, the same whatever scale `stats` are on.
+
+    "paper": 255 P diag(lambda) with lambda the eigenvalues of the covariance of
+    pixel/255 (the spec's reading of the paper); "stddev": 255 P diag(sqrt(lambda)),
+    Krizhevsky's code. Statistics stored on another scale (pixel/unit) are brought
+    to pixel/255 first: eigenvalues of a covariance scale with the square of the
+    unit, their square roots with the unit itself.
+    """
+    ratio = SCALES[stats.scale] / 255.0  # pixel/unit values are `ratio` times pixel/255 ones
+    if mode == "paper":
+        values = stats.eigenvalues * ratio**2
+    else:
+        values = np.sqrt(stats.eigenvalues) * ratio
+    return stats.eigenvectors.T @ np.diag(values) * 255.0  # P has the eigenvectors as columns
 
 
 def decode(data: bytes) -> np.ndarray:
