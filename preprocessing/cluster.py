@@ -49,6 +49,19 @@ def bounded_workers(requested: int | None, tasks: int | None = None) -> int:
 
 
 @contextlib.contextmanager
+def _environment_kept() -> Iterator[None]:
+    """Restore os.environ afterwards: starting its workers, Dask sets OMP_NUM_THREADS=1
+    (and the like) in this process's environment and leaves it there, so every process
+    started later (a training run after preprocess in one flow) ran on one thread."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
 def dask_client(
     workers: int | None = None, address: str | None = None, tasks: int | None = None
 ) -> Iterator[Client]:
@@ -65,6 +78,7 @@ def dask_client(
         return
     n = bounded_workers(workers, tasks)
     with (
+        _environment_kept(),
         # Dask sets MALLOC_TRIM_THRESHOLD_=65536 in its workers, which makes glibc
         # hand every freed image buffer back to the kernel and fault it in again:
         # measured 40% slower per image here. Our tasks' memory is bounded by one

@@ -95,14 +95,34 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
     return removed
 
 
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _drop_held_locks_in_child() -> None:
+    """A forked child (a loader worker) must not keep its parent's locks alive: a SIGKILL
+    of the parent would otherwise leave the lock held until every child has gone. The
+    descriptor is pointed at /dev/null, which drops the child's share of the lock."""
+    if not _HELD:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.dup2(null, fd)
+    os.close(null)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_held_locks_in_child)
+
+
 @contextlib.contextmanager
 def one_writer(lock: str | os.PathLike, what: str) -> Iterator[None]:
     """Hold an exclusive lock on the file `lock` for the block, or fail at once.
 
     The holder writes who it is into the file, so that a second process gets a
     clear error naming it: `RuntimeError("<what> is in use: pid 123 on host
-    (alexnet train ...) holds <lock>")`. The lock goes with the process (a
-    killed holder frees it).
+    (alexnet train ...) holds <lock>")`. The lock goes with the process: a
+    killed holder frees it at once (forked children do not inherit it).
     """
     lock = Path(lock)
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -119,4 +139,8 @@ def one_writer(lock: str | os.PathLike, what: str) -> Iterator[None]:
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         f.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}), since {started}\n")
         f.flush()
-        yield
+        _HELD.add(f.fileno())
+        try:
+            yield
+        finally:
+            _HELD.discard(f.fileno())

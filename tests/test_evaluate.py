@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -161,3 +162,34 @@ def test_the_nearest_neighbour_of_a_training_image_is_itself(trained):
 def test_missing_checkpoint_is_a_clear_error(trained):
     with pytest.raises(FileNotFoundError, match="alexnet train"):
         evaluate(trained, "never-trained", figures=False)
+
+
+def test_one_crop_evaluation_equals_the_last_epochs_validation(trained):
+    """An independent path to the same number: training's centre-crop validation, run by
+    the loader and `prepare_batch`, against evaluate's own decoding and cropping."""
+    last = [json.loads(x) for x in (trained / "runs/a/metrics.jsonl").read_text().splitlines()]
+    epoch = [m for m in last if "val_top1_error" in m][-1]
+    result = evaluate(trained, "a", crops=1, checkpoint="last", figures=False)
+    assert result["top1_error"] == epoch["val_top1_error"]
+    assert result["top5_error"] == epoch["val_top5_error"]
+
+
+def test_ten_crop_probabilities_of_one_image_computed_by_hand(trained):
+    from shards.reader import iter_samples, shard_paths
+    from shards.stats import read_stats
+    from training.evaluate import predict
+
+    loaded = load_model(trained / "runs/a/checkpoints/best.pt")
+    probs, labels, _ = predict([loaded], trained, crops=10, batch_size=3, limit=5)
+    sample = list(iter_samples(shard_paths(trained, "val")))[4]  # the second batch's 2nd image
+    image = np.asarray(Image.open(io.BytesIO(sample.image)).convert("RGB"))
+    mean, scale = read_stats(trained).mean, loaded.config.input_scale
+    views = []
+    for top, left in [(0, 0), (0, 29), (29, 0), (29, 29), (14, 14)]:  # the paper's five
+        patch = image[top : top + 227, left : left + 227] - mean[top : top + 227, left : left + 227]
+        views += [patch, patch[:, ::-1]]  # and its reflection (of image and mean alike)
+    x = torch.from_numpy(np.stack(views).astype(np.float32) * scale).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        by_hand = torch.softmax(loaded.model(x.contiguous()), 1).mean(0)
+    torch.testing.assert_close(probs[0][4], by_hand, rtol=1e-4, atol=1e-6)
+    assert labels[4] == sample.cls

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -204,7 +205,11 @@ def test_stats_waits_for_no_one_while_preprocess_holds_the_root(data):
     finally:
         holder.kill()
         holder.communicate()
+    environment = dict(os.environ)
     compute_stats(out, workers=1)  # free again once the holder is gone
+    # and Dask left this process's environment alone (it used to set OMP_NUM_THREADS=1,
+    # which every process started afterwards inherited)
+    assert dict(os.environ) == environment
 
 
 def test_a_run_that_died_before_its_first_checkpoint_can_be_started_again(data):

@@ -287,3 +287,57 @@ def test_the_prepared_gpu_check_runs(tmp_path):
         assert entry["max_abs_logit_diff"] < 1e-5 and entry["max_rel_grad_diff"] < 1e-4
     assert set(result["speed"]) == {"fp32", "bf16+channels_last"}
     assert result["speed"]["fp32"]["ratio_two_column_over_grouped"] > 0
+
+
+@pytest.mark.parametrize(("mode", "alpha"), [("paper", 1e-4), ("divided", 1e-4 / 5)])
+def test_the_lrn_module_uses_each_modes_alpha_within_each_column(mode, alpha):
+    from training.model import LRN, AlexNetConfig
+
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0, 300, (2, 12, 3, 3))
+    config = AlexNetConfig(lrn=mode)
+    one = LRN(config)(torch.from_numpy(a)).numpy()
+    np.testing.assert_allclose(one, lrn_reference(a, alpha=alpha), rtol=1e-12)
+    two = LRN(config, groups=2)(torch.from_numpy(a)).numpy()  # each half on its own
+    halves = [lrn_reference(a[:, :6], alpha=alpha), lrn_reference(a[:, 6:], alpha=alpha)]
+    np.testing.assert_allclose(two, np.concatenate(halves, 1), rtol=1e-12)
+    assert not np.allclose(two, one)  # the windows at the halves' edge differ
+
+
+def test_columns_exchange_only_at_conv3_fc6_fc7_and_fc8():
+    """Change one layer of column 1; what column 0 computes changes only from the next
+    layer that reads both columns."""
+    torch.manual_seed(0)
+    model = AlexNet(num_classes=10, width=0.125, devices=["cpu", "cpu"]).eval()
+    _rescale(model)
+    x = torch.randn(2, 3, 227, 227)
+    layers = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+
+    def column0() -> dict[str, torch.Tensor]:
+        seen: dict[str, torch.Tensor] = {}
+        hooks = [getattr(model.columns[0], name).register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, o.detach().clone()))
+            for name in layers]  # fmt: skip
+        with torch.no_grad():
+            model(x)
+        for h in hooks:
+            h.remove()
+        return seen
+
+    before = column0()
+    # where a change in column 1 first reaches column 0: conv3 reads both columns' conv2
+    # maps, fc6 both conv5s, fc7 both fc6s, fc8 both fc7s; conv4 and conv5 their own only
+    first_reader = {"conv1": "conv3", "conv2": "conv3", "conv3": "fc6", "conv4": "fc6",
+                    "conv5": "fc6", "fc6": "fc7", "fc7": "fc8"}  # fmt: skip
+    for changed, reader in first_reader.items():
+        module = getattr(model.columns[1], changed)
+        weight = (module[0] if isinstance(module, nn.Sequential) else module).weight
+        saved = weight.detach().clone()
+        with torch.no_grad():
+            weight.mul_(1.5)
+        after = column0()
+        with torch.no_grad():
+            weight.copy_(saved)
+        for name in layers:
+            same = torch.equal(after[name], before[name])
+            assert same == (layers.index(name) < layers.index(reader)), (changed, name)

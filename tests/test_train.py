@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +19,10 @@ import torch
 from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
+from shards.reader import iter_samples, shard_paths
 from training.config import TrainConfig, parse_overrides, resolve
-from training.metrics import load_checkpoint
-from training.train import TrainingDiverged, train
+from training.metrics import load_checkpoint, save_checkpoint
+from training.train import TrainingDiverged, keys_digest, train
 
 TINY = ["model.width=0.0625", "batch_size=16", "loader_workers=1", "log_every=1"]
 
@@ -50,7 +55,9 @@ def test_smoke_preset_learns(data):
     steps = [m for m in metrics if "val_top1_error" not in m]
     assert steps and all(m["epoch"] >= 1 and m["step"] % 5 == 0 for m in steps)  # log_every 5
     saved = json.loads((result.run_dir / "config.json").read_text())
-    assert TrainConfig.from_dict(saved) == config.__class__.from_dict(saved)
+    # the saved settings are the ones given, with the class count the data root has
+    ten = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=10))
+    assert TrainConfig.from_dict(saved) == ten and config.model.num_classes == 1000
     ckpt = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")  # weights_only=True
     assert ckpt["config"]["model"]["width"] == 0.25 and ckpt["epoch"] == 6
     assert (result.run_dir / "checkpoints" / "best.pt").is_file()
@@ -88,8 +95,11 @@ def test_clear_errors_before_training(data, tmp_path):
     (bare / "manifest.json").write_text((data / "manifest.json").read_text())
     with pytest.raises(FileNotFoundError, match="alexnet stats"):
         train(bare, "x", resolve("smoke"), progress=False)
+    occupied = data / "runs" / "occupied"  # a run folder of its own: the test runs alone too
+    occupied.mkdir(parents=True, exist_ok=True)
+    (occupied / "config.json").write_text("{}")
     with pytest.raises(FileExistsError, match="--resume"):
-        train(data, "unbroken", resolve("smoke"), progress=False)
+        train(data, "occupied", resolve("smoke"), progress=False)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(data, "never-started", resume=True, progress=False)
     with pytest.raises(ValueError, match="unknown training settings"):
@@ -98,8 +108,57 @@ def test_clear_errors_before_training(data, tmp_path):
 
 def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(data):
     config = resolve("smoke", overrides=[*TINY, "epochs=3", "lr=1e6", "input_scale=1e6"])
-    with pytest.raises(TrainingDiverged, match=r"at step \d+ .*last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match=r"at step \d+ \(epoch 1;.*is none \(no epoch"):
         train(data, "diverge", config, progress=False)
+    # a run that diverges after an epoch names that epoch's checkpoint: one sane epoch, then
+    # the same run resumed with a rate that cannot work
+    sane = train(data, "diverge-later", resolve("smoke", overrides=[*TINY, "epochs=3"]),
+                 stop_after=1, progress=False)  # fmt: skip
+    last = sane.run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    state["config"] = {**state["config"], "lr": 1e6, "input_scale": 1e6}
+    state["optimizer"]["param_groups"][0]["lr"] = 1e6
+    save_checkpoint(last, state)
+    with pytest.raises(TrainingDiverged, match=rf"at step \d+ \(epoch 2;.*{re.escape(str(last))}$"):
+        train(data, "diverge-later", resume=True, progress=False)
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_unbroken_runs_weights(data):
+    config = [*TINY, "epochs=2"]
+    unbroken = train(data, "kill-unbroken", resolve("smoke", overrides=config), progress=False)
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    cmd = [exe, "train", str(data), "--run", "killed", "--preset", "smoke",
+           *[a for kv in config for a in ("--set", kv)]]  # fmt: skip
+    run_dir = data / "runs" / "killed"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def in_epoch_2() -> bool:
+        try:
+            lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        except (OSError, ValueError):  # not there yet, or a line being written
+            return False
+        return any(m["epoch"] == 2 and "val_top1_error" not in m for m in lines)
+
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None and not in_epoch_2():
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed mid-epoch"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 1  # epoch 2 unsaved
+    resumed = train(data, "killed", resume=True, progress=False)
+    assert resumed.epochs_done == 2 and resumed.step == unbroken.step
+    a = load_checkpoint(unbroken.run_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [m["step"] for m in lines if "val_top1_error" not in m]
+    assert steps == list(range(1, unbroken.step + 1))  # no line of the dead epoch twice
 
 
 def test_overrides_and_presets():
@@ -135,7 +194,9 @@ def test_two_process_ddp_keeps_replicas_identical_on_disjoint_shards(data):
     port = str(_free_port())
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node",
               "2", "--master_addr", "127.0.0.1", "--master_port", port]  # fmt: skip
-    settings = [a for kv in [*TINY, "epochs=2", "loader_workers=0"] for a in ("--set", kv)]
+    # batch 20: each rank's 300 samples fill whole batches, so no surplus is skipped
+    ddp = [*TINY, "epochs=2", "loader_workers=0", "batch_size=20"]
+    settings = [a for kv in ddp for a in ("--set", kv)]
     cmd = [*launch, exe, "train", str(data), "--name", "ddp", "--preset", "smoke", *settings]
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -144,9 +205,15 @@ def test_two_process_ddp_keeps_replicas_identical_on_disjoint_shards(data):
     assert ranks[0]["world_size"] == 2 and ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
     manifest = json.loads((data / "manifest.json").read_text())
     every = {s["shard"] for s in manifest["splits"]["train"]["shards"]}
+    keys = [s.key for s in iter_samples(shard_paths(data, "train"))]
     for epoch in ("0", "1"):
         a, b = (set(r["shards_read"][epoch]) for r in ranks)
         assert not a & b and a | b == every
+        # what the ranks really trained on: as many samples as the train split holds, and
+        # key digests that add up to the digest of every train key (so: disjoint, complete)
+        used = [r["consumed"][epoch] for r in ranks]
+        assert sum(u["samples"] for u in used) == len(keys) and all(u["samples"] for u in used)
+        assert sum(int(u["keys_digest"], 16) for u in used) % 2**64 == keys_digest(keys)
 
 
 def test_the_prepared_gpu_training_check_runs():
@@ -160,3 +227,41 @@ def test_the_prepared_gpu_training_check_runs():
     train = result["train"]  # train() itself ran: 2 epochs of 480 samples at batch 16
     assert train["steps"] == 60 and len(train["epochs"]) == 2
     assert 0 <= train["data_wait"] <= 1 and train["over_min_step_bare"] > 0
+
+
+def test_the_plateau_schedule_keeps_drops_and_stops_exactly():
+    from training.train import Plateau
+
+    p = Plateau(patience=2, threshold=0.01, max_drops=2)
+    curve = [0.9, 0.8, 0.795, 0.79, 0.7, 0.71, 0.70, 0.69, 0.695, 0.7, 0.7]
+    # best:   .9   .8   (.795 and .79 miss .8 by less than 0.01: the 2nd miss drops)
+    #         .7 (.71, .70 miss: drop 2), .69 and .695 miss again: no drop left, stop
+    got = [p.step(e) for e in curve]
+    assert got == ["keep", "keep", "keep", "drop", "keep", "keep", "drop", "keep", "stop",
+                   "stop", "stop"]  # fmt: skip
+    assert p.drops == 2 and p.best == 0.7
+    restored = Plateau(2, 0.01, 2)
+    restored.load_state_dict(p.state_dict())
+    assert restored == p
+
+
+def test_a_run_whose_rate_drops_resumes_across_the_drop_and_stops_after_the_last(data):
+    # threshold 0.5: no epoch after the first can count as an improvement, so the rate
+    # drops after epoch 2 (patience 1) and training stops after epoch 3 (one drop allowed)
+    schedule = [*TINY, "epochs=6", "lr_patience=1", "lr_threshold=0.5", "max_lr_drops=1"]
+    config = resolve("smoke", overrides=schedule)
+    unbroken = train(data, "drop-unbroken", config, progress=False)
+    assert unbroken.epochs_done == 3 and "after 1 learning-rate drops" in unbroken.stopped
+    lines = [json.loads(x) for x in (unbroken.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = {m["epoch"]: m["lr"] for m in lines if "val_top1_error" not in m}
+    assert rates == {1: 0.01, 2: 0.01, 3: pytest.approx(0.001)}  # the step lines of epoch 3
+    train(data, "drop-broken", config, stop_after=2, progress=False)  # stopped right after the drop
+    resumed = train(data, "drop-broken", resume=True, progress=False)
+    assert (resumed.epochs_done, resumed.step, resumed.stopped) == (
+        unbroken.epochs_done, unbroken.step, unbroken.stopped)  # fmt: skip
+    a = load_checkpoint(unbroken.run_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    assert a["schedule"] == b["schedule"] == {"best": a["schedule"]["best"], "bad_epochs": 1,
+                                              "drops": 1}  # fmt: skip

@@ -8,7 +8,9 @@ Reads OUT/manifest.json, OUT/stats/ and the shards; writes OUT/runs/NAME/:
                        time the loop waited for the loader: near 0, the device is the limit;
                        well above 0, the loader is), then each epoch's validation errors
     checkpoints/       last.pt and best.pt every epoch, epoch-NNN.pt every N epochs
-    ranks/rank-R.json  per process: the shards it read each epoch, a hash of its weights
+    ranks/rank-R.json  per process: the shards it read each epoch (under DDP also how many
+                       samples it trained on and a digest of their keys), a hash of
+                       its weights
 
 Schedule (the paper): the learning rate is divided by 10 when the validation
 top-1 error has not improved for `lr_patience` epochs; after `max_lr_drops`
@@ -313,6 +315,7 @@ def _train(
     val_loader = Loader(val_ds, workers, pin=pin)
     line = _Line(progress, quiet=rank != 0)
     read_log: dict[int, list[str]] = {}
+    consumed: dict[int, list[int]] = {}  # DDP: per epoch, [samples, sum of key digests]
     result = TrainResult(run_dir, epoch, step, plateau.best)
 
     def log(entry: dict) -> None:
@@ -336,6 +339,7 @@ def _train(
         while epoch < config.epochs:
             train_ds.set_epoch(epoch)
             read_log[epoch] = [Path(u).name for u in train_ds.shards_for()]
+            tally = consumed.setdefault(epoch, [0, 0]) if world > 1 else None
             limit = None
             if world > 1:  # all ranks take the same number of steps (see training/data.py)
                 per_rank = [
@@ -357,6 +361,9 @@ def _train(
                 opt.step()
                 batch.release()  # on the CPU the labels were read until here, by backward
                 step += 1
+                if tally is not None:  # what this rank really trained on (see ranks/)
+                    tally[0] += len(batch)
+                    tally[1] = (tally[1] + keys_digest(batch.keys)) % 2**64
                 whole.add(loss, len(batch), wait)
                 window.add(loss, len(batch), wait)
                 lr = opt.param_groups[0]["lr"]
@@ -436,6 +443,10 @@ def _train(
                 "rank": rank,
                 "world_size": world,
                 "shards_read": {str(k): v for k, v in read_log.items()},
+                "consumed": {
+                    str(k): {"samples": n, "keys_digest": f"{d:016x}"}
+                    for k, (n, d) in consumed.items()
+                },
                 "weights_sha256": _weights_sha(model),
             },
         )
@@ -471,6 +482,18 @@ def _validate(
     if world > 1:
         dist.broadcast(errors, 0)
     return float(errors[0] / errors[2]), float(errors[1] / errors[2])
+
+
+def keys_digest(keys: list[str]) -> int:
+    """An order-free digest of sample keys: the sum of each key's 64-bit hash, mod 2^64.
+
+    Ranks' digests add up to the digest of all keys they read together, so a
+    test can check that DDP ranks consumed disjoint sets that cover the data.
+    """
+    total = 0
+    for key in keys:
+        total += int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+    return total % 2**64
 
 
 def _loader_workers(requested: int, rank: int) -> int:
