@@ -96,13 +96,20 @@ def sample_checksum(members: Iterable[bytes]) -> int:
     Recorded per sample in the shard's record when it is written and checked
     by every reader (`shards.reader.iter_grouped`): a flipped byte anywhere in
     a sample, label included, is an error naming the shard and the sample.
-    zlib's CRC-32 runs at about 3 GB/s: 12 us for a 40 KB image, under 3% of
-    the loader's time per image (benchmarks/loader.py measures it).
+    With ISA-L's CRC-32 (`isal`) a 40 KB image takes 0.7 us, against 7-12 us
+    with zlib's (same values): well under 1% of a loader worker's time per
+    image (benchmarks/loader.py measures it).
     """
     crc = 0
     for data in members:
-        crc = zlib.crc32(data, crc)
+        crc = _crc32(data, crc)
     return crc
+
+
+try:  # ISA-L's CRC-32: the same function as zlib's, about 11x faster
+    from isal.isal_zlib import crc32 as _crc32
+except ImportError:  # e.g. a GPU host running from a checkout
+    _crc32 = zlib.crc32
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:

@@ -145,6 +145,48 @@ def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path) -> None:
     assert nightly["parameters"] == {"src": str(src), "out": str(out)}
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 3 * * *"]
 
+    # and a worker of the pool really runs one: a flow run of the deployment, picked up by
+    # `prefect worker start --run-once`, run in a process of its own, to COMPLETED
+    pool_out = out.with_name("pool-out")
+    queued = subprocess.run(
+        [BIN / "prefect", "deployment", "run", "alexnet-pipeline/default",
+         "--param", f"src={src}", "--param", f"out={pool_out}", "--param", "shard_size=20",
+         "--param", "crops=1", "--param", "workers=1", "--param", f"overrides={TINY}"],
+        env=client, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    worker = subprocess.run(
+        [BIN / "prefect", "worker", "start", "--pool", "alexnet", "--run-once"],
+        env=client, capture_output=True, text=True, timeout=600, start_new_session=True,
+    )  # fmt: skip
+    assert worker.returncode == 0, (worker.stdout + worker.stderr)[-3000:]
+    runs = _api(f"{api}/flow_runs/filter", {})
+    by_pool = [r for r in runs if r["deployment_id"] == pipeline["id"] and r["work_pool_name"]]
+    assert [r["state_type"] for r in by_pool] == ["COMPLETED"], by_pool
+    result = json.loads((pool_out / "runs/pipeline/eval.json").read_text())
+    assert result["n"] == 6 and result["crops"] == 1
+
+
+def test_pipeline_without_a_server_keeps_its_state_in_out(tmp_path):
+    """`alexnet pipeline` with no PREFECT_API_URL: a temporary local server, state in OUT."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    generate(src, SampleSpec(classes=3, train_per_class=10, val_per_class=2, quirks=0, seed=8))
+    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    for name in ("PREFECT_API_URL", "PREFECT_HOME"):
+        env.pop(name, None)
+    settings = [a for kv in json.loads(TINY) for a in ("--set", kv)]
+    cmd = [BIN / "alexnet", "pipeline", str(src), str(out), "--shard-size", "20", "--crops", "1",
+           "--workers", "1", *settings]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        said, _ = proc.communicate(timeout=600)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, said[-3000:]
+    assert (out / ".prefect").is_dir() and any((out / ".prefect").iterdir())
+    assert json.loads((out / "runs/pipeline/eval.json").read_text())["n"] == 6
+
 
 def test_serve_says_what_is_missing(monkeypatch, capsys, tmp_path):
     from flows.cli import main

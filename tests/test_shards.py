@@ -200,3 +200,14 @@ def test_partials_of_a_strided_view_take_the_numpy_path():
     b.add(np.ascontiguousarray(view))
     np.testing.assert_array_equal(a.pixel_sum, b.pixel_sum)
     np.testing.assert_array_equal(a.rgb_outer, b.rgb_outer)
+
+
+def test_the_sample_checksum_is_zlibs_crc32_of_the_members_in_order():
+    import zlib
+
+    from shards import format as fmt
+
+    members = (bytes(range(256)) * 157, b"7", b'{"path": "x"}')
+    crc = zlib.crc32(members[2], zlib.crc32(members[1], zlib.crc32(members[0])))
+    assert fmt.sample_checksum(members) == crc  # whichever CRC-32 is installed
+    assert fmt._crc32 is not zlib.crc32, "isal is not installed: see pyproject.toml"
