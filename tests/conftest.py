@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,22 @@ from pathlib import Path
 import pytest
 
 from preprocessing.sample_data import SampleReport, SampleSpec, generate
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Prefect makes its home folder when it is imported: a folder of this session's,
+    removed at its end, never the user's ~/.prefect (set here, before any test module is
+    imported, rather than by a test module at import)."""
+    home = tempfile.mkdtemp(prefix="alexnet-prefect-home-")
+    config.stash[_PREFECT_HOME] = home
+    os.environ.update(PREFECT_HOME=home, DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.stash.get(_PREFECT_HOME, ""), ignore_errors=True)
+
+
+_PREFECT_HOME = pytest.StashKey[str]()
 
 SMALL = SampleSpec(classes=4, train_per_class=6, val_per_class=3, quirks=1, seed=7)
 
@@ -72,13 +91,14 @@ def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     logs = tmp_path_factory.mktemp("dask")
     dask = str(Path(sys.executable).with_name("dask"))
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    port = address.rsplit(":", 1)[1]
     local = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
+    # port 0: the scheduler binds a port of its own and writes its address to a file
+    # (a port picked here and released first could be taken by another process meanwhile)
+    info = logs / "scheduler.json"
     commands = {
-        "scheduler": [dask, "scheduler", "--port", port, *local],
-        "worker": [dask, "worker", address, "--nworkers", "1", "--nthreads", "1", *local,
-                   "--local-directory", str(logs / "worker")],
+        "scheduler": [dask, "scheduler", "--port", "0", "--scheduler-file", str(info), *local],
+        "worker": [dask, "worker", "--scheduler-file", str(info), "--nworkers", "1",
+                   "--nthreads", "1", *local, "--local-directory", str(logs / "worker")],
     }  # fmt: skip
     procs = []
     try:
@@ -89,6 +109,11 @@ def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                         cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                     )
                 )
+            deadline = time.monotonic() + 60
+            while name == "scheduler" and not info.is_file():
+                assert time.monotonic() < deadline, (logs / "scheduler.log").read_text()[-2000:]
+                time.sleep(0.1)
+        address = json.loads(info.read_text())["address"]
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(1, timeout=60)
         yield address

@@ -1,40 +1,34 @@
-"""The pipeline flow under Prefect's test harness (a real temporary API on SQLite)."""
+"""The pipeline flow under Prefect's test harness (a real temporary API on SQLite).
+
+(PREFECT_HOME: a folder of the session's, set by conftest.py's pytest_configure.)
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-# Prefect reads these when it starts: keep its state out of the user's home.
-_HOME = tempfile.mkdtemp(prefix="alexnet-prefect-home-")
-os.environ["PREFECT_HOME"] = _HOME
-os.environ["DO_NOT_TRACK"] = "1"
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-
-import webdataset as wds  # noqa: E402
-from PIL import Image  # noqa: E402
-from prefect.client.orchestration import get_client  # noqa: E402
-from prefect.client.schemas.filters import (  # noqa: E402
+import webdataset as wds
+from PIL import Image
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterId,
 )
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+from prefect.testing.utilities import prefect_test_harness
 
-from flows.pipeline import alexnet_pipeline  # noqa: E402
-from flows.reprocess import alexnet_reprocess  # noqa: E402
-from preprocessing.prepare import PrepareSettings, preprocess  # noqa: E402
-from preprocessing.sample_data import SampleSpec, generate  # noqa: E402
-from preprocessing.stats import compute_stats  # noqa: E402
-from shards.reader import read_history, read_manifest, shard_paths  # noqa: E402
+from flows.pipeline import alexnet_pipeline
+from flows.reprocess import alexnet_reprocess
+from preprocessing.prepare import PrepareSettings, preprocess
+from preprocessing.sample_data import SampleSpec, generate
+from preprocessing.stats import compute_stats
+from shards.reader import read_history, read_manifest, shard_paths
 
 TINY = ["model.width=0.0625", "epochs=1", "batch_size=16", "loader_workers=0"]
 
@@ -43,7 +37,6 @@ TINY = ["model.width=0.0625", "epochs=1", "batch_size=16", "loader_workers=0"]
 def harness():
     with prefect_test_harness(server_startup_timeout=120):
         yield
-    shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,11 @@ from training.model import (
 )
 from training.optim import PaperSGD
 
-torch.manual_seed(0)
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test from the same seed, whatever ran before it (not once, at import)."""
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="module")

@@ -200,8 +200,9 @@ def preprocess_killed_when(src: Path, out: Path, done: Callable[[], bool]) -> li
     )
     try:
         deadline = time.time() + 120
-        while not done() and time.time() < deadline:
+        while not done():  # the kill point, or a failure: never a kill somewhere else
             assert proc.poll() is None, "finished before it could be killed"
+            assert time.time() < deadline, "the kill point was not reached in 120 s"
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

@@ -48,6 +48,29 @@ def _wait_healthy(api: str, server: subprocess.Popen, log: Path, timeout: float 
     pytest.fail(f"prefect server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+def _start_server(env: dict, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """`prefect server start` on a free port; (process, API URL) once healthy.
+
+    The port is picked, released, then bound by the server: another process may take
+    it in between. Then the server exits saying so, and another port is tried.
+    """
+    for _ in range(3):
+        api = f"http://127.0.0.1:{(port := _free_port())}/api"
+        with open(log_path, "w") as log:
+            server = subprocess.Popen(
+                [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        try:
+            _wait_healthy(api, server, log_path)
+            return server, api
+        except pytest.fail.Exception:
+            _stop(server)
+            if "address already in use" not in log_path.read_text().lower():
+                raise
+    pytest.fail("no free port for the Prefect server after 3 tries")
+
+
 def _gone(proc: subprocess.Popen) -> bool:
     return proc.poll() is not None and not _group_alive(proc.pid)
 
@@ -57,21 +80,12 @@ def test_served_deployment_run_from_the_cli(tmp_path):
     generate(src, SampleSpec(classes=3, train_per_class=10, val_per_class=2, quirks=0, seed=7))
     home = tmp_path / "prefect-home"
     home.mkdir()
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
     base = {**os.environ, "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_CLI_PROMPT": "false"}  # fmt: skip
     base.pop("PREFECT_API_URL", None)
+    server, api = _start_server(base, tmp_path / "server.log")
     client = {**base, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-
-    server_log = tmp_path / "server.log"
-    with open(server_log, "w") as log:
-        server = subprocess.Popen(
-            [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
     try:
-        _wait_healthy(api, server, server_log)
         _run_served_deployment(api, client, src, out, tmp_path)
         _deploy_prefect_yaml(api, client, src, out)
     finally:
