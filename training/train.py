@@ -13,8 +13,10 @@ Reads OUT/manifest.json, OUT/stats/ and the shards; writes OUT/runs/NAME/:
                        its weights
 
 Schedule (the paper): the learning rate is divided by 10 when the validation
-top-1 error has not improved for `lr_patience` epochs; after `max_lr_drops`
-drops, the next plateau ends training (or `epochs`, whichever comes first).
+top-1 error has not improved (by `lr_threshold` of the best, relative) for
+`lr_patience` epochs; after `max_lr_drops` drops, the next plateau ends
+training (or `epochs`, whichever comes first). Or, with `lr_milestones`, after
+each epoch listed, for all `epochs` (a schedule known in advance).
 
 Beyond one machine: launched by `torchrun`, each process is one replica (a
 two-column model on its own two devices), wrapped in DistributedDataParallel
@@ -61,7 +63,13 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class Plateau:
-    """Divide the rate when validation error stops improving; stop after the last drop."""
+    """Divide the rate when validation error stops improving; stop after the last drop.
+
+    An epoch improves when its error is below the best so far by more than
+    `threshold` of the best (relative: 0.01 = 1%); `patience` epochs in a row
+    without one divide the rate. After `max_drops` drops, the next plateau ends
+    training.
+    """
 
     patience: int
     threshold: float
@@ -70,9 +78,12 @@ class Plateau:
     bad_epochs: int = 0
     drops: int = 0
 
+    lowest: float = math.inf  # the lowest error seen (best.pt), improvement or not
+
     def step(self, error: float) -> str:
         """'keep', 'drop' (divide the rate now) or 'stop'."""
-        if error < self.best - self.threshold:
+        self.lowest = min(self.lowest, error)
+        if error < self.best * (1 - self.threshold):
             self.best, self.bad_epochs = error, 0
             return "keep"
         self.bad_epochs += 1
@@ -84,10 +95,43 @@ class Plateau:
         return "drop"
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "bad_epochs": self.bad_epochs, "drops": self.drops}
+        state = {"best": self.best, "bad_epochs": self.bad_epochs, "drops": self.drops}
+        return {**state, "lowest": self.lowest}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.bad_epochs, self.drops = state["best"], state["bad_epochs"], state["drops"]
+        self.lowest = state.get("lowest", self.best)
+
+
+@dataclass
+class Milestones:
+    """A schedule you can predict: divide the rate after each epoch listed; never stop early."""
+
+    milestones: list[int]
+    epochs: int = 0  # epochs stepped so far
+    drops: int = 0
+    lowest: float = math.inf  # the lowest error seen (best.pt)
+
+    def step(self, error: float) -> str:
+        self.epochs += 1
+        self.lowest = min(self.lowest, error)
+        if self.epochs in self.milestones:
+            self.drops += 1
+            return "drop"
+        return "keep"
+
+    def state_dict(self) -> dict:
+        return {"epochs": self.epochs, "drops": self.drops, "lowest": self.lowest}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs, self.drops, self.lowest = state["epochs"], state["drops"], state["lowest"]
+
+
+def schedule(config: TrainConfig) -> Plateau | Milestones:
+    """The config's learning-rate schedule: fixed milestones if given, else the plateau rule."""
+    if config.lr_milestones:
+        return Milestones(list(config.lr_milestones))
+    return Plateau(config.lr_patience, config.lr_threshold, config.max_lr_drops)
 
 
 @dataclass
@@ -283,7 +327,7 @@ def _train(
         weight_decay=config.weight_decay,
         decay_biases=config.decay_biases,
     )
-    plateau = Plateau(config.lr_patience, config.lr_threshold, config.max_lr_drops)
+    plateau = schedule(config)
     epoch, step = 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -316,7 +360,7 @@ def _train(
     line = _Line(progress, quiet=rank != 0)
     read_log: dict[int, list[str]] = {}
     consumed: dict[int, list[int]] = {}  # DDP: per epoch, [samples, sum of key digests]
-    result = TrainResult(run_dir, epoch, step, plateau.best)
+    result = TrainResult(run_dir, epoch, step, plateau.lowest)
 
     def log(entry: dict) -> None:
         if rank == 0:
@@ -403,7 +447,7 @@ def _train(
             if action == "drop":
                 for g in opt.param_groups:
                     g["lr"] *= config.lr_factor
-            result = TrainResult(run_dir, epoch, step, plateau.best, entry)
+            result = TrainResult(run_dir, epoch, step, plateau.lowest, entry)
             if rank == 0:
                 payload = {
                     "model": model.state_dict(),
@@ -418,7 +462,7 @@ def _train(
                     "metrics": entry,
                 }
                 save_checkpoint(ckpt_dir / "last.pt", payload)
-                if top1 <= plateau.best:
+                if top1 <= plateau.lowest:
                     save_checkpoint(ckpt_dir / "best.pt", payload)
                 if epoch % config.checkpoint_every == 0:
                     save_checkpoint(ckpt_dir / f"epoch-{epoch:03d}.pt", payload)
