@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -352,3 +354,23 @@ def test_columns_exchange_only_at_conv3_fc6_fc7_and_fc8():
         for name in layers:
             same = torch.equal(after[name], before[name])
             assert same == (layers.index(name) < layers.index(reader)), (changed, name)
+
+
+@pytest.mark.parametrize(
+    ("settings", "count"),
+    [
+        ({}, 60_965_224),
+        ({"lrn": "none"}, 60_965_224),
+        ({"pool": "non-overlapping"}, 60_965_224),
+        ({"activation": "tanh"}, 60_965_224),
+        ({"remove_conv": "conv3"}, 59_858_920),
+        ({"remove_conv": "conv4"}, 60_301_288),
+        ({"remove_conv": "conv5"}, 79_396_968),
+        ({"width": 0.5}, 16_277_160),
+    ],
+)
+def test_the_ablation_table_in_the_readme_counts_right(settings, count):
+    model = AlexNet(devices=["cpu", "cpu"], **settings)
+    assert sum(p.numel() for p in model.parameters()) == count
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"{count:,}" in readme

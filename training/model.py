@@ -56,7 +56,7 @@ class AlexNetConfig:
     """Every setting of the network; stored in checkpoints so the model can be rebuilt."""
 
     num_classes: int = 1000
-    width: float = 1.0  # kernel-count multiplier; 0.5 = the paper's half-kernel net
+    width: float = 1.0  # multiplies every layer's kernels and units (small CPU runs)
     activation: str = "relu"  # or "tanh" (Figure 1's comparison)
     # "paper": alpha as printed; "divided": alpha/n (torch, Caffe, cuda-convnet2); "none"
     lrn: str = "paper"
