@@ -193,3 +193,28 @@ def test_ten_crop_probabilities_of_one_image_computed_by_hand(trained):
         by_hand = torch.softmax(loaded.model(x.contiguous()), 1).mean(0)
     torch.testing.assert_close(probs[0][4], by_hand, rtol=1e-4, atol=1e-6)
     assert labels[4] == sample.cls
+
+
+def test_the_papers_224_crop_works_end_to_end(trained):
+    from training.model import AlexNet
+
+    model = AlexNet(devices=["cpu", "cpu"], input_size=224)
+    assert model.columns[0].conv1[0].padding == (2, 2)  # the same 55x55 map as 227 without
+    assert sum(p.numel() for p in model.parameters()) == 60_965_224
+    with torch.no_grad():
+        mapped = model.columns[0].conv1[0](torch.zeros(1, 3, 224, 224))
+        assert mapped.shape[-2:] == (55, 55)
+        assert model.eval()(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
+    assert crop_offsets(256, 224) == [(0, 0), (0, 32), (32, 0), (32, 32), (16, 16)]
+
+    config = resolve("smoke", overrides=["model.width=0.0625", "epochs=1", "batch_size=16",
+                                         "loader_workers=0", "crop=224"])  # fmt: skip
+    assert config.model.input_size == 224
+    train(trained, "c224", config, progress=False)
+    last = [json.loads(x) for x in (trained / "runs/c224/metrics.jsonl").read_text().splitlines()]
+    one = evaluate(trained, "c224", crops=1, checkpoint="last", figures=False)
+    assert one["top1_error"] == [m for m in last if "val_top1_error" in m][-1]["val_top1_error"]
+    ten = evaluate(trained, "c224", crops=10, figures=True)
+    assert ten["n"] == 16 and len(ten["figures"]) == 4
+    with pytest.raises(ValueError, match="one size"):  # a 227 and a 224 net cannot average
+        evaluate(trained, "c224", ensemble=["a"], figures=False)

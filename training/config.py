@@ -107,8 +107,11 @@ class TrainConfig:
         if bad:
             name = bad[0]
             raise ValueError(f"{name} is out of range: {getattr(self, name)!r} ({_RANGES[name]})")
-        if not 1 <= self.crop <= 256:
-            raise ValueError(f"crop must be in 1..256, got {self.crop}")
+        if self.crop != self.model.input_size:
+            raise ValueError(
+                f"crop {self.crop} and model.input_size {self.model.input_size} differ: the "
+                "net takes the crops as they are (227, or 224 with conv1 padded by 2)"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -198,11 +201,13 @@ def resolve(
     """Preset, then the TOML file, then `key=value` overrides; checked."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    data = _merge(asdict(TrainConfig()), PRESETS[preset])
+    given = dict(PRESETS[preset])
     if config_file:
-        data = _merge(data, tomllib.loads(Path(config_file).read_text()))
-    data = _merge(data, parse_overrides(overrides or []))
-    return TrainConfig.from_dict(data)
+        given = _merge(given, tomllib.loads(Path(config_file).read_text()))
+    given = _merge(given, parse_overrides(overrides or []))
+    if "crop" in given and "input_size" not in given.get("model", {}):
+        given = _merge(given, {"model": {"input_size": given["crop"]}})  # the net takes the crop
+    return TrainConfig.from_dict(_merge(asdict(TrainConfig()), given))
 
 
 def replace(config: TrainConfig, **changes: Any) -> TrainConfig:

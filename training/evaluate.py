@@ -1,6 +1,6 @@
 """The evaluation stage: `alexnet evaluate OUT --run NAME`, the way the paper reports.
 
-10-crop test: the four corner 227x227 patches and the centre patch of each
+10-crop test: the four corner 227x227 (or 224x224) patches and the centre patch of each
 256x256 val image, and their horizontal reflections; the softmax outputs of
 the ten are averaged. The ten crops of a batch of images go through the model
 as one batch. `--crops 1` uses the centre patch only.
@@ -97,6 +97,9 @@ def predict(
 ) -> tuple[list[torch.Tensor], torch.Tensor, list[dict]]:
     """Per member: (N, C) view-averaged softmax over the val set; the labels; the samples' meta."""
     stats = read_stats(out, read_manifest(out))
+    crop = members[0].config.crop  # 227, or 224 (the paper's text): the net's own input
+    if any(m.config.crop != crop for m in members):
+        raise ValueError("an ensemble's members must take crops of one size (227 or 224)")
     means = {id(m): torch.from_numpy(stats.mean).to(_device(m.model)) for m in members}
     probs: list[list[torch.Tensor]] = [[] for _ in members]
     labels, metas, batch = [], [], []
@@ -105,7 +108,7 @@ def predict(
         images = torch.from_numpy(np.stack([b[0] for b in batch]))  # (B, 256, 256, 3) uint8
         for k, m in enumerate(members):
             x = (images.to(_device(m.model)).float() - means[id(m)]) * m.config.input_scale
-            logits = m.model(ten_crops(x, crops))  # all views of the batch: one forward pass
+            logits = m.model(ten_crops(x, crops, crop))  # all views of the batch: one pass
             probs[k].append(average_views(torch.softmax(logits.float(), 1), crops).cpu())
         labels.extend(b[1] for b in batch)
         metas.extend(b[2] for b in batch)

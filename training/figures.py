@@ -161,7 +161,8 @@ def _features(
 
     def flush() -> None:
         x = (torch.from_numpy(np.stack(batch)).to(device).float() - mean) * config.input_scale
-        x = x[:, 14:241, 14:241]  # the centre crop, (B, 227, 227, 3)
+        off = (x.shape[1] - config.crop) // 2  # the centre crop, (B, crop, crop, 3)
+        x = x[:, off : off + config.crop, off : off + config.crop]
         feats.append(model.forward_features(x.permute(0, 3, 1, 2))[1].float().cpu())
         batch.clear()
 
@@ -195,14 +196,15 @@ def draw_all(out: Path, run: str, loaded: Loaded, probs: torch.Tensor, labels: t
     paths = [_save(conv1_kernels(weights), folder / "conv1_kernels.png")]
 
     val_feats, val_images = _features(loaded, out, "val", n_examples)
-    shown = [_center(v) for v in val_images[:n_examples]]
+    crop = loaded.config.crop
+    shown = [_center(v, crop) for v in val_images[:n_examples]]
     paths.append(_save(top5_panel(shown, probs[: len(shown)], labels[: len(shown)].tolist(), names),
                        folder / "top5_predictions.png"))  # fmt: skip
 
     train_feats, train_images = _features(loaded, out, "train", train_limit)
     idx = nearest(train_feats, val_feats[:n_queries], n_neighbours)
-    rows = [[_center(train_images[j]) for j in row.tolist()] for row in idx]
-    paths.append(_save(neighbour_panel([_center(v) for v in val_images[:n_queries]], rows),
+    rows = [[_center(train_images[j], crop) for j in row.tolist()] for row in idx]
+    paths.append(_save(neighbour_panel([_center(v, crop) for v in val_images[:n_queries]], rows),
                        folder / "nearest_neighbours.png"))  # fmt: skip
 
     metrics_path = out / "runs" / run / "metrics.jsonl"

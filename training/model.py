@@ -19,8 +19,11 @@ conv4, conv5, LRN within each group); `to_grouped` / `to_two_column` convert
 state dicts both ways, losslessly (every layer is the two columns' tensors
 concatenated along the output dimension).
 
-Input is 227x227: the paper's "224" cannot give its own 55x55 conv1 output
-with stride 4 and no padding; 227 is what cuda-convnet and Caffe used.
+Input is 227x227 by default: the paper's "224" cannot give its own 55x55 conv1
+output with stride 4 and no padding; 227 is what cuda-convnet and Caffe used.
+`input_size=224` takes the paper's text (or torchvision) at its word: conv1
+gets a padding of 2, which gives the same 55x55 map, and every later layer
+and the parameter count stay the same.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ _CONV_SPEC = {
     "conv5": (128, 3, 1, 1, False),
 }
 _FC_WIDTH = 2048  # per column
+# conv1's padding for each input size: both give 55x55 maps ((224 + 4 - 11) // 4 + 1 = 55)
+CONV1_PADDING = {227: 0, 224: 2}
 _LRN_AFTER = ("conv1", "conv2")
 # The paper: biases 1 in conv2, conv4, conv5, fc6, fc7 ("to feed the ReLUs positive inputs").
 _BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}
@@ -68,6 +73,7 @@ class AlexNetConfig:
     dropout: float = 0.5
     remove_conv: str | None = None  # "conv3", "conv4" or "conv5": the paper's depth ablation
     columns: int = 2  # GroupedAlexNet only: 1 = a plain one-column net (no groups)
+    input_size: int = 227  # or 224, with conv1 padded by 2 (the same 55x55 map)
 
     def __post_init__(self) -> None:
         check_types(self, "model.")
@@ -85,6 +91,8 @@ class AlexNetConfig:
             raise ValueError(f"remove_conv must be conv3, conv4 or conv5, got {self.remove_conv!r}")
         if self.columns not in (1, 2) or self.num_classes < 2 or self.width <= 0:
             raise ValueError("columns must be 1 or 2, num_classes >= 2 and width > 0")
+        if self.input_size not in CONV1_PADDING:
+            raise ValueError(f"input_size must be 227 or 224, got {self.input_size}")
         if self.lrn_size < 1 or self.lrn_alpha < 0 or self.lrn_k < 0 or not 0 <= self.dropout < 1:
             raise ValueError("need lrn_size >= 1, lrn_alpha >= 0, lrn_k >= 0, 0 <= dropout < 1")
 
@@ -161,6 +169,8 @@ def _conv_block(
 ) -> nn.Sequential:
     """conv ─ act [─ LRN] [─ pool], as the table says for layer `name`."""
     _, size, stride, pad, _ = _CONV_SPEC[name]
+    if name == "conv1":
+        pad = CONV1_PADDING[config.input_size]
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, size, stride, pad, groups=groups),
         _activation(config),
