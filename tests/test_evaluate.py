@@ -218,3 +218,31 @@ def test_the_papers_224_crop_works_end_to_end(trained):
     assert ten["n"] == 16 and len(ten["figures"]) == 4
     with pytest.raises(ValueError, match="one size"):  # a 227 and a 224 net cannot average
         evaluate(trained, "c224", ensemble=["a"], figures=False)
+
+
+def test_both_nets_of_the_papers_comparison_train_and_evaluate_from_the_command(trained):
+    """`alexnet train` and `alexnet evaluate` of the two-column net and of the paper's
+    one-GPU net (columns=1), at a small width, and an ensemble of the two."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from training.model import OneGpuAlexNet
+
+    assert sum(p.numel() for p in OneGpuAlexNet(devices=["cpu"]).parameters()) == 59_798_312
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    tiny = ["model.width=0.0625", "epochs=1", "batch_size=16", "loader_workers=0"]
+    for run, extra in (("two", []), ("one", ["model.columns=1"])):
+        settings = [a for kv in [*tiny, *extra] for a in ("--set", kv)]
+        cmd = [exe, "train", str(trained), "--run", run, "--preset", "smoke", *settings]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    form = load_checkpoint(trained / "runs/one/checkpoints/last.pt")["form"]
+    assert form == "one-gpu" and isinstance(load_model(trained / "runs/one/checkpoints/best.pt")
+                                            .model, OneGpuAlexNet)  # fmt: skip
+    cmd = [exe, "evaluate", str(trained), "--run", "one", "--ensemble", "two", "--crops", "10"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((trained / "runs/one/eval.json").read_text())
+    assert [c["run"] for c in result["checkpoints"]] == ["one", "two"] and result["n"] == 16
+    assert (trained / "runs/one/figures/conv1_kernels.png").is_file()

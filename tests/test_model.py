@@ -367,10 +367,13 @@ def test_columns_exchange_only_at_conv3_fc6_fc7_and_fc8():
         ({"remove_conv": "conv4"}, 60_301_288),
         ({"remove_conv": "conv5"}, 79_396_968),
         ({"width": 0.5}, 16_277_160),
+        ({"columns": 1}, 59_798_312),
     ],
 )
 def test_the_ablation_table_in_the_readme_counts_right(settings, count):
-    model = AlexNet(devices=["cpu", "cpu"], **settings)
+    from training.model import AlexNetConfig, build
+
+    model = build(AlexNetConfig(**settings), ["cpu", "cpu"])
     assert sum(p.numel() for p in model.parameters()) == count
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"{count:,}" in readme

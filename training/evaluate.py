@@ -28,7 +28,7 @@ from shards.reader import iter_samples, read_manifest, shard_paths
 from shards.stats import read_stats
 from training.config import TrainConfig
 from training.metrics import load_checkpoint, topk_errors
-from training.model import AlexNet, GroupedAlexNet, default_devices
+from training.model import AlexNet, GroupedAlexNet, OneGpuAlexNet, default_devices
 
 CROP = 227
 
@@ -74,13 +74,17 @@ class Loaded:
 
 
 def load_model(path: str | os.PathLike, devices: list[str] | None = None) -> Loaded:
-    """A model from a checkpoint of either form, in eval mode, on `devices` (or the defaults)."""
+    """A model from a checkpoint of any form (two-column, grouped, one-GPU), in eval mode, on
+    `devices` (or the defaults)."""
     path = Path(path)
     payload = load_checkpoint(path)
     config = TrainConfig.from_dict(payload["config"])
-    if payload.get("form", "two-column") == "grouped":
+    form = payload.get("form", "two-column")
+    if form == "grouped":
         device = (devices or [str(default_devices()[0])])[0]
         model: torch.nn.Module = GroupedAlexNet.from_config(config.model, device)
+    elif form == "one-gpu":
+        model = OneGpuAlexNet.from_config(config.model, devices)
     else:
         model = AlexNet.from_config(config.model, devices)
     model.load_state_dict(payload["model"])

@@ -188,11 +188,12 @@ def draw_all(out: Path, run: str, loaded: Loaded, probs: torch.Tensor, labels: t
     folder = out / "runs" / run / "figures"
     names = [c["name"] or c["wnid"] for c in read_manifest(out)["classes"]]
     model = loaded.model
-    weights = (
-        [c.conv1[0].weight for c in model.columns]
-        if hasattr(model, "columns")
-        else list(model.conv1[0].weight.chunk(2))
-    )
+    if hasattr(model, "columns"):  # two-column: one block of kernels per column
+        weights = [c.conv1[0].weight for c in model.columns]
+    elif loaded.config.model.columns == 1:  # the one-GPU net: one block
+        weights = [model.conv1[0].weight]
+    else:  # grouped: its two groups are the columns
+        weights = list(model.conv1[0].weight.chunk(2))
     paths = [_save(conv1_kernels(weights), folder / "conv1_kernels.png")]
 
     val_feats, val_images = _features(loaded, out, "val", n_examples)

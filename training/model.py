@@ -265,7 +265,8 @@ class AlexNet(nn.Module):
         self.config = AlexNetConfig(num_classes=num_classes, **settings)  # type: ignore[arg-type]
         if self.config.columns != 2:
             raise ValueError(
-                "AlexNet is the two-column net; use GroupedAlexNet(columns=1) for one column"
+                "AlexNet is the two-column net; the paper's one-GPU net is OneGpuAlexNet "
+                "(`build(config)` picks by `columns`)"
             )
         self.devices = (
             [torch.device(d) for d in devices] if devices is not None else default_devices()
@@ -321,8 +322,8 @@ class GroupedAlexNet(nn.Module):
     """The same function on one device: groups=2 in conv2, conv4, conv5; LRN per group.
 
     With `columns=1` it is a plain one-column AlexNet with the same layer sizes
-    and no groups (the benchmark's baseline); with `width=0.5` as well, the
-    paper's one-GPU net with half the kernels.
+    and no groups (the benchmark's baseline): not the paper's one-GPU net, which
+    is `OneGpuAlexNet`.
     """
 
     def __init__(
@@ -367,6 +368,76 @@ class GroupedAlexNet(nn.Module):
         x = self.drop(self.act(self.fc6(x)))
         x = self.drop(self.act(self.fc7(x)))
         return self.fc8(x), x
+
+
+class OneGpuAlexNet(nn.Module):
+    """The paper's one-GPU net (`columns=1`): the comparison of its Section 4.
+
+    One column, no groups: conv1-conv4 have one column's kernels (48, 128, 192,
+    192), while the last convolutional layer (256 kernels) and the fully-connected
+    layers (4096, 4096) keep the two-column net's full size. As the paper's
+    footnote says, most parameters are in fc6, which reads the last conv layer,
+    so the two nets have about the same number: 59,798,312 against 60,965,224
+    for 1000 classes. `width` scales every layer of it, as for the two-column net.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        devices: Sequence[str | torch.device] | None = None,
+        **settings: object,
+    ) -> None:
+        super().__init__()
+        settings = {**settings, "columns": 1}
+        self.config = c = AlexNetConfig(num_classes=num_classes, **settings)  # type: ignore[arg-type]
+        device = torch.device((devices or default_devices())[0])
+        self.devices = [device, device]  # as AlexNet's, for the training loop
+        in_ch, last = 3, c.convs[-1]
+        for name in c.convs:
+            out_ch = c.channels(name) * (2 if name == last else 1)
+            self.add_module(name, _conv_block(c, name, in_ch, out_ch, groups=1, lrn_groups=1))
+            in_ch = out_ch
+        fc = 2 * c.channels("fc6")
+        self.fc6 = nn.Linear(in_ch * 6 * 6, fc)
+        self.fc7 = nn.Linear(fc, fc)
+        self.fc8 = nn.Linear(fc, num_classes)
+        self.act = _activation(c)
+        self.drop = nn.Dropout(c.dropout)
+        for name, module in self.named_children():
+            if name.startswith("conv"):
+                _init(module[0], name)
+            elif name.startswith("fc"):
+                _init(module, name)
+        self.to(device)
+
+    @classmethod
+    def from_config(
+        cls, config: AlexNetConfig, devices: Sequence[str | torch.device] | None = None
+    ) -> OneGpuAlexNet:
+        settings = config.to_dict()
+        return cls(settings.pop("num_classes"), devices, **settings)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, fc7), as AlexNet.forward_features."""
+        x = x.to(self.devices[0], non_blocking=True)
+        for name in self.config.convs:
+            x = getattr(self, name)(x)
+        x = x.flatten(1)
+        x = self.drop(self.act(self.fc6(x)))
+        x = self.drop(self.act(self.fc7(x)))
+        return self.fc8(x), x
+
+
+def build(
+    config: AlexNetConfig, devices: Sequence[str | torch.device] | None = None
+) -> AlexNet | OneGpuAlexNet:
+    """The net a training config describes: the two-column net, or (columns=1) the one-GPU net."""
+    if config.columns == 1:
+        return OneGpuAlexNet.from_config(config, devices)
+    return AlexNet.from_config(config, devices)
 
 
 def _layers(config: AlexNetConfig) -> list[str]:

@@ -53,7 +53,7 @@ from training.data import (
     prepare_batch,
 )
 from training.metrics import load_checkpoint, save_checkpoint, topk_error_counts
-from training.model import AlexNet
+from training.model import AlexNet, OneGpuAlexNet, build
 from training.optim import PaperSGD
 
 
@@ -310,7 +310,7 @@ def _train(
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     torch.manual_seed(config.seed + rank)
-    model = AlexNet.from_config(config.model, devices)
+    model = build(config.model, devices)  # the two-column net, or (columns=1) the one-GPU one
     if config.init == "kaiming":
         _kaiming(model)
     if world > 1:  # same initial weights everywhere: DDP broadcasts rank 0's
@@ -458,7 +458,7 @@ def _train(
                     "torch_rng": torch.get_rng_state(),
                     "config": config.to_dict(),
                     "model_config": config.model.to_dict(),
-                    "form": "two-column",
+                    "form": "one-gpu" if config.model.columns == 1 else "two-column",
                     "metrics": entry,
                 }
                 save_checkpoint(ckpt_dir / "last.pt", payload)
@@ -501,7 +501,7 @@ def _train(
 
 @torch.no_grad()
 def _validate(
-    model: AlexNet,
+    model: AlexNet | OneGpuAlexNet,
     val_loader: Loader,
     mean: torch.Tensor,
     config: TrainConfig,
