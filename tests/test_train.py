@@ -193,7 +193,8 @@ def test_two_process_ddp_keeps_replicas_identical_on_disjoint_shards(data):
     # here and released before use, which another process could take in between)
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
               "2"]  # fmt: skip
-    # batch 20: each rank's 300 samples fill whole batches, so no surplus is skipped
+    # a global batch of 20: 10 on each rank, whose 300 samples fill 30 whole batches an
+    # epoch, so no surplus is skipped
     ddp = [*TINY, "epochs=2", "loader_workers=0", "batch_size=20"]
     settings = [a for kv in ddp for a in ("--set", kv)]
     cmd = [*launch, exe, "train", str(data), "--name", "ddp", "--preset", "smoke", *settings]
@@ -201,6 +202,8 @@ def test_two_process_ddp_keeps_replicas_identical_on_disjoint_shards(data):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = [json.loads((data / "runs/ddp/ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    last = json.loads((data / "runs/ddp/metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 2 * 300 // 10  # steps of the global batch: 10 images per rank
     assert ranks[0]["world_size"] == 2 and ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
     manifest = json.loads((data / "manifest.json").read_text())
     every = {s["shard"] for s in manifest["splits"]["train"]["shards"]}
@@ -306,3 +309,14 @@ def test_a_run_whose_rate_drops_resumes_across_the_drop_and_stops_after_the_last
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
     assert a["schedule"] == b["schedule"]
     assert (a["schedule"]["bad_epochs"], a["schedule"]["drops"]) == (1, 1)
+
+
+def test_the_global_batch_is_split_across_replicas():
+    from training.train import replica_batch
+
+    paper = resolve("paper")
+    assert replica_batch(paper, 1) == 128 and replica_batch(paper, 8) == 16
+    per_replica = resolve("paper", overrides=["global_batch=false"])
+    assert replica_batch(per_replica, 8) == 128
+    with pytest.raises(ValueError, match="does not split across 3 replicas"):
+        replica_batch(paper, 3)

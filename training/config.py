@@ -35,6 +35,9 @@ class TrainConfig:
     model: AlexNetConfig = field(default_factory=AlexNetConfig)
     epochs: int = 90  # at most; training also stops after the last allowed lr drop stops helping
     batch_size: int = 128
+    # Under torchrun: batch_size is the global batch, split across the replicas (the paper's
+    # 128 stays 128, and so does the learning rate); false: batch_size per replica.
+    global_batch: bool = True
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -349,8 +349,10 @@ def _train(
         str(p): s["count"]
         for p, s in zip(train_shards, manifest["splits"]["train"]["shards"], strict=True)
     }
-    train_ds = ShardSamples(train_shards, True, aug, basis, config.seed, rank, world,
-                            config.shuffle_buffer, config.batch_size)  # fmt: skip
+    per_replica = replica_batch(config, world)
+    train_ds = ShardSamples(
+        train_shards, True, aug, basis, config.seed, rank, world, config.shuffle_buffer, per_replica
+    )
     val_shards = shard_paths(out, "val", manifest)
     val_ds = ShardSamples(val_shards, False, aug, None, batch_size=config.batch_size)
     pin = device.type == "cuda"
@@ -389,7 +391,7 @@ def _train(
                 per_rank = [
                     sum(counts[u] for u in train_ds.shards_for(rank=r)) for r in range(world)
                 ]
-                limit = min(per_rank) // config.batch_size
+                limit = min(per_rank) // per_replica
             model_ddp.train()
             whole, window, shown = _Meter(), _Meter(), time.perf_counter()
             batches = device_batches(_first(train_loader, limit), device)
@@ -526,6 +528,20 @@ def _validate(
     if world > 1:
         dist.broadcast(errors, 0)
     return float(errors[0] / errors[2]), float(errors[1] / errors[2])
+
+
+def replica_batch(config: TrainConfig, world: int) -> int:
+    """Each replica's batch: the global batch split across `world` replicas (the paper
+    trained one model on 128, and DDP's mean of the replicas' gradients is then the
+    gradient of that batch), or `batch_size` each with `global_batch=false`."""
+    if not config.global_batch or world == 1:
+        return config.batch_size
+    if config.batch_size % world:
+        raise ValueError(
+            f"batch_size {config.batch_size} does not split across {world} replicas; choose a "
+            "multiple of the replica count, or --set global_batch=false (batch_size each)"
+        )
+    return config.batch_size // world
 
 
 def keys_digest(keys: list[str]) -> int:
