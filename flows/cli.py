@@ -457,6 +457,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=True,
         help="skip drawing the figures",
     )
+    p.add_argument(
+        "--neighbours-from",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="search Figure 4's nearest neighbours among the first N training images only, "
+        "for a quick look (default: the whole train split, as the paper)",
+    )
     p.set_defaults(handler=_run_evaluate)
 
 
@@ -473,6 +481,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         devices=devices,
         batch_size=args.batch_size,
         figures=args.figures,
+        neighbours_from=args.neighbours_from,
     )
     print(
         f"{'model':<24} {'top-1 error':>12} {'top-5 error':>12}   ({result['n']} val images, "

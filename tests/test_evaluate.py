@@ -246,3 +246,22 @@ def test_both_nets_of_the_papers_comparison_train_and_evaluate_from_the_command(
     result = json.loads((trained / "runs/one/eval.json").read_text())
     assert [c["run"] for c in result["checkpoints"]] == ["one", "two"] and result["n"] == 16
     assert (trained / "runs/one/figures/conv1_kernels.png").is_file()
+
+
+def test_figure_4_neighbours_stream_over_the_whole_train_split(trained):
+    """The streaming search (a few images at a time, k kept per query) finds exactly what
+    a search over every training image held in memory finds."""
+    from training.figures import nearest_in_split
+
+    loaded = load_model(trained / "runs/a/checkpoints/best.pt")
+    feats, images = _features(loaded, trained, "train", 10_000)  # all 48, in memory
+    queries, _ = _features(loaded, trained, "val", 3)
+    expected = [[images[j] for j in row.tolist()] for row in nearest(feats, queries, 4)]
+    found = nearest_in_split(loaded, trained, queries, 4, batch=5)  # 10 batches
+    assert len(images) == 48
+    for want, got in zip(expected, found, strict=True):
+        assert len(got) == 4 and all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))
+    capped = nearest_in_split(loaded, trained, queries, 4, limit=10, batch=5)
+    first_ten = [[images[j] for j in row.tolist()] for row in nearest(feats[:10], queries, 4)]
+    assert all(np.array_equal(a, b) for w, g in zip(first_ten, capped, strict=True)
+               for a, b in zip(w, g, strict=True))  # fmt: skip

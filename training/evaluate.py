@@ -160,6 +160,7 @@ def evaluate(
     devices: list[str] | None = None,
     batch_size: int = 32,
     figures: bool = True,
+    neighbours_from: int | None = None,
 ) -> dict:
     """Evaluate run `run` (and an ensemble with it); write eval.json and the rest; return it."""
     out = Path(out)
@@ -187,7 +188,7 @@ def evaluate(
     if figures:
         from training.figures import draw_all
 
-        drawn = draw_all(out, run, members[0], final, labels, metas)
+        drawn = draw_all(out, run, members[0], final, labels, metas, train_limit=neighbours_from)
         result["figures"] = [str(p) for p in drawn]
         written += drawn
     result["files"] = {str(p.relative_to(run_dir)): sha256_file(p) for p in written}

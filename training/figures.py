@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,42 +150,76 @@ def _center(pixels: np.ndarray, crop: int = 227) -> np.ndarray:
 
 
 @torch.no_grad()
-def _features(
-    loaded: Loaded, out: Path, split: str, limit: int
-) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """fc7 features of the centre crops of the first `limit` images of a split."""
+def _feature_batches(
+    loaded: Loaded, out: Path, split: str, limit: int | None, size: int = 64
+) -> Iterator[tuple[torch.Tensor, list[np.ndarray]]]:
+    """(fc7 features, images) of the centre crops of a split, `size` images at a time:
+    all of them, or the first `limit`."""
     model, config = loaded.model, loaded.config
     device = next(model.parameters()).device
     mean = torch.from_numpy(read_stats(out).mean).to(device)
-    feats, images = [], []
     batch: list[np.ndarray] = []
 
-    def flush() -> None:
+    def features() -> torch.Tensor:
         x = (torch.from_numpy(np.stack(batch)).to(device).float() - mean) * config.input_scale
         off = (x.shape[1] - config.crop) // 2  # the centre crop, (B, crop, crop, 3)
         x = x[:, off : off + config.crop, off : off + config.crop]
-        feats.append(model.forward_features(x.permute(0, 3, 1, 2))[1].float().cpu())
-        batch.clear()
+        return model.forward_features(x.permute(0, 3, 1, 2))[1].float().cpu()
 
     for n, s in enumerate(iter_samples(shard_paths(out, split))):
-        if n >= limit:
+        if limit is not None and n >= limit:
             break
         with Image.open(io.BytesIO(s.image)) as im:
-            pixels = np.asarray(im.convert("RGB"))
-        images.append(pixels)
-        batch.append(pixels)
-        if len(batch) == 64:
-            flush()
+            batch.append(np.asarray(im.convert("RGB")))
+        if len(batch) == size:
+            yield features(), batch
+            batch = []
     if batch:
-        flush()
+        yield features(), batch
+
+
+def _features(
+    loaded: Loaded, out: Path, split: str, limit: int
+) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """fc7 features and images of the first `limit` images of a split (held in memory)."""
+    feats, images = [], []
+    for f, batch in _feature_batches(loaded, out, split, limit):
+        feats.append(f)
+        images += batch
     return torch.cat(feats), images
+
+
+def nearest_in_split(
+    loaded: Loaded,
+    out: Path,
+    queries: torch.Tensor,
+    k: int,
+    limit: int | None = None,
+    batch: int = 64,
+) -> list[list[np.ndarray]]:
+    """For each query (fc7 rows), the images of its k nearest training images (Euclidean in
+    fc7, nearest first), searched over the whole train split (or its first `limit`
+    images) in one streaming pass: memory holds one batch and k candidates per query,
+    whatever the split's size."""
+    best_d = torch.full((len(queries), 0), 0.0, dtype=torch.float64)
+    best_img: list[list[np.ndarray]] = [[] for _ in range(len(queries))]
+    for feats, images in _feature_batches(loaded, out, "train", limit, batch):
+        d = torch.cat([best_d, torch.cdist(queries.double(), feats.double())], 1)
+        pool = [[*mine, *images] for mine in best_img]  # candidates: kept ones, then this batch
+        keep = torch.topk(d, min(k, d.shape[1]), largest=False).indices  # nearest first
+        best_d = torch.gather(d, 1, keep)
+        best_img = [[pool[q][j] for j in row.tolist()] for q, row in enumerate(keep)]
+    return best_img
 
 
 def draw_all(out: Path, run: str, loaded: Loaded, probs: torch.Tensor, labels: torch.Tensor,
              metas: list[dict],
              n_examples: int = 8, n_queries: int = 5, n_neighbours: int = 6,
-             train_limit: int = 2000) -> list[Path]:  # fmt: skip
-    """Draw every figure into OUT/runs/RUN/figures/; return their paths."""
+             train_limit: int | None = None) -> list[Path]:  # fmt: skip
+    """Draw every figure into OUT/runs/RUN/figures/; return their paths.
+
+    Figure 4's neighbours are searched over the whole train split, as the paper's
+    (`train_limit`: only its first images, for a quick look)."""
     folder = out / "runs" / run / "figures"
     names = [c["name"] or c["wnid"] for c in read_manifest(out)["classes"]]
     model = loaded.model
@@ -202,9 +237,8 @@ def draw_all(out: Path, run: str, loaded: Loaded, probs: torch.Tensor, labels: t
     paths.append(_save(top5_panel(shown, probs[: len(shown)], labels[: len(shown)].tolist(), names),
                        folder / "top5_predictions.png"))  # fmt: skip
 
-    train_feats, train_images = _features(loaded, out, "train", train_limit)
-    idx = nearest(train_feats, val_feats[:n_queries], n_neighbours)
-    rows = [[_center(train_images[j], crop) for j in row.tolist()] for row in idx]
+    found = nearest_in_split(loaded, out, val_feats[:n_queries], n_neighbours, train_limit)
+    rows = [[_center(image, crop) for image in row] for row in found]
     paths.append(_save(neighbour_panel([_center(v, crop) for v in val_images[:n_queries]], rows),
                        folder / "nearest_neighbours.png"))  # fmt: skip
 
