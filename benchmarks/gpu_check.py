@@ -72,8 +72,11 @@ def main() -> None:
     for flags in ([], ["--bf16", "--channels-last"]):
         out = subprocess.run(
             [sys.executable, str(bench), "--device", gpu.split(":")[0], *small, *flags],
-            capture_output=True, text=True, check=True, timeout=300,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
         result["speed"]["bf16+channels_last" if flags else "fp32"] = json.loads(out.stdout)
     print(json.dumps(result, indent=1))
 

@@ -84,17 +84,22 @@ def main() -> None:
         shutil.rmtree(scratch)
     med = {k: statistics.median(v) for k, v in runs.items()}
     shards = len(list((out / "shards" / "train").glob("*.tar")))
-    print(json.dumps({
-        "machine": machine(),
-        "images": args.images,
-        "shard_size": args.shard_size,
-        "train_shards_after": shards,
-        "update_s": round(med["update"], 2),
-        "scratch_s": round(med["scratch"], 2),
-        "ratio_update_over_scratch": round(med["update"] / med["scratch"], 3),
-        "shards_written": written,
-        "raw_seconds": {k: [round(x, 2) for x in v] for k, v in runs.items()},
-    }, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "machine": machine(),
+                "images": args.images,
+                "shard_size": args.shard_size,
+                "train_shards_after": shards,
+                "update_s": round(med["update"], 2),
+                "scratch_s": round(med["scratch"], 2),
+                "ratio_update_over_scratch": round(med["update"] / med["scratch"], 3),
+                "shards_written": written,
+                "raw_seconds": {k: [round(x, 2) for x in v] for k, v in runs.items()},
+            },
+            indent=1,
+        )
+    )
     for p in (src, out):
         shutil.rmtree(p, ignore_errors=True)
 

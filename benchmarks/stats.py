@@ -95,8 +95,14 @@ def main() -> None:
         out = work / f"stats-out-{n}"
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
-        preprocess(src, out, PrepareSettings(shard_size=args.shard_size), splits=("train",),
-                   workers=cores, progress=False)  # fmt: skip
+        preprocess(
+            src,
+            out,
+            PrepareSettings(shard_size=args.shard_size),
+            splits=("train",),
+            workers=cores,
+            progress=False,
+        )
         prep = time.perf_counter() - t0
         runs: dict[str, list[float]] = {"partials": [], "pixels": [], "decode": [], "cluster": []}
         peaks: dict[str, int] = {"partials": 0, "pixels": 0}

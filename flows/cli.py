@@ -566,11 +566,19 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     _prefect_env(args.out)
     from flows.pipeline import alexnet_pipeline
 
-    result = alexnet_pipeline(args.src, args.out, run=args.run, preset=args.preset,
-                              overrides=args.overrides, shard_size=args.shard_size,
-                              quality=args.quality, crops=args.crops, workers=args.workers,
-                              dask_address=args.dask_address,
-                              launcher=_launcher(args.launcher))  # fmt: skip
+    result = alexnet_pipeline(
+        args.src,
+        args.out,
+        run=args.run,
+        preset=args.preset,
+        overrides=args.overrides,
+        shard_size=args.shard_size,
+        quality=args.quality,
+        crops=args.crops,
+        workers=args.workers,
+        dask_address=args.dask_address,
+        launcher=_launcher(args.launcher),
+    )
     print(
         f"pipeline {args.run}: top-1 error {result['top1_error']:.2%}, "
         f"top-5 {result['top5_error']:.2%} ({result['crops']} crops, {result['n']} images)"
@@ -615,13 +623,22 @@ def _run_reprocess(args: argparse.Namespace) -> int:
     _prefect_env(args.out)
     from flows.reprocess import alexnet_reprocess, changes_table
 
-    summary = alexnet_reprocess(args.src, args.out, shard_size=args.shard_size,
-                                quality=args.quality, workers=args.workers,
-                                dask_address=args.dask_address, train=args.train, run=args.run,
-                                preset=args.preset)  # fmt: skip
+    summary = alexnet_reprocess(
+        args.src,
+        args.out,
+        shard_size=args.shard_size,
+        quality=args.quality,
+        workers=args.workers,
+        dask_address=args.dask_address,
+        train=args.train,
+        run=args.run,
+        preset=args.preset,
+    )
     print(changes_table(summary["changes"]), end="")
-    print(f"{summary['shards_written']} shards written; statistics over "
-          f"{summary['n_images']} training images")  # fmt: skip
+    print(
+        f"{summary['shards_written']} shards written; statistics over "
+        f"{summary['n_images']} training images"
+    )
     return 0
 
 
@@ -685,8 +702,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from flows.deploy import serve
 
-    serve(src=args.src, out=args.out, cron=None if args.no_schedule else args.cron,
-          workers=args.workers, dask_address=args.dask_address)  # fmt: skip
+    serve(
+        src=args.src,
+        out=args.out,
+        cron=None if args.no_schedule else args.cron,
+        workers=args.workers,
+        dask_address=args.dask_address,
+    )
     return 0
 
 

@@ -109,8 +109,13 @@ def when_missing(t: Any, present: bool) -> Any:
     return t if present else t.with_options(refresh_cache=True)
 
 
-@task(name="preprocess", retries=2, retry_delay_seconds=[2, 10], cache_key_fn=_preprocess_key,
-      persist_result=True)  # fmt: skip
+@task(
+    name="preprocess",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    cache_key_fn=_preprocess_key,
+    persist_result=True,
+)
 def preprocess_task(
     src: str,
     out: str,
@@ -137,9 +142,12 @@ def preprocess_task(
     m = report.manifest
     get_run_logger().info(
         "preprocess: %d written, %d rejected; %d shards written, %d kept (%s)",
-        report.written, report.rejected, report.shards_written, report.shards_reused,
+        report.written,
+        report.rejected,
+        report.shards_written,
+        report.shards_reused,
         report.layout,
-    )  # fmt: skip
+    )
     shards = [s["sha256"] for s in m["splits"]["train"]["shards"]]
     return {
         "counts": m["counts"],
@@ -170,8 +178,11 @@ def stats_task(
     report = compute_stats(out, scale=scale, workers=workers, dask_address=dask_address)
     s = report.stats
     get_run_logger().info("stats: %d images; eigenvalues %s", s.n_images, s.eigenvalues.tolist())
-    return {"key": _key(manifest["train_shards"], scale), "n_images": s.n_images,
-            "eigenvalues": s.eigenvalues.tolist()}  # fmt: skip
+    return {
+        "key": _key(manifest["train_shards"], scale),
+        "n_images": s.n_images,
+        "eigenvalues": s.eigenvalues.tolist(),
+    }
 
 
 TRAIN_KEY = "pipeline-cache-key"  # in the run folder: which train task made it
@@ -205,8 +216,19 @@ def _launch_training(out: str, run: str, config: dict, launcher: list[str]) -> N
     config_file.write_text(to_toml(TrainConfig.from_dict(config)))
     # -m flows.cli: torchrun's way to run a module; "--name", not "--run", which
     # torchrun's own parser would take.
-    command = [*launcher, "-m", "flows.cli", "train", str(runs.parent), "--name", run,
-               "--preset", "paper", "--config", str(config_file)]  # fmt: skip
+    command = [
+        *launcher,
+        "-m",
+        "flows.cli",
+        "train",
+        str(runs.parent),
+        "--name",
+        run,
+        "--preset",
+        "paper",
+        "--config",
+        str(config_file),
+    ]
     logger = get_run_logger()
     logger.info("launching training: %s", " ".join(command))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -265,8 +287,9 @@ def train_task(
     if not ckpt.is_file():
         raise RuntimeError(f"training ended without a checkpoint: {ckpt} is missing")
     sha = sha256_file(ckpt)
-    (run_dir / TRAIN_KEY).write_text(_train_key(None, {"out": out, "run": run, "config": config,
-                                                       "stats": stats}))  # fmt: skip
+    (run_dir / TRAIN_KEY).write_text(
+        _train_key(None, {"out": out, "run": run, "config": config, "stats": stats})
+    )
     return {"run_dir": str(run_dir), "checkpoint_sha256": sha, "last": last}
 
 

@@ -94,9 +94,13 @@ def alexnet_reprocess(
     for split, c in (changes.get("splits") or {}).items():
         logger.info(
             "%s: %d added, %d changed, %d deleted; shards rewritten %s, added %s",
-            split, len(c["added"]), len(c["changed"]), len(c["deleted"]),
-            c["shards_rewritten"], c["shards_added"],
-        )  # fmt: skip
+            split,
+            len(c["added"]),
+            len(c["changed"]),
+            len(c["deleted"]),
+            c["shards_rewritten"],
+            c["shards_added"],
+        )
     create_markdown_artifact(
         key="alexnet-reprocess",
         markdown=(
@@ -106,8 +110,11 @@ def alexnet_reprocess(
         ),
         description="what changed since the previous manifest",
     )
-    summary = {"changes": changes, "n_images": stats["n_images"],
-               "shards_written": manifest["shards_written"]}  # fmt: skip
+    summary = {
+        "changes": changes,
+        "n_images": stats["n_images"],
+        "shards_written": manifest["shards_written"],
+    }
     if train:
         from training.config import resolve
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from shards.pixels import decode_rgb
 from shards.settings import check_types
 
 # We enforce our own, configurable pixel limit before decoding; Pillow's own
@@ -202,7 +203,5 @@ class ImageProcessor:
         else:
             out.save(buf, "JPEG", quality=self.s.quality)
             # The pixels as stored: what any reader of the shard decodes.
-            with Image.open(io.BytesIO(buf.getvalue())) as back:
-                back.load()
-                pixels = np.asarray(back)  # our encoder wrote RGB, so it decodes as RGB
+            pixels = decode_rgb(buf.getvalue())
         return Processed(buf.getvalue(), pixels, width, height, fmt, mode)

@@ -196,8 +196,10 @@ def _is_dir(e: os.DirEntry) -> bool:
 
 def _duplicate(rel: str, key: str) -> dict:
     """The reject of a file whose key another file of its split already has."""
-    return {"path": rel, "reason": f"another file has the same name stem (key {key!r}); "
-            "only the first is kept"}  # fmt: skip
+    return {
+        "path": rel,
+        "reason": f"another file has the same name stem (key {key!r}); only the first is kept",
+    }
 
 
 def _file(split: str, relpath: str, key: str, label: int, e: os.DirEntry) -> SourceFile:

@@ -21,18 +21,17 @@ from scratch, exactly.
 
 from __future__ import annotations
 
-import io
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from preprocessing.prepare import locked
 from shards.format import partials_path, sha256_file, shard_dir
 from shards.partials import Partials
+from shards.pixels import decode_rgb
 from shards.reader import iter_samples, read_manifest
 from shards.stats import SCALES, Stats, fix_signs, stats_dir, write_stats
 
@@ -48,8 +47,7 @@ def pixels_partials(tar: Path, size: int) -> Partials:
     """Partial sums of a shard computed from its decoded images."""
     partials = Partials.zeros(size)
     for sample in iter_samples([tar]):
-        with Image.open(io.BytesIO(sample.image)) as im:
-            partials.add(np.asarray(im if im.mode == "RGB" else im.convert("RGB")))
+        partials.add(decode_rgb(sample.image))
     return partials
 
 

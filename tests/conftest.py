@@ -97,9 +97,20 @@ def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     info = logs / "scheduler.json"
     commands = {
         "scheduler": [dask, "scheduler", "--port", "0", "--scheduler-file", str(info), *local],
-        "worker": [dask, "worker", "--scheduler-file", str(info), "--nworkers", "1",
-                   "--nthreads", "1", *local, "--local-directory", str(logs / "worker")],
-    }  # fmt: skip
+        "worker": [
+            dask,
+            "worker",
+            "--scheduler-file",
+            str(info),
+            "--nworkers",
+            "1",
+            "--nthreads",
+            "1",
+            *local,
+            "--local-directory",
+            str(logs / "worker"),
+        ],
+    }
     procs = []
     try:
         for name, cmd in commands.items():

@@ -14,17 +14,17 @@ from PIL import Image
 from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
+from training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from training.config import resolve
 from training.evaluate import (
     average_views,
     crop_offsets,
     ensemble_probs,
     evaluate,
-    load_model,
     ten_crops,
 )
 from training.figures import THUMB, _features, conv1_size, nearest
-from training.metrics import load_checkpoint, save_checkpoint, topk_errors
+from training.metrics import topk_errors
 from training.model import to_grouped
 from training.train import train
 
@@ -207,8 +207,16 @@ def test_the_papers_224_crop_works_end_to_end(trained):
         assert model.eval()(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
     assert crop_offsets(256, 224) == [(0, 0), (0, 32), (32, 0), (32, 32), (16, 16)]
 
-    config = resolve("smoke", overrides=["model.width=0.0625", "epochs=1", "batch_size=16",
-                                         "loader_workers=0", "crop=224"])  # fmt: skip
+    config = resolve(
+        "smoke",
+        overrides=[
+            "model.width=0.0625",
+            "epochs=1",
+            "batch_size=16",
+            "loader_workers=0",
+            "crop=224",
+        ],
+    )
     assert config.model.input_size == 224
     train(trained, "c224", config, progress=False)
     last = [json.loads(x) for x in (trained / "runs/c224/metrics.jsonl").read_text().splitlines()]
@@ -238,8 +246,9 @@ def test_both_nets_of_the_papers_comparison_train_and_evaluate_from_the_command(
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
     form = load_checkpoint(trained / "runs/one/checkpoints/last.pt")["form"]
-    assert form == "one-gpu" and isinstance(load_model(trained / "runs/one/checkpoints/best.pt")
-                                            .model, OneGpuAlexNet)  # fmt: skip
+    assert form == "one-gpu" and isinstance(
+        load_model(trained / "runs/one/checkpoints/best.pt").model, OneGpuAlexNet
+    )
     cmd = [exe, "evaluate", str(trained), "--run", "one", "--ensemble", "two", "--crops", "10"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -263,5 +272,8 @@ def test_figure_4_neighbours_stream_over_the_whole_train_split(trained):
         assert len(got) == 4 and all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))
     capped = nearest_in_split(loaded, trained, queries, 4, limit=10, batch=5)
     first_ten = [[images[j] for j in row.tolist()] for row in nearest(feats[:10], queries, 4)]
-    assert all(np.array_equal(a, b) for w, g in zip(first_ten, capped, strict=True)
-               for a, b in zip(w, g, strict=True))  # fmt: skip
+    assert all(
+        np.array_equal(a, b)
+        for w, g in zip(first_ten, capped, strict=True)
+        for a, b in zip(w, g, strict=True)
+    )

@@ -47,8 +47,16 @@ def src(tmp_path_factory):
 
 
 def run_flow(src, out, overrides=TINY, **kw):
-    state = alexnet_pipeline(str(src), str(out), shard_size=20, crops=1, workers=1,
-                             overrides=overrides, return_state=True, **kw)  # fmt: skip
+    state = alexnet_pipeline(
+        str(src),
+        str(out),
+        shard_size=20,
+        crops=1,
+        workers=1,
+        overrides=overrides,
+        return_state=True,
+        **kw,
+    )
     assert state.is_completed(), state
     with get_client(sync_client=True) as client:
         flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
@@ -62,8 +70,11 @@ def test_pipeline_graph_caching_and_changed_settings(harness, src, tmp_path):
     assert set(first) == {"preprocess", "stats", "train", "evaluate"}
     assert all(r.state.name == "Completed" for r in first.values())
     # the edges the UI draws: each task's input comes from the one before
-    for task, param, upstream in (("stats", "manifest", "preprocess"), ("train", "stats", "stats"),
-                                  ("evaluate", "trained", "train")):  # fmt: skip
+    for task, param, upstream in (
+        ("stats", "manifest", "preprocess"),
+        ("train", "stats", "stats"),
+        ("evaluate", "trained", "train"),
+    ):
         ids = [getattr(i, "id", None) for i in first[task].task_inputs[param]]
         assert first[upstream].id in ids, (task, first[task].task_inputs)
     assert (out / "runs/pipeline/eval.json").is_file() and result["n"] == 12
@@ -85,8 +96,11 @@ def test_pipeline_graph_caching_and_changed_settings(harness, src, tmp_path):
     (out / "runs/pipeline/eval.json").unlink()
     lost, _ = run_flow(src, out)
     assert {k: r.state.name for k, r in lost.items()} == {
-        "preprocess": "Cached", "stats": "Completed", "train": "Cached", "evaluate": "Completed"
-    }  # fmt: skip
+        "preprocess": "Cached",
+        "stats": "Completed",
+        "train": "Cached",
+        "evaluate": "Completed",
+    }
     assert (out / "stats/pca.json").is_file() and (out / "runs/pipeline/eval.json").is_file()
 
     longer, _ = run_flow(src, out, overrides=[*TINY, "epochs=2"])  # a training setting only
@@ -206,5 +220,13 @@ def test_training_under_a_launcher(harness, src, tmp_path):
     assert not list((out / "runs").glob(".*.launch.toml"))  # the handed-over config is removed
 
     with pytest.raises(RuntimeError, match="was not found"):
-        alexnet_pipeline(str(src), str(out), run="nowhere", launcher=["no-such-launcher"],
-                         shard_size=20, crops=1, workers=1, overrides=TINY)  # fmt: skip
+        alexnet_pipeline(
+            str(src),
+            str(out),
+            run="nowhere",
+            launcher=["no-such-launcher"],
+            shard_size=20,
+            crops=1,
+            workers=1,
+            overrides=TINY,
+        )

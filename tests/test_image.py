@@ -10,8 +10,18 @@ from PIL import Image
 
 from preprocessing.image import ImageProcessor, ImageSettings, Processed, Rejected
 
-SIZES = [(500, 375), (375, 500), (257, 256), (256, 259), (1024, 768), (640, 2000), (100, 60),
-         (300, 300), (1601, 1201), (77, 301)]  # fmt: skip
+SIZES = [
+    (500, 375),
+    (375, 500),
+    (257, 256),
+    (256, 259),
+    (1024, 768),
+    (640, 2000),
+    (100, 60),
+    (300, 300),
+    (1601, 1201),
+    (77, 301),
+]
 
 
 def photo(w: int, h: int, seed: int = 0) -> Image.Image:

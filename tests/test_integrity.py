@@ -27,8 +27,8 @@ from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
 from shards.reader import DamagedShard, iter_samples, shard_paths
 from shards.verify import verify
+from training.checkpoint import load_checkpoint
 from training.config import resolve
-from training.metrics import load_checkpoint
 from training.train import TrainingDiverged, train
 
 TINY = ["model.width=0.0625", "batch_size=8", "epochs=1", "loader_workers=2", "log_every=1"]
@@ -39,8 +39,9 @@ def pristine(tmp_path_factory):
     root = tmp_path_factory.mktemp("integrity")
     spec = SampleSpec(classes=3, train_per_class=10, val_per_class=4, quirks=0, max_side=300)
     generate(root / "src", spec)
-    preprocess(root / "src", root / "out", PrepareSettings(shard_size=10), workers=1,
-               progress=False)  # fmt: skip
+    preprocess(
+        root / "src", root / "out", PrepareSettings(shard_size=10), workers=1, progress=False
+    )
     compute_stats(root / "out", workers=1)
     return root
 
@@ -173,10 +174,20 @@ def _hold(lock_of: str, out: Path, run: str = "") -> subprocess.Popen:
 def test_two_trainings_of_one_run_cannot_share_its_folder(data):
     _, out = data
     first = subprocess.Popen(
-        [str(Path(sys.executable).with_name("alexnet")), "train", str(out), "--run", "dup",
-         "--preset", "smoke", *[a for kv in [*TINY, "epochs=3"] for a in ("--set", kv)]],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).with_name("alexnet")),
+            "train",
+            str(out),
+            "--run",
+            "dup",
+            "--preset",
+            "smoke",
+            *[a for kv in [*TINY, "epochs=3"] for a in ("--set", kv)],
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lock = out / "runs" / ".dup.lock"
     try:
         for _ in range(600):  # until the first holds the run
@@ -278,8 +289,16 @@ def test_workers_are_bounded_by_cores_and_tasks(pristine, tmp_path):
 
     cores = default_workers()
     exe = str(Path(sys.executable).with_name("alexnet"))
-    cmd = [exe, "preprocess", str(pristine / "src"), str(tmp_path / "o"), "--workers", "1000",
-           "--shard-size", "10"]  # fmt: skip
+    cmd = [
+        exe,
+        "preprocess",
+        str(pristine / "src"),
+        str(tmp_path / "o"),
+        "--workers",
+        "1000",
+        "--shard-size",
+        "10",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     most = 0
     while proc.poll() is None:
@@ -299,8 +318,9 @@ def test_unreadable_entries_and_symlink_loops_become_rejects(pristine, tmp_path)
     folder = next(p for p in sorted((src / "train").iterdir()) if p.is_dir())
     (folder / "loop.JPEG").symlink_to("loop.JPEG")
     (folder / "gone.JPEG").symlink_to("nowhere.JPEG")
-    report = preprocess(src, tmp_path / "o", PrepareSettings(shard_size=10), workers=1,
-                        progress=False)  # fmt: skip
+    report = preprocess(
+        src, tmp_path / "o", PrepareSettings(shard_size=10), workers=1, progress=False
+    )
     reasons = {
         r["path"].rsplit("/", 1)[1]: r["reason"]
         for r in map(json.loads, (tmp_path / "o" / "rejects.jsonl").read_text().splitlines())
@@ -379,8 +399,9 @@ def test_a_write_that_fails_is_one_clear_line_and_leaves_nothing_half_written(da
         out = out.parent / "fresh"
         cmd = [exe, "preprocess", str(src), str(out), "--workers", "1", "--shard-size", "10"]
         limit, watched = 64 * 1024, out
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                         preexec_fn=_limited(limit))  # fmt: skip
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, preexec_fn=_limited(limit)
+    )
     errors = [x for x in res.stderr.splitlines() if x.startswith("alexnet: error")]
     assert res.returncode == 2 and len(errors) == 1, res.stderr[-3000:]
     assert "File too large" in errors[0] and "Traceback" not in res.stderr
@@ -412,9 +433,13 @@ def test_evaluation_writes_its_outputs_as_one_set(data):
     # a second evaluation dies while drawing its figures (a file-size limit, as a full disk):
     # its new per_class_error.json is there, and no eval.json says the set is complete
     exe = str(Path(sys.executable).with_name("alexnet"))
-    res = subprocess.run([exe, "evaluate", str(out), "--run", "ev", "--crops", "10"],
-                         capture_output=True, text=True, timeout=300,
-                         preexec_fn=_limited(2048))  # fmt: skip
+    res = subprocess.run(
+        [exe, "evaluate", str(out), "--run", "ev", "--crops", "10"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limited(2048),
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     assert "File too large" in res.stderr and "png" in res.stderr  # it failed on a figure
     assert (run_dir / "per_class_error.json").stat().st_mtime_ns > first_written

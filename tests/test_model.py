@@ -180,7 +180,8 @@ def test_ablation_settings_do_what_they_say():
 def test_default_devices_on_this_machine():
     n = torch.cuda.device_count()
     expected = {0: [torch.device("cpu")] * 2, 1: [torch.device("cuda", 0)] * 2}.get(
-        n, [torch.device("cuda", 0), torch.device("cuda", 1)])  # fmt: skip
+        n, [torch.device("cuda", 0), torch.device("cuda", 1)]
+    )
     assert default_devices() == expected
     assert AlexNet(width=0.125).devices == expected
 
@@ -192,11 +193,17 @@ def test_default_devices_give_each_local_replica_its_own_gpus():
     assert default_devices(0, 1, n_gpus=2) == cuda(0, 1)  # the paper: a column per GPU
     assert default_devices(0, 1, n_gpus=1) == cuda(0, 0)
     assert [default_devices(r, 4, n_gpus=8) for r in range(4)] == [
-        cuda(0, 1), cuda(2, 3), cuda(4, 5), cuda(6, 7)
-    ]  # fmt: skip
+        cuda(0, 1),
+        cuda(2, 3),
+        cuda(4, 5),
+        cuda(6, 7),
+    ]
     assert [default_devices(r, 4, n_gpus=4) for r in range(4)] == [
-        cuda(0, 0), cuda(1, 1), cuda(2, 2), cuda(3, 3)
-    ]  # fmt: skip
+        cuda(0, 0),
+        cuda(1, 1),
+        cuda(2, 2),
+        cuda(3, 3),
+    ]
     assert default_devices(1, 2, n_gpus=1) == [torch.device("cpu")] * 2
 
 
@@ -328,9 +335,12 @@ def test_columns_exchange_only_at_conv3_fc6_fc7_and_fc8():
 
     def column0() -> dict[str, torch.Tensor]:
         seen: dict[str, torch.Tensor] = {}
-        hooks = [getattr(model.columns[0], name).register_forward_hook(
-            lambda m, i, o, name=name: seen.__setitem__(name, o.detach().clone()))
-            for name in layers]  # fmt: skip
+        hooks = [
+            getattr(model.columns[0], name).register_forward_hook(
+                lambda m, i, o, name=name: seen.__setitem__(name, o.detach().clone())
+            )
+            for name in layers
+        ]
         with torch.no_grad():
             model(x)
         for h in hooks:
@@ -340,8 +350,15 @@ def test_columns_exchange_only_at_conv3_fc6_fc7_and_fc8():
     before = column0()
     # where a change in column 1 first reaches column 0: conv3 reads both columns' conv2
     # maps, fc6 both conv5s, fc7 both fc6s, fc8 both fc7s; conv4 and conv5 their own only
-    first_reader = {"conv1": "conv3", "conv2": "conv3", "conv3": "fc6", "conv4": "fc6",
-                    "conv5": "fc6", "fc6": "fc7", "fc7": "fc8"}  # fmt: skip
+    first_reader = {
+        "conv1": "conv3",
+        "conv2": "conv3",
+        "conv3": "fc6",
+        "conv4": "fc6",
+        "conv5": "fc6",
+        "fc6": "fc7",
+        "fc7": "fc8",
+    }
     for changed, reader in first_reader.items():
         module = getattr(model.columns[1], changed)
         weight = (module[0] if isinstance(module, nn.Sequential) else module).weight

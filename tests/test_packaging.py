@@ -68,6 +68,48 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _module_graph() -> dict[str, set[str]]:
+    """Project module -> the project modules it imports anywhere (functions and
+    TYPE_CHECKING blocks included: a lazy import is still a dependency)."""
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts): p
+        for package in PACKAGES
+        for p in (ROOT / package).rglob("*.py")
+        if p.name != "__init__.py"
+    }
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_no_import_cycle_between_modules():
+    graph, done, path = _module_graph(), set(), []
+
+    def visit(module: str) -> None:
+        if module in path:
+            cycle = [*path[path.index(module) :], module]
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+        if module in done:
+            return
+        path.append(module)
+        for dep in sorted(graph[module]):
+            visit(dep)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+    assert "training.checkpoint" in graph["training.figures"]  # the graph is really read
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_imports_point_down_the_stack(package):
     for path in sorted((ROOT / package).rglob("*.py")):

@@ -165,8 +165,11 @@ def test_unchanged_rerun_does_no_work_and_changes_no_byte(src, done):
     out, _ = done
 
     def state() -> dict:  # every file but the lock: its bytes and its modification time
-        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*")
-                if p.is_file() and p.name != ".lock"}  # fmt: skip
+        return {
+            p: (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in out.rglob("*")
+            if p.is_file() and p.name != ".lock"
+        }
 
     before, history = state(), read_history(out)
     report = preprocess(src, out, SETTINGS, workers=2, progress=False)
@@ -175,7 +178,8 @@ def test_unchanged_rerun_does_no_work_and_changes_no_byte(src, done):
     assert state() == before  # the manifest too: it no longer records the run's history
     assert read_history(out) == history and len(history) >= 1
     assert "changes" not in read_manifest(out) and history[0]["changes"]["layout"].startswith(
-        "new layout")  # fmt: skip
+        "new layout"
+    )
 
 
 def test_changed_settings_rewrite_and_shrinking_removes_stale_shards(src, done, tmp_path):

@@ -59,8 +59,11 @@ def _start_server(env: dict, log_path: Path) -> tuple[subprocess.Popen, str]:
         with open(log_path, "w") as log:
             server = subprocess.Popen(
                 [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             _wait_healthy(api, server, log_path)
             return server, api
@@ -80,8 +83,13 @@ def test_served_deployment_run_from_the_cli(tmp_path):
     generate(src, SampleSpec(classes=3, train_per_class=10, val_per_class=2, quirks=0, seed=7))
     home = tmp_path / "prefect-home"
     home.mkdir()
-    base = {**os.environ, "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_CLI_PROMPT": "false"}  # fmt: skip
+    base = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_CLI_PROMPT": "false",
+    }
     base.pop("PREFECT_API_URL", None)
     server, api = _start_server(base, tmp_path / "server.log")
     client = {**base, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
@@ -99,14 +107,34 @@ def _run_served_deployment(api: str, client: dict, src: Path, out: Path, tmp_pat
     with open(serve_log, "w") as log:
         serve = subprocess.Popen(
             [BIN / "alexnet", "serve", "--src", str(src), "--out", str(out), "--workers", "1"],
-            env=client, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            env=client,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         run_out = out.with_name("run-out")  # --param overrides the served defaults
-        command = [BIN / "prefect", "deployment", "run", "alexnet-pipeline/default",
-                   "--param", f"src={src}", "--param", f"out={run_out}",
-                   "--param", "shard_size=20", "--param", "crops=1", "--param", "workers=1",
-                   "--param", f"overrides={TINY}", "--watch", "--watch-timeout", "420"]  # fmt: skip
+        command = [
+            BIN / "prefect",
+            "deployment",
+            "run",
+            "alexnet-pipeline/default",
+            "--param",
+            f"src={src}",
+            "--param",
+            f"out={run_out}",
+            "--param",
+            "shard_size=20",
+            "--param",
+            "crops=1",
+            "--param",
+            "workers=1",
+            "--param",
+            f"overrides={TINY}",
+            "--watch",
+            "--watch-timeout",
+            "420",
+        ]
         deadline = time.monotonic() + 120
         while True:  # until `alexnet serve` has registered the deployment
             done = subprocess.run(command, env=client, capture_output=True, text=True, timeout=500)
@@ -146,12 +174,21 @@ def _run_served_deployment(api: str, client: dict, src: Path, out: Path, tmp_pat
 
 def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path) -> None:
     """The other way: prefect.yaml's deployments in a process work pool."""
-    subprocess.run([BIN / "prefect", "work-pool", "create", "alexnet", "--type", "process"],
-                   env=client, check=True, capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [BIN / "prefect", "work-pool", "create", "alexnet", "--type", "process"],
+        env=client,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     deployed = subprocess.run(
-        [BIN / "prefect", "deploy", "--all"], cwd=REPO, capture_output=True, text=True,
-        env={**client, "ALEXNET_SRC": str(src), "ALEXNET_OUT": str(out)}, timeout=300,
-    )  # fmt: skip
+        [BIN / "prefect", "deploy", "--all"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**client, "ALEXNET_SRC": str(src), "ALEXNET_OUT": str(out)},
+        timeout=300,
+    )
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     pipeline = _api(f"{api}/deployments/name/alexnet-pipeline/default")
     nightly = _api(f"{api}/deployments/name/alexnet-reprocess/nightly")
@@ -163,16 +200,38 @@ def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path) -> None:
     # `prefect worker start --run-once`, run in a process of its own, to COMPLETED
     pool_out = out.with_name("pool-out")
     queued = subprocess.run(
-        [BIN / "prefect", "deployment", "run", "alexnet-pipeline/default",
-         "--param", f"src={src}", "--param", f"out={pool_out}", "--param", "shard_size=20",
-         "--param", "crops=1", "--param", "workers=1", "--param", f"overrides={TINY}"],
-        env=client, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            BIN / "prefect",
+            "deployment",
+            "run",
+            "alexnet-pipeline/default",
+            "--param",
+            f"src={src}",
+            "--param",
+            f"out={pool_out}",
+            "--param",
+            "shard_size=20",
+            "--param",
+            "crops=1",
+            "--param",
+            "workers=1",
+            "--param",
+            f"overrides={TINY}",
+        ],
+        env=client,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert queued.returncode == 0, queued.stdout + queued.stderr
     worker = subprocess.run(
         [BIN / "prefect", "worker", "start", "--pool", "alexnet", "--run-once"],
-        env=client, capture_output=True, text=True, timeout=600, start_new_session=True,
-    )  # fmt: skip
+        env=client,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
     assert worker.returncode == 0, (worker.stdout + worker.stderr)[-3000:]
     runs = _api(f"{api}/flow_runs/filter", {})
     by_pool = [r for r in runs if r["deployment_id"] == pipeline["id"] and r["work_pool_name"]]
@@ -189,10 +248,27 @@ def test_pipeline_without_a_server_keeps_its_state_in_out(tmp_path):
     for name in ("PREFECT_API_URL", "PREFECT_HOME"):
         env.pop(name, None)
     settings = [a for kv in json.loads(TINY) for a in ("--set", kv)]
-    cmd = [BIN / "alexnet", "pipeline", str(src), str(out), "--shard-size", "20", "--crops", "1",
-           "--workers", "1", *settings]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
+    cmd = [
+        BIN / "alexnet",
+        "pipeline",
+        str(src),
+        str(out),
+        "--shard-size",
+        "20",
+        "--crops",
+        "1",
+        "--workers",
+        "1",
+        *settings,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         said, _ = proc.communicate(timeout=600)
     finally:

@@ -20,8 +20,8 @@ from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
 from shards.reader import iter_samples, shard_paths
+from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig, parse_overrides, resolve
-from training.metrics import load_checkpoint, save_checkpoint
 from training.train import TrainingDiverged, keys_digest, train
 
 TINY = ["model.width=0.0625", "batch_size=16", "loader_workers=1", "log_every=1"]
@@ -116,8 +116,13 @@ def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(data):
         train(data, "diverge", config, progress=False)
     # a run that diverges after an epoch names that epoch's checkpoint: one sane epoch, then
     # the same run resumed with a rate that cannot work
-    sane = train(data, "diverge-later", resolve("smoke", overrides=[*TINY, "epochs=3"]),
-                 stop_after=1, progress=False)  # fmt: skip
+    sane = train(
+        data,
+        "diverge-later",
+        resolve("smoke", overrides=[*TINY, "epochs=3"]),
+        stop_after=1,
+        progress=False,
+    )
     last = sane.run_dir / "checkpoints" / "last.pt"
     state = load_checkpoint(last)
     state["config"] = {**state["config"], "lr": 1e6, "input_scale": 1e6}
@@ -131,8 +136,16 @@ def test_a_run_killed_mid_epoch_resumes_to_the_unbroken_runs_weights(data):
     config = [*TINY, "epochs=2"]
     unbroken = train(data, "kill-unbroken", resolve("smoke", overrides=config), progress=False)
     exe = str(Path(sys.executable).with_name("alexnet"))
-    cmd = [exe, "train", str(data), "--run", "killed", "--preset", "smoke",
-           *[a for kv in config for a in ("--set", kv)]]  # fmt: skip
+    cmd = [
+        exe,
+        "train",
+        str(data),
+        "--run",
+        "killed",
+        "--preset",
+        "smoke",
+        *[a for kv in config for a in ("--set", kv)],
+    ]
     run_dir = data / "runs" / "killed"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -191,8 +204,14 @@ def test_two_process_ddp_keeps_replicas_identical_on_disjoint_shards(data):
     exe = str(Path(sys.executable).with_name("alexnet"))
     # --standalone: the rendezvous store binds a port of its own choosing (no port picked
     # here and released before use, which another process could take in between)
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-              "2"]  # fmt: skip
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    ]
     # a global batch of 20: 10 on each rank, whose 300 samples fill 30 whole batches an
     # epoch, so no surplus is skipped
     ddp = [*TINY, "epochs=2", "loader_workers=0", "batch_size=20"]
@@ -242,8 +261,21 @@ def test_the_plateau_schedule_keeps_drops_and_stops_exactly():
     # 1; .69 improves; .695, .7 miss .6831: drop 2; .7, .7: a plateau with no drop left:
     # stop; and .68, below .6831, comes too late: the rule has stopped
     got = [p.step(e) for e in curve]
-    assert got == ["keep", "keep", "keep", "keep", "keep", "keep", "drop", "keep", "keep",
-                   "drop", "keep", "stop", "keep"]  # fmt: skip
+    assert got == [
+        "keep",
+        "keep",
+        "keep",
+        "keep",
+        "keep",
+        "keep",
+        "drop",
+        "keep",
+        "keep",
+        "drop",
+        "keep",
+        "stop",
+        "keep",
+    ]
     assert (p.drops, p.best, p.lowest) == (2, 0.68, 0.68)
     restored = Plateau(2, 0.01, 2)
     restored.load_state_dict(p.state_dict())
@@ -281,8 +313,12 @@ def test_fixed_milestones_drop_where_told_and_never_stop(data):
     assert [m.step(0.5) for _ in range(5)] == ["keep", "drop", "drop", "keep", "keep"]
     with pytest.raises(ValueError, match="lr_milestones must be increasing"):
         resolve("smoke", overrides=["lr_milestones=[3, 2]"])
-    result = train(data, "milestones", resolve("smoke", overrides=[*TINY, "epochs=4",
-                   "lr_milestones=[2, 3]"]), progress=False)  # fmt: skip
+    result = train(
+        data,
+        "milestones",
+        resolve("smoke", overrides=[*TINY, "epochs=4", "lr_milestones=[2, 3]"]),
+        progress=False,
+    )
     lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     rates = {m["epoch"]: m["lr"] for m in lines if "val_top1_error" not in m}
     assert rates == pytest.approx({1: 0.01, 2: 0.01, 3: 0.001, 4: 0.0001})
@@ -302,7 +338,10 @@ def test_a_run_whose_rate_drops_resumes_across_the_drop_and_stops_after_the_last
     train(data, "drop-broken", config, stop_after=2, progress=False)  # stopped right after the drop
     resumed = train(data, "drop-broken", resume=True, progress=False)
     assert (resumed.epochs_done, resumed.step, resumed.stopped) == (
-        unbroken.epochs_done, unbroken.step, unbroken.stopped)  # fmt: skip
+        unbroken.epochs_done,
+        unbroken.step,
+        unbroken.stopped,
+    )
     a = load_checkpoint(unbroken.run_dir / "checkpoints" / "last.pt")
     b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

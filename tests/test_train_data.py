@@ -91,8 +91,17 @@ def test_mean_is_subtracted_at_the_crops_own_offset_and_flip():
 def test_lighting_adds_exactly_p_times_a_lambda_to_every_pixel():
     rot = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))[0]
     values = np.array([0.2, 0.03, 0.01])
-    stats = Stats(np.zeros((256, 256, 3), np.float32), values, rot.T, rot @ np.diag(values) @ rot.T,
-                  "pixel/255", np.zeros(3), 1, 1, [])  # fmt: skip
+    stats = Stats(
+        np.zeros((256, 256, 3), np.float32),
+        values,
+        rot.T,
+        rot @ np.diag(values) @ rot.T,
+        "pixel/255",
+        np.zeros(3),
+        1,
+        1,
+        [],
+    )
     basis = lighting_basis(stats, "paper")
     img = coords_image()
     rng = np.random.default_rng(3)
@@ -107,8 +116,12 @@ def test_lighting_adds_exactly_p_times_a_lambda_to_every_pixel():
     np.testing.assert_allclose(shift, 255 * p @ (a * values), rtol=1e-6)
     batch = collate([view], [0], ["k"], 227)
     x = prepare_batch(batch, torch.zeros(256, 256, 3), 1.0, CPU)
-    plain = prepare_batch(collate([(*view[:4], np.zeros(3, np.float32))], [0], ["k"], 227),
-                          torch.zeros(256, 256, 3), 1.0, CPU)  # fmt: skip
+    plain = prepare_batch(
+        collate([(*view[:4], np.zeros(3, np.float32))], [0], ["k"], 227),
+        torch.zeros(256, 256, 3),
+        1.0,
+        CPU,
+    )
     added = x[0] - plain[0]
     expected = torch.from_numpy(shift)[:, None, None].expand_as(added)
     assert torch.allclose(added, expected, atol=1e-4)
@@ -157,8 +170,17 @@ def test_ranks_read_disjoint_shards(shards_root):
 def _rotation_stats() -> Stats:
     rot = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))[0]
     values = np.array([0.2, 0.03, 0.01])
-    return Stats(np.zeros((256, 256, 3), np.float32), values, rot.T,
-                 rot @ np.diag(values) @ rot.T, "pixel/255", np.zeros(3), 1, 1, [])  # fmt: skip
+    return Stats(
+        np.zeros((256, 256, 3), np.float32),
+        values,
+        rot.T,
+        rot @ np.diag(values) @ rot.T,
+        "pixel/255",
+        np.zeros(3),
+        1,
+        1,
+        [],
+    )
 
 
 class OldShardSamples(torch.utils.data.IterableDataset):
@@ -213,8 +235,14 @@ def old_collate(views, labels, keys, crop):
         offsets[i] = top, left
         flips[i] = flipped
         shifts[i] = shift
-    return (torch.from_numpy(crops), torch.from_numpy(offsets), torch.from_numpy(flips),
-            torch.from_numpy(shifts), torch.tensor(labels), keys)  # fmt: skip
+    return (
+        torch.from_numpy(crops),
+        torch.from_numpy(offsets),
+        torch.from_numpy(flips),
+        torch.from_numpy(shifts),
+        torch.tensor(labels),
+        keys,
+    )
 
 
 def old_prepare_batch(crops, offsets, flips, shifts, mean, input_scale):
@@ -232,8 +260,9 @@ def test_batches_through_slots_equal_the_old_way_element_for_element(shards_root
     paths = shard_paths(shards_root, "train")
     basis = lighting_basis(_rotation_stats(), "paper")
     mean = torch.from_numpy(np.random.default_rng(9).uniform(0, 255, (256, 256, 3)).astype("f4"))
-    old_ds = OldShardSamples(paths, train, Augment(), basis, seed=3, epoch=1, batch_size=4,
-                             buffer=8)  # fmt: skip
+    old_ds = OldShardSamples(
+        paths, train, Augment(), basis, seed=3, epoch=1, batch_size=4, buffer=8
+    )
     old = list(torch.utils.data.DataLoader(old_ds, batch_size=None, num_workers=2))
     ds = ShardSamples(paths, train, Augment(), basis, seed=3, shuffle_buffer=8, batch_size=4)
     ds.set_epoch(1)
@@ -260,8 +289,9 @@ def test_the_shuffle_buffer_draws_exactly_as_webdatasets():
 
     for size, initial, n in ((1000, 100, 5000), (8, 8, 30), (50, 10, 7)):
         ours = list(shuffle(iter(range(n)), size, initial, random.Random(size)))
-        theirs = list(wds.filters.shuffle(size, initial=initial, rng=random.Random(size))(
-            iter(range(n))))  # fmt: skip
+        theirs = list(
+            wds.filters.shuffle(size, initial=initial, rng=random.Random(size))(iter(range(n)))
+        )
         assert ours == theirs and sorted(ours) == list(range(n))
 
 
@@ -377,10 +407,16 @@ def test_the_c_decoder_is_built_and_gives_pillows_pixels(shards_root):
     variants = [
         _encoded(_smooth(w, h, i), quality=q, subsampling=sub, progressive=prog)
         for i, (w, h, q, sub, prog) in enumerate(
-            [(256, 256, 95, 2, False), (256, 256, 75, 0, False), (300, 200, 90, 1, False),
-             (257, 255, 60, 2, True), (640, 480, 85, 2, False), (31, 17, 95, 0, True)]
+            [
+                (256, 256, 95, 2, False),
+                (256, 256, 75, 0, False),
+                (300, 200, 90, 1, False),
+                (257, 255, 60, 2, True),
+                (640, 480, 85, 2, False),
+                (31, 17, 95, 0, True),
+            ]
         )
-    ]  # fmt: skip
+    ]
     others = [  # not for the C path: greyscale, CMYK, PNG; Pillow decodes them
         _encoded(_smooth(64, 48, 7).convert("L")),
         _encoded(_smooth(64, 48, 8).convert("CMYK")),
@@ -401,8 +437,17 @@ def test_lighting_is_the_same_whatever_scale_the_statistics_are_stored_on(mode):
     """The same data's statistics at pixel/255 and at pixel give the same shift (issue 14:
     at `pixel` the eigenvalues were only multiplied by the unit, 255x too strong)."""
     on_255 = _rotation_stats()
-    on_pixel = Stats(on_255.mean, on_255.eigenvalues * 255**2, on_255.eigenvectors,
-                     on_255.covariance * 255**2, "pixel", on_255.mean_rgb, 1, 1, [])  # fmt: skip
+    on_pixel = Stats(
+        on_255.mean,
+        on_255.eigenvalues * 255**2,
+        on_255.eigenvectors,
+        on_255.covariance * 255**2,
+        "pixel",
+        on_255.mean_rgb,
+        1,
+        1,
+        [],
+    )
     a = lighting_basis(on_255, mode)
     np.testing.assert_allclose(lighting_basis(on_pixel, mode), a, rtol=1e-12)
     p, values = on_255.eigenvectors.T, on_255.eigenvalues  # and it is the spec's formula

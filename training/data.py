@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import copy
 import functools
-import io
 import os
 import random
 import warnings
@@ -42,8 +41,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
+from shards.pixels import center_crop, center_offset, decode_rgb
 from shards.reader import DamagedShard, iter_grouped
 from shards.stats import SCALES, Stats
 
@@ -82,11 +81,7 @@ def lighting_basis(stats: Stats, mode: str) -> np.ndarray:
     return stats.eigenvectors.T @ np.diag(values) * 255.0  # P has the eigenvectors as columns
 
 
-def decode(data: bytes) -> np.ndarray:
-    """An encoded image (any format Pillow reads) as (H, W, 3) uint8 RGB, with Pillow."""
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+decode = decode_rgb  # an encoded image as (H, W, 3) uint8 RGB, with Pillow (shards/pixels.py)
 
 
 class Decoder:
@@ -137,8 +132,8 @@ def augment(
 
 def center(image: np.ndarray, crop: int) -> tuple[np.ndarray, int, int, bool, np.ndarray]:
     """The evaluation view: the central crop, unflipped, no lighting."""
-    off = (image.shape[0] - crop) // 2
-    return image[off : off + crop, off : off + crop], off, off, False, np.zeros(3, np.float32)
+    off = center_offset(image.shape[0], crop)
+    return center_crop(image, crop), off, off, False, np.zeros(3, np.float32)
 
 
 class Batch:

@@ -13,29 +13,26 @@ Writes to OUT/runs/NAME/: eval.json, per_class_error.json, figures/*.png.
 
 from __future__ import annotations
 
-import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from shards.atomic import write_json
 from shards.format import sha256_file
+from shards.pixels import center_offset, decode_rgb
 from shards.reader import iter_samples, read_manifest, shard_paths
 from shards.stats import read_stats
-from training.config import TrainConfig
-from training.metrics import load_checkpoint, topk_errors
-from training.model import AlexNet, GroupedAlexNet, OneGpuAlexNet, default_devices
+from training.checkpoint import Loaded, load_model
+from training.metrics import topk_errors
 
 CROP = 227
 
 
 def crop_offsets(size: int = 256, crop: int = CROP) -> list[tuple[int, int]]:
     """(top, left) of the paper's five patches: four corners, then the centre."""
-    far, mid = size - crop, (size - crop) // 2
+    far, mid = size - crop, center_offset(size, crop)
     return [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]
 
 
@@ -63,32 +60,6 @@ def average_views(probs: torch.Tensor, n_views: int) -> torch.Tensor:
 def ensemble_probs(member_logits: list[torch.Tensor]) -> torch.Tensor:
     """The mean of the members' softmax outputs (what the paper averages), not of their logits."""
     return torch.stack([torch.softmax(lg.float(), 1) for lg in member_logits]).mean(0)
-
-
-@dataclass
-class Loaded:
-    model: torch.nn.Module
-    config: TrainConfig
-    path: Path
-    sha256: str
-
-
-def load_model(path: str | os.PathLike, devices: list[str] | None = None) -> Loaded:
-    """A model from a checkpoint of any form (two-column, grouped, one-GPU), in eval mode, on
-    `devices` (or the defaults)."""
-    path = Path(path)
-    payload = load_checkpoint(path)
-    config = TrainConfig.from_dict(payload["config"])
-    form = payload.get("form", "two-column")
-    if form == "grouped":
-        device = (devices or [str(default_devices()[0])])[0]
-        model: torch.nn.Module = GroupedAlexNet.from_config(config.model, device)
-    elif form == "one-gpu":
-        model = OneGpuAlexNet.from_config(config.model, devices)
-    else:
-        model = AlexNet.from_config(config.model, devices)
-    model.load_state_dict(payload["model"])
-    return Loaded(model.eval(), config, path, sha256_file(path))
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -121,10 +92,7 @@ def predict(
     for n, sample in enumerate(iter_samples(shard_paths(out, "val"))):
         if limit is not None and n >= limit:
             break
-        with Image.open(io.BytesIO(sample.image)) as im:
-            batch.append(
-                (np.asarray(im.convert("RGB")), sample.cls, {"key": sample.key, **sample.meta})
-            )
+        batch.append((decode_rgb(sample.image), sample.cls, {"key": sample.key, **sample.meta}))
         if len(batch) == batch_size:
             flush()
     if batch:
@@ -203,6 +171,11 @@ def per_class(probs: torch.Tensor, labels: torch.Tensor, classes: list[dict]) ->
         rows = labels == c
         e = topk_errors(probs[rows], labels[rows])
         n = int(rows.sum())
-        out[classes[c]["wnid"]] = {"index": c, "name": classes[c]["name"], "n": n,
-                                   "top1_error": e[1] / n, "top5_error": e[5] / n}  # fmt: skip
+        out[classes[c]["wnid"]] = {
+            "index": c,
+            "name": classes[c]["name"],
+            "n": n,
+            "top1_error": e[1] / n,
+            "top5_error": e[5] / n,
+        }
     return out

@@ -8,22 +8,19 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from shards.atomic import atomic_writer
+from shards.pixels import center_crop, decode_rgb
 from shards.reader import iter_samples, read_manifest, shard_paths
 from shards.stats import read_stats
-
-if TYPE_CHECKING:
-    from training.evaluate import Loaded
+from training.checkpoint import Loaded
 
 KERNEL_ZOOM, GAP, PER_ROW = 5, 2, 12
 THUMB = 96
@@ -114,9 +111,12 @@ def curves(metrics: list[dict], size: tuple[int, int] = (900, 300)) -> Image.Ima
     panels = [
         ("training loss", [(m["step"], m["loss"]) for m in steps], (30, 60, 200)),
         ("learning rate", [(m["step"], m["lr"]) for m in steps + epochs], (120, 60, 160)),
-        ("val top-1 (red), top-5 (orange) error",
-         [(m["epoch"], m["val_top1_error"]) for m in epochs], (200, 40, 40)),
-    ]  # fmt: skip
+        (
+            "val top-1 (red), top-5 (orange) error",
+            [(m["epoch"], m["val_top1_error"]) for m in epochs],
+            (200, 40, 40),
+        ),
+    ]
     w = size[0] // 3
     for i, (title, points, colour) in enumerate(panels):
         box = (i * w + 40, 20, (i + 1) * w - 10, size[1] - 30)
@@ -144,11 +144,6 @@ def curves(metrics: list[dict], size: tuple[int, int] = (900, 300)) -> Image.Ima
     return img
 
 
-def _center(pixels: np.ndarray, crop: int = 227) -> np.ndarray:
-    o = (pixels.shape[0] - crop) // 2
-    return pixels[o : o + crop, o : o + crop]
-
-
 @torch.no_grad()
 def _feature_batches(
     loaded: Loaded, out: Path, split: str, limit: int | None, size: int = 64
@@ -162,15 +157,13 @@ def _feature_batches(
 
     def features() -> torch.Tensor:
         x = (torch.from_numpy(np.stack(batch)).to(device).float() - mean) * config.input_scale
-        off = (x.shape[1] - config.crop) // 2  # the centre crop, (B, crop, crop, 3)
-        x = x[:, off : off + config.crop, off : off + config.crop]
+        x = center_crop(x, config.crop)  # (B, crop, crop, 3)
         return model.forward_features(x.permute(0, 3, 1, 2))[1].float().cpu()
 
     for n, s in enumerate(iter_samples(shard_paths(out, split))):
         if limit is not None and n >= limit:
             break
-        with Image.open(io.BytesIO(s.image)) as im:
-            batch.append(np.asarray(im.convert("RGB")))
+        batch.append(decode_rgb(s.image))
         if len(batch) == size:
             yield features(), batch
             batch = []
@@ -212,10 +205,18 @@ def nearest_in_split(
     return best_img
 
 
-def draw_all(out: Path, run: str, loaded: Loaded, probs: torch.Tensor, labels: torch.Tensor,
-             metas: list[dict],
-             n_examples: int = 8, n_queries: int = 5, n_neighbours: int = 6,
-             train_limit: int | None = None) -> list[Path]:  # fmt: skip
+def draw_all(
+    out: Path,
+    run: str,
+    loaded: Loaded,
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    metas: list[dict],
+    n_examples: int = 8,
+    n_queries: int = 5,
+    n_neighbours: int = 6,
+    train_limit: int | None = None,
+) -> list[Path]:
     """Draw every figure into OUT/runs/RUN/figures/; return their paths.
 
     Figure 4's neighbours are searched over the whole train split, as the paper's
@@ -233,14 +234,14 @@ def draw_all(out: Path, run: str, loaded: Loaded, probs: torch.Tensor, labels: t
 
     val_feats, val_images = _features(loaded, out, "val", n_examples)
     crop = loaded.config.crop
-    shown = [_center(v, crop) for v in val_images[:n_examples]]
-    paths.append(_save(top5_panel(shown, probs[: len(shown)], labels[: len(shown)].tolist(), names),
-                       folder / "top5_predictions.png"))  # fmt: skip
+    shown = [center_crop(v, crop) for v in val_images[:n_examples]]
+    top5 = top5_panel(shown, probs[: len(shown)], labels[: len(shown)].tolist(), names)
+    paths.append(_save(top5, folder / "top5_predictions.png"))
 
     found = nearest_in_split(loaded, out, val_feats[:n_queries], n_neighbours, train_limit)
-    rows = [[_center(image, crop) for image in row] for row in found]
-    paths.append(_save(neighbour_panel([_center(v, crop) for v in val_images[:n_queries]], rows),
-                       folder / "nearest_neighbours.png"))  # fmt: skip
+    rows = [[center_crop(image, crop) for image in row] for row in found]
+    queries = [center_crop(v, crop) for v in val_images[:n_queries]]
+    paths.append(_save(neighbour_panel(queries, rows), folder / "nearest_neighbours.png"))
 
     metrics_path = out / "runs" / run / "metrics.jsonl"
     if metrics_path.is_file():

@@ -41,7 +41,8 @@ from torch import nn
 
 from shards.atomic import one_writer, write_bytes, write_json
 from shards.reader import read_manifest, shard_paths
-from shards.stats import read_stats
+from shards.stats import Stats, read_stats
+from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import (
     Augment,
@@ -52,7 +53,7 @@ from training.data import (
     lighting_basis,
     prepare_batch,
 )
-from training.metrics import load_checkpoint, save_checkpoint, topk_error_counts
+from training.metrics import topk_error_counts
 from training.model import AlexNet, OneGpuAlexNet, build
 from training.optim import PaperSGD
 
@@ -257,6 +258,38 @@ def train(
         return _train(out, run, config, resume, stop_after, devices, progress, on_epoch)
 
 
+@dataclass
+class _Run:
+    """What `_setup` builds and the loop carries: one process's share of a training run."""
+
+    config: TrainConfig
+    run_dir: Path
+    rank: int
+    world: int
+    model: nn.Module  # AlexNet or OneGpuAlexNet
+    model_ddp: nn.Module  # the model, or its DistributedDataParallel wrapper
+    forward: Callable[[torch.Tensor], torch.Tensor]  # model_ddp, compiled if asked
+    opt: PaperSGD
+    schedule: Plateau | Milestones
+    device: torch.device
+    mean: torch.Tensor  # the (256, 256, 3) mean image on `device`
+    train_ds: ShardSamples
+    train_loader: Loader
+    val_loader: Loader
+    counts: dict[str, int]  # samples per train shard (to even out the ranks' steps)
+    per_replica: int  # this replica's batch
+    line: _Line
+    epoch: int = 0
+    step: int = 0
+    first_epoch: int = 0  # where this process started (for stop_after)
+    read_log: dict[int, list[str]] = field(default_factory=dict)
+    consumed: dict[int, list[int]] = field(default_factory=dict)  # DDP: [samples, key digest]
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
 def _train(
     out: Path,
     run: str,
@@ -267,59 +300,130 @@ def _train(
     progress: bool | None,
     on_epoch: Callable[[dict], None] | None,
 ) -> TrainResult:
-    run_dir = out / "runs" / run
-    ckpt_dir = run_dir / "checkpoints"
-    # Everything that can be wrong with the inputs is an error before any training.
-    manifest = read_manifest(out)
-    for split in ("train", "val"):
-        if split not in manifest["splits"] or not manifest["splits"][split]["shards"]:
-            raise ValueError(
-                f"{out}: the manifest has no {split} shards; "
-                "run `alexnet preprocess` with both splits"
-            )
-    stats = read_stats(out, manifest)
-
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    state = None
-    has_checkpoint = (ckpt_dir / "last.pt").is_file()
-    if resume and has_checkpoint:
-        state = load_checkpoint(ckpt_dir / "last.pt")
-        config = TrainConfig.from_dict(state["config"])
-    elif resume:  # killed, diverged or out of disk before its first checkpoint
-        saved = run_dir / "config.json"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{ckpt_dir / 'last.pt'} not found: nothing to resume")
-        config = TrainConfig.from_dict(_read_config(saved))
-        if rank == 0:
-            again = f"{run}: no checkpoint yet; starting it again from the beginning"
-            print(f"{again}, with its saved settings", file=sys.stderr)
-    elif run_dir.exists() and any(run_dir.iterdir()) and rank == 0:
-        again = "" if has_checkpoint else " (it has no checkpoint: --resume starts it again)"
-        raise FileExistsError(
-            f"{run_dir} exists{again}: pass --resume to continue it, or choose another --run"
-        )
-    config = config or TrainConfig()
-    if config.model.num_classes != len(manifest["classes"]):
-        config = TrainConfig.from_dict(
-            {
-                **config.to_dict(),
-                "model": {**config.model.to_dict(), "num_classes": len(manifest["classes"])},
+    """The loop: an epoch, validation, the schedule, checkpoints, until a stop."""
+    r = _setup(out, run, config, resume, devices, progress)
+    c = r.config
+    result = TrainResult(r.run_dir, r.epoch, r.step, r.schedule.lowest)
+    try:
+        while r.epoch < c.epochs:
+            loss, rates = _train_one_epoch(r)
+            r.epoch += 1
+            top1, top5 = _validate(r.model, r.val_loader, r.mean, c, r.device, r.rank, r.world)
+            action = r.schedule.step(top1)
+            lr = r.opt.param_groups[0]["lr"]
+            entry = {
+                "step": r.step,
+                "epoch": r.epoch,
+                "loss": loss,
+                "lr": lr,
+                **rates,
+                "val_top1_error": top1,
+                "val_top5_error": top5,
             }
-        )
+            _log(r, entry)
+            if on_epoch is not None and r.rank == 0:
+                on_epoch({**entry, "epochs": c.epochs})
+            r.line.done(
+                f"epoch {r.epoch}/{c.epochs}: loss {loss:.4f}, val top-1 {top1:.2%}, "
+                f"top-5 {top5:.2%}, lr {lr:g}, {rates['images_per_s']:.0f} img/s, "
+                f"data wait {rates['data_wait']:.0%}"
+            )
+            if action == "drop":
+                for g in r.opt.param_groups:
+                    g["lr"] *= c.lr_factor
+            result = TrainResult(r.run_dir, r.epoch, r.step, r.schedule.lowest, entry)
+            if r.rank == 0:
+                _save_checkpoints(r, entry, top1)
+            if action == "stop":
+                drops = r.schedule.drops
+                result.stopped = (
+                    f"validation error stopped improving after {drops} learning-rate drops"
+                )
+                break
+            if stop_after is not None and r.epoch - r.first_epoch >= stop_after:
+                result.stopped = (
+                    f"stopped after {stop_after} epochs as asked (resume with --resume)"
+                )
+                break
+        else:
+            result.stopped = f"reached {c.epochs} epochs"
+    finally:
+        r.train_loader.close()
+        r.val_loader.close()
+        _write_rank_record(r)
+        if r.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return result
 
+
+def _setup(
+    out: Path,
+    run: str,
+    config: TrainConfig | None,
+    resume: bool,
+    devices: list[str] | None,
+    progress: bool | None,
+) -> _Run:
+    """Inputs checked, the settings (fresh, resumed or restarted), the model, optimizer
+    and schedule (restored on resume), the run folder, and the loaders."""
+    manifest, stats = _inputs(out)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    run_dir = out / "runs" / run
+    config, state = _settings(run_dir, run, config, resume, rank)
+    if config.model.num_classes != len(manifest["classes"]):
+        model_config = {**config.model.to_dict(), "num_classes": len(manifest["classes"])}
+        config = TrainConfig.from_dict({**config.to_dict(), "model": model_config})
+    model, model_ddp, opt, sched = _model(config, devices, rank, world, state)
+    epoch, step = (state["epoch"], state["step"]) if state is not None else (0, 0)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config.to_dict())
+        _trim_metrics(run_dir / "metrics.jsonl", step)
+    device = model.devices[0]
+    train_ds, train_loader, val_loader = _loaders(out, manifest, stats, config, device, rank, world)
+    listed = manifest["splits"]["train"]["shards"]
+    counts = {str(p): s["count"] for p, s in zip(train_ds.shards, listed, strict=True)}
+    forward = torch.compile(model_ddp) if config.compile else model_ddp
+    mean = torch.from_numpy(stats.mean).to(device)
+    line = _Line(progress, quiet=rank != 0)
+    return _Run(
+        config,
+        run_dir,
+        rank,
+        world,
+        model,
+        model_ddp,
+        forward,
+        opt,
+        sched,
+        device,
+        mean,
+        train_ds,
+        train_loader,
+        val_loader,
+        counts,
+        train_ds.batch_size,
+        line,
+        epoch=epoch,
+        step=step,
+        first_epoch=epoch,
+    )
+
+
+def _model(
+    config: TrainConfig, devices: list[str] | None, rank: int, world: int, state: dict | None
+) -> tuple[nn.Module, nn.Module, PaperSGD, Plateau | Milestones]:
+    """(model, its DDP wrapper or itself, optimizer, schedule), restored from `state`."""
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     torch.manual_seed(config.seed + rank)
     model = build(config.model, devices)  # the two-column net, or (columns=1) the one-GPU one
     if config.init == "kaiming":
         _kaiming(model)
-    if world > 1:  # same initial weights everywhere: DDP broadcasts rank 0's
-        model_ddp: nn.Module = nn.parallel.DistributedDataParallel(model)
-    else:
-        model_ddp = model
+    # same initial weights everywhere: DDP broadcasts rank 0's
+    model_ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model_ddp) if config.compile else model_ddp
     opt = PaperSGD(
         model.parameters(),
         lr=config.lr,
@@ -327,178 +431,177 @@ def _train(
         weight_decay=config.weight_decay,
         decay_biases=config.decay_biases,
     )
-    plateau = schedule(config)
-    epoch, step = 0, 0
+    sched = schedule(config)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        plateau.load_state_dict(state["schedule"])
-        epoch, step = state["epoch"], state["step"]
+        sched.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"])
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", config.to_dict())
-        _trim_metrics(run_dir / "metrics.jsonl", step)
+    return model, model_ddp, opt, sched
 
-    device = model.devices[0]
-    mean = torch.from_numpy(stats.mean).to(device)  # (256, 256, 3)
+
+def _loaders(
+    out: Path,
+    manifest: dict,
+    stats: Stats,
+    config: TrainConfig,
+    device: torch.device,
+    rank: int,
+    world: int,
+) -> tuple[ShardSamples, Loader, Loader]:
+    """The train samples (this rank's share, augmented) and the train and val loaders."""
     aug = Augment(config.crop, config.flip, config.lighting, config.lighting_sigma)
     basis = lighting_basis(stats, config.lighting) if config.lighting != "none" else None
-    train_shards = shard_paths(out, "train", manifest)
-    counts = {
-        str(p): s["count"]
-        for p, s in zip(train_shards, manifest["splits"]["train"]["shards"], strict=True)
-    }
-    per_replica = replica_batch(config, world)
+    train_shards, per_replica = shard_paths(out, "train", manifest), replica_batch(config, world)
     train_ds = ShardSamples(
         train_shards, True, aug, basis, config.seed, rank, world, config.shuffle_buffer, per_replica
     )
-    val_shards = shard_paths(out, "val", manifest)
-    val_ds = ShardSamples(val_shards, False, aug, None, batch_size=config.batch_size)
-    pin = device.type == "cuda"
-    workers = _loader_workers(config.loader_workers, rank)
-    train_loader = Loader(train_ds, workers, pin=pin)
-    val_loader = Loader(val_ds, workers, pin=pin)
-    line = _Line(progress, quiet=rank != 0)
-    read_log: dict[int, list[str]] = {}
-    consumed: dict[int, list[int]] = {}  # DDP: per epoch, [samples, sum of key digests]
-    result = TrainResult(run_dir, epoch, step, plateau.lowest)
+    val_ds = ShardSamples(
+        shard_paths(out, "val", manifest), False, aug, None, batch_size=config.batch_size
+    )
+    pin, workers = device.type == "cuda", _loader_workers(config.loader_workers, rank)
+    return train_ds, Loader(train_ds, workers, pin=pin), Loader(val_ds, workers, pin=pin)
 
-    def log(entry: dict) -> None:
+
+def _inputs(out: Path) -> tuple[dict, Stats]:
+    """The manifest (with both splits) and the statistics: every input error before training."""
+    manifest = read_manifest(out)
+    for split in ("train", "val"):
+        if split not in manifest["splits"] or not manifest["splits"][split]["shards"]:
+            raise ValueError(
+                f"{out}: the manifest has no {split} shards; "
+                "run `alexnet preprocess` with both splits"
+            )
+    return manifest, read_stats(out, manifest)
+
+
+def _settings(
+    run_dir: Path, run: str, config: TrainConfig | None, resume: bool, rank: int
+) -> tuple[TrainConfig, dict | None]:
+    """The run's settings and, when resuming, its last checkpoint. A run that died before
+    its first checkpoint starts again with its saved settings; a run folder in use is an
+    error without --resume."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume and last.is_file():
+        state = load_checkpoint(last)
+        return TrainConfig.from_dict(state["config"]), state
+    if resume:  # killed, diverged or out of disk before its first checkpoint
+        saved = run_dir / "config.json"
+        if not saved.is_file():
+            raise FileNotFoundError(f"{last} not found: nothing to resume")
         if rank == 0:
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(entry) + "\n")
-
-    def read_loss(meter: _Meter) -> float | None:
-        """The meter's mean loss (a device sync); a non-finite one stops training."""
-        value = meter.loss()
-        if value is not None and not math.isfinite(value):
-            last = ckpt_dir / "last.pt"
-            raise TrainingDiverged(
-                f"loss is {value} at step {step} (epoch {epoch + 1}; read every "
-                f"{config.log_every} steps); the last good "
-                f"checkpoint is {last if last.exists() else 'none (no epoch completed)'}"
-            )
-        return value
-
-    try:
-        while epoch < config.epochs:
-            train_ds.set_epoch(epoch)
-            read_log[epoch] = [Path(u).name for u in train_ds.shards_for()]
-            tally = consumed.setdefault(epoch, [0, 0]) if world > 1 else None
-            limit = None
-            if world > 1:  # all ranks take the same number of steps (see training/data.py)
-                per_rank = [
-                    sum(counts[u] for u in train_ds.shards_for(rank=r)) for r in range(world)
-                ]
-                limit = min(per_rank) // per_replica
-            model_ddp.train()
-            whole, window, shown = _Meter(), _Meter(), time.perf_counter()
-            batches = device_batches(_first(train_loader, limit), device)
-            for batch, wait in _timed(batches):
-                x = prepare_batch(batch, mean, config.input_scale, device)
-                if config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                    logits = forward(x)
-                loss = nn.functional.cross_entropy(logits.float(), batch.labels.to(logits.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                batch.release()  # on the CPU the labels were read until here, by backward
-                step += 1
-                if tally is not None:  # what this rank really trained on (see ranks/)
-                    tally[0] += len(batch)
-                    tally[1] = (tally[1] + keys_digest(batch.keys)) % 2**64
-                whole.add(loss, len(batch), wait)
-                window.add(loss, len(batch), wait)
-                lr = opt.param_groups[0]["lr"]
-                if step % config.log_every == 0:
-                    entry = {"step": step, "epoch": epoch + 1, "loss": read_loss(window), "lr": lr}
-                    log({**entry, **window.rates()})
-                    window.reset()
-                if line.live and time.perf_counter() - shown >= 1.0:  # one sync a second
-                    shown, rates = time.perf_counter(), whole.rates()
-                    line.show(
-                        f"epoch {epoch + 1}/{config.epochs} step {step} "
-                        f"loss {read_loss(whole):.4f} lr {lr:g} "
-                        f"{rates['images_per_s']:.0f} img/s, data wait {rates['data_wait']:.0%}"
-                    )
-            epoch_loss, epoch_rates = read_loss(whole), whole.rates()
-            epoch += 1
-            top1, top5 = _validate(model, val_loader, mean, config, device, rank, world)
-            action = plateau.step(top1)
-            lr = opt.param_groups[0]["lr"]
-            entry = {
-                "step": step,
-                "epoch": epoch,
-                "loss": epoch_loss,
-                "lr": lr,
-                **epoch_rates,
-                "val_top1_error": top1,
-                "val_top5_error": top5,
-            }
-            log(entry)
-            if on_epoch is not None and rank == 0:
-                on_epoch({**entry, "epochs": config.epochs})
-            line.done(
-                f"epoch {epoch}/{config.epochs}: loss {entry['loss']:.4f}, "
-                f"val top-1 {top1:.2%}, top-5 {top5:.2%}, lr {lr:g}, "
-                f"{entry['images_per_s']:.0f} img/s, data wait {entry['data_wait']:.0%}"
-            )
-            if action == "drop":
-                for g in opt.param_groups:
-                    g["lr"] *= config.lr_factor
-            result = TrainResult(run_dir, epoch, step, plateau.lowest, entry)
-            if rank == 0:
-                payload = {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "schedule": plateau.state_dict(),
-                    "epoch": epoch,
-                    "step": step,
-                    "torch_rng": torch.get_rng_state(),
-                    "config": config.to_dict(),
-                    "model_config": config.model.to_dict(),
-                    "form": "one-gpu" if config.model.columns == 1 else "two-column",
-                    "metrics": entry,
-                }
-                save_checkpoint(ckpt_dir / "last.pt", payload)
-                if top1 <= plateau.lowest:
-                    save_checkpoint(ckpt_dir / "best.pt", payload)
-                if epoch % config.checkpoint_every == 0:
-                    save_checkpoint(ckpt_dir / f"epoch-{epoch:03d}.pt", payload)
-            if action == "stop":
-                result.stopped = (
-                    f"validation error stopped improving after {plateau.drops} learning-rate drops"
-                )
-                break
-            if stop_after is not None and epoch - (state["epoch"] if state else 0) >= stop_after:
-                result.stopped = (
-                    f"stopped after {stop_after} epochs as asked (resume with --resume)"
-                )
-                break
-        else:
-            result.stopped = f"reached {config.epochs} epochs"
-    finally:
-        train_loader.close()
-        val_loader.close()
-        write_json(
-            run_dir / "ranks" / f"rank-{rank}.json",
-            {
-                "rank": rank,
-                "world_size": world,
-                "shards_read": {str(k): v for k, v in read_log.items()},
-                "consumed": {
-                    str(k): {"samples": n, "keys_digest": f"{d:016x}"}
-                    for k, (n, d) in consumed.items()
-                },
-                "weights_sha256": _weights_sha(model),
-            },
+            again = f"{run}: no checkpoint yet; starting it again from the beginning"
+            print(f"{again}, with its saved settings", file=sys.stderr)
+        return TrainConfig.from_dict(_read_config(saved)), None
+    if run_dir.exists() and any(run_dir.iterdir()) and rank == 0:
+        again = "" if last.is_file() else " (it has no checkpoint: --resume starts it again)"
+        raise FileExistsError(
+            f"{run_dir} exists{again}: pass --resume to continue it, or choose another --run"
         )
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-    return result
+    return config or TrainConfig(), None
+
+
+def _train_one_epoch(r: _Run) -> tuple[float | None, dict]:
+    """One epoch of steps; (its mean loss, its images/s and data_wait). Step lines logged."""
+    c = r.config
+    r.train_ds.set_epoch(r.epoch)
+    r.read_log[r.epoch] = [Path(u).name for u in r.train_ds.shards_for()]
+    tally = r.consumed.setdefault(r.epoch, [0, 0]) if r.world > 1 else None
+    limit = None
+    if r.world > 1:  # all ranks take the same number of steps (see training/data.py)
+        per_rank = [sum(r.counts[u] for u in r.train_ds.shards_for(rank=k)) for k in range(r.world)]
+        limit = min(per_rank) // r.per_replica
+    r.model_ddp.train()
+    whole, window, shown = _Meter(), _Meter(), time.perf_counter()
+    for batch, wait in _timed(device_batches(_first(r.train_loader, limit), r.device)):
+        x = prepare_batch(batch, r.mean, c.input_scale, r.device)
+        if c.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(r.device.type, dtype=torch.bfloat16, enabled=c.bf16):
+            logits = r.forward(x)
+        loss = nn.functional.cross_entropy(logits.float(), batch.labels.to(logits.device))
+        r.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        r.opt.step()
+        batch.release()  # on the CPU the labels were read until here, by backward
+        r.step += 1
+        if tally is not None:  # what this rank really trained on (see ranks/)
+            tally[0] += len(batch)
+            tally[1] = (tally[1] + keys_digest(batch.keys)) % 2**64
+        whole.add(loss, len(batch), wait)
+        window.add(loss, len(batch), wait)
+        lr = r.opt.param_groups[0]["lr"]
+        if r.step % c.log_every == 0:
+            entry = {"step": r.step, "epoch": r.epoch + 1, "loss": _read_loss(r, window), "lr": lr}
+            _log(r, {**entry, **window.rates()})
+            window.reset()
+        if r.line.live and time.perf_counter() - shown >= 1.0:  # one sync a second
+            shown, rates = time.perf_counter(), whole.rates()
+            r.line.show(
+                f"epoch {r.epoch + 1}/{c.epochs} step {r.step} loss {_read_loss(r, whole):.4f} "
+                f"lr {lr:g} {rates['images_per_s']:.0f} img/s, "
+                f"data wait {rates['data_wait']:.0%}"
+            )
+    return _read_loss(r, whole), whole.rates()
+
+
+def _read_loss(r: _Run, meter: _Meter) -> float | None:
+    """The meter's mean loss (a device sync); a non-finite one stops training."""
+    value = meter.loss()
+    if value is not None and not math.isfinite(value):
+        last = r.ckpt_dir / "last.pt"
+        raise TrainingDiverged(
+            f"loss is {value} at step {r.step} (epoch {r.epoch + 1}; read every "
+            f"{r.config.log_every} steps); the last good "
+            f"checkpoint is {last if last.exists() else 'none (no epoch completed)'}"
+        )
+    return value
+
+
+def _log(r: _Run, entry: dict) -> None:
+    if r.rank == 0:
+        with open(r.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+def _save_checkpoints(r: _Run, entry: dict, top1: float) -> None:
+    """last.pt every epoch, best.pt when this epoch's error is the lowest, epoch-NNN.pt
+    every `checkpoint_every` epochs."""
+    c = r.config
+    payload = {
+        "model": r.model.state_dict(),
+        "optimizer": r.opt.state_dict(),
+        "schedule": r.schedule.state_dict(),
+        "epoch": r.epoch,
+        "step": r.step,
+        "torch_rng": torch.get_rng_state(),
+        "config": c.to_dict(),
+        "model_config": c.model.to_dict(),
+        "form": "one-gpu" if c.model.columns == 1 else "two-column",
+        "metrics": entry,
+    }
+    save_checkpoint(r.ckpt_dir / "last.pt", payload)
+    if top1 <= r.schedule.lowest:
+        save_checkpoint(r.ckpt_dir / "best.pt", payload)
+    if r.epoch % c.checkpoint_every == 0:
+        save_checkpoint(r.ckpt_dir / f"epoch-{r.epoch:03d}.pt", payload)
+
+
+def _write_rank_record(r: _Run) -> None:
+    """ranks/rank-R.json: what this process read and trained on, and its weights' hash."""
+    consumed = {
+        str(k): {"samples": n, "keys_digest": f"{d:016x}"} for k, (n, d) in r.consumed.items()
+    }
+    write_json(
+        r.run_dir / "ranks" / f"rank-{r.rank}.json",
+        {
+            "rank": r.rank,
+            "world_size": r.world,
+            "shards_read": {str(k): v for k, v in r.read_log.items()},
+            "consumed": consumed,
+            "weights_sha256": _weights_sha(r.model),
+        },
+    )
 
 
 @torch.no_grad()

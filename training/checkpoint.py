@@ -1,0 +1,72 @@
+"""Checkpoint files, and a model loaded from one.
+
+    save_checkpoint(path, payload)   atomic (a temporary name, then rename)
+    load_checkpoint(path)            weights_only=True: tensors and plain containers
+    load_model(path) -> Loaded       the model of any form, its settings, path and sha256
+
+Training writes checkpoints; evaluation and the figures load them: both import
+this module, and neither the other.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shards.atomic import atomic_writer
+from shards.format import sha256_file
+from training.config import TrainConfig
+from training.model import AlexNet, GroupedAlexNet, OneGpuAlexNet, default_devices
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """torch.save to a temporary name, then rename: never a half-written checkpoint.
+
+    A failed write (a full disk, a file size limit) is the OSError itself,
+    naming the checkpoint, not torch's RuntimeError chained over it.
+    """
+    try:
+        with atomic_writer(Path(path)) as f:
+            torch.save(payload, f)
+    except RuntimeError as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise OSError(cause.errno, f"could not write {path}: {cause.strerror or cause}") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load with weights_only=True: tensors and plain containers only, no pickled code."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    config: TrainConfig
+    path: Path
+    sha256: str
+
+
+def load_model(path: str | os.PathLike, devices: list[str] | None = None) -> Loaded:
+    """A model from a checkpoint of any form (two-column, grouped, one-GPU), in eval mode, on
+    `devices` (or the defaults)."""
+    path = Path(path)
+    payload = load_checkpoint(path)
+    config = TrainConfig.from_dict(payload["config"])
+    form = payload.get("form", "two-column")
+    if form == "grouped":
+        device = (devices or [str(default_devices()[0])])[0]
+        model: torch.nn.Module = GroupedAlexNet.from_config(config.model, device)
+    elif form == "one-gpu":
+        model = OneGpuAlexNet.from_config(config.model, devices)
+    else:
+        model = AlexNet.from_config(config.model, devices)
+    model.load_state_dict(payload["model"])
+    return Loaded(model.eval(), config, path, sha256_file(path))
