@@ -27,6 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = '["model.width=0.0625", "epochs=1", "batch_size=16", "loader_workers=0"]'
 
 
+def _pipeline_params(src: Path, out: Path) -> list[str]:
+    """`prefect deployment run` parameters of a small, quick pipeline run."""
+    params = {"src": src, "out": out, "shard_size": 20, "crops": 1, "workers": 1, "overrides": TINY}
+    return [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
+
+
 def _api(url: str, body: dict | None = None) -> dict | list:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
@@ -119,18 +125,7 @@ def _run_served_deployment(api: str, client: dict, src: Path, out: Path, tmp_pat
             "deployment",
             "run",
             "alexnet-pipeline/default",
-            "--param",
-            f"src={src}",
-            "--param",
-            f"out={run_out}",
-            "--param",
-            "shard_size=20",
-            "--param",
-            "crops=1",
-            "--param",
-            "workers=1",
-            "--param",
-            f"overrides={TINY}",
+            *_pipeline_params(src, run_out),
             "--watch",
             "--watch-timeout",
             "420",
@@ -205,18 +200,7 @@ def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path) -> None:
             "deployment",
             "run",
             "alexnet-pipeline/default",
-            "--param",
-            f"src={src}",
-            "--param",
-            f"out={pool_out}",
-            "--param",
-            "shard_size=20",
-            "--param",
-            "crops=1",
-            "--param",
-            "workers=1",
-            "--param",
-            f"overrides={TINY}",
+            *_pipeline_params(src, pool_out),
         ],
         env=client,
         capture_output=True,

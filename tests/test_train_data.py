@@ -89,19 +89,8 @@ def test_mean_is_subtracted_at_the_crops_own_offset_and_flip():
 
 
 def test_lighting_adds_exactly_p_times_a_lambda_to_every_pixel():
-    rot = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))[0]
-    values = np.array([0.2, 0.03, 0.01])
-    stats = Stats(
-        np.zeros((256, 256, 3), np.float32),
-        values,
-        rot.T,
-        rot @ np.diag(values) @ rot.T,
-        "pixel/255",
-        np.zeros(3),
-        1,
-        1,
-        [],
-    )
+    stats = _rotation_stats()
+    rot, values = stats.eigenvectors.T, stats.eigenvalues
     basis = lighting_basis(stats, "paper")
     img = coords_image()
     rng = np.random.default_rng(3)

@@ -318,7 +318,44 @@ def _join(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     return torch.cat([p.to(device) for p in parts], 1)
 
 
-class GroupedAlexNet(nn.Module):
+class _OneDevice(nn.Module):
+    """Conv blocks, then fc6-fc8, on one device: what GroupedAlexNet and OneGpuAlexNet share."""
+
+    config: AlexNetConfig
+
+    def _add_classifier(
+        self, fc6_inputs: int, num_classes: int, device: str | torch.device
+    ) -> None:
+        """fc6-fc8 (fc6 reading `fc6_inputs`), the paper's init of every layer, `device`."""
+        c = self.config
+        fc = 2 * c.channels("fc6")
+        self.fc6 = nn.Linear(fc6_inputs, fc)
+        self.fc7 = nn.Linear(fc, fc)
+        self.fc8 = nn.Linear(fc, num_classes)
+        self.act = _activation(c)
+        self.drop = nn.Dropout(c.dropout)
+        for name, module in self.named_children():
+            if name.startswith("conv"):
+                _init(module[0], name)
+            elif name.startswith("fc"):
+                _init(module, name)
+        self.to(device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, fc7), as AlexNet.forward_features."""
+        x = x.to(self.fc6.weight.device, non_blocking=True)
+        for name in self.config.convs:
+            x = getattr(self, name)(x)
+        x = x.flatten(1)
+        x = self.drop(self.act(self.fc6(x)))
+        x = self.drop(self.act(self.fc7(x)))
+        return self.fc8(x), x
+
+
+class GroupedAlexNet(_OneDevice):
     """The same function on one device: groups=2 in conv2, conv4, conv5; LRN per group.
 
     With `columns=1` it is a plain one-column AlexNet with the same layer sizes
@@ -337,18 +374,7 @@ class GroupedAlexNet(nn.Module):
             groups = 1 if (name == first or sees_both) else c.columns
             block = _conv_block(c, name, in_ch, 2 * c.channels(name), groups, lrn_groups=c.columns)
             self.add_module(name, block)
-        fc = 2 * c.channels("fc6")
-        self.fc6 = nn.Linear(_fc6_inputs(c), fc)
-        self.fc7 = nn.Linear(fc, fc)
-        self.fc8 = nn.Linear(fc, num_classes)
-        self.act = _activation(c)
-        self.drop = nn.Dropout(c.dropout)
-        for name, module in self.named_children():
-            if name.startswith("conv"):
-                _init(module[0], name)
-            elif name.startswith("fc"):
-                _init(module, name)
-        self.to(device)
+        self._add_classifier(_fc6_inputs(c), num_classes, device)
 
     @classmethod
     def from_config(
@@ -357,20 +383,8 @@ class GroupedAlexNet(nn.Module):
         settings = config.to_dict()
         return cls(settings.pop("num_classes"), device, **settings)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, fc7), as AlexNet.forward_features."""
-        for name in self.config.convs:
-            x = getattr(self, name)(x)
-        x = x.flatten(1)
-        x = self.drop(self.act(self.fc6(x)))
-        x = self.drop(self.act(self.fc7(x)))
-        return self.fc8(x), x
-
-
-class OneGpuAlexNet(nn.Module):
+class OneGpuAlexNet(_OneDevice):
     """The paper's one-GPU net (`columns=1`): the comparison of its Section 4.
 
     One column, no groups: conv1-conv4 have one column's kernels (48, 128, 192,
@@ -397,18 +411,7 @@ class OneGpuAlexNet(nn.Module):
             out_ch = c.channels(name) * (2 if name == last else 1)
             self.add_module(name, _conv_block(c, name, in_ch, out_ch, groups=1, lrn_groups=1))
             in_ch = out_ch
-        fc = 2 * c.channels("fc6")
-        self.fc6 = nn.Linear(in_ch * 6 * 6, fc)
-        self.fc7 = nn.Linear(fc, fc)
-        self.fc8 = nn.Linear(fc, num_classes)
-        self.act = _activation(c)
-        self.drop = nn.Dropout(c.dropout)
-        for name, module in self.named_children():
-            if name.startswith("conv"):
-                _init(module[0], name)
-            elif name.startswith("fc"):
-                _init(module, name)
-        self.to(device)
+        self._add_classifier(in_ch * 6 * 6, num_classes, device)
 
     @classmethod
     def from_config(
@@ -416,19 +419,6 @@ class OneGpuAlexNet(nn.Module):
     ) -> OneGpuAlexNet:
         settings = config.to_dict()
         return cls(settings.pop("num_classes"), devices, **settings)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
-
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, fc7), as AlexNet.forward_features."""
-        x = x.to(self.devices[0], non_blocking=True)
-        for name in self.config.convs:
-            x = getattr(self, name)(x)
-        x = x.flatten(1)
-        x = self.drop(self.act(self.fc6(x)))
-        x = self.drop(self.act(self.fc7(x)))
-        return self.fc8(x), x
 
 
 def build(
