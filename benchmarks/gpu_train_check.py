@@ -52,6 +52,7 @@ from training.config import resolve
 from training.data import lighting_basis
 from training.model import AlexNet
 from training.optim import PaperSGD
+from training.runlog import epoch_lines, read_metrics, step_lines
 from training.train import train
 
 
@@ -91,9 +92,9 @@ def run_train(out: Path, dry: bool, workers: int) -> dict:
     t0 = time.perf_counter()
     result = train(out, "gpu-check", config, progress=False)
     wall = time.perf_counter() - t0
-    lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [m for m in lines if "val_top1_error" not in m][1:]  # the first window compiles
-    epochs = [m for m in lines if "val_top1_error" in m]
+    lines = read_metrics(result.run_dir)
+    steps = step_lines(lines)[1:]  # the first window compiles
+    epochs = epoch_lines(lines)
     return {
         "steps": result.step,
         "wall_s": round(wall, 1),

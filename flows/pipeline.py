@@ -258,6 +258,7 @@ def train_task(
 ) -> dict:
     """Shards + stats -> a trained run (alexnet train), here or under `launcher`."""
     from training.config import TrainConfig
+    from training.runlog import epoch_lines, read_metrics
     from training.train import train
 
     moved = _fresh_run_dir(out, run)
@@ -266,12 +267,7 @@ def train_task(
     if launcher:
         _launch_training(out, run, config, launcher)
         run_dir = Path(out) / "runs" / run
-        last = {}
-        metrics = run_dir / "metrics.jsonl"
-        for line in metrics.read_text().splitlines() if metrics.is_file() else []:
-            entry = json.loads(line)
-            if "val_top1_error" in entry:
-                last = entry
+        last = [{}, *epoch_lines(read_metrics(run_dir))][-1]  # the last epoch line
     else:
         epochs = _ProgressArtifact("alexnet-train-progress", f"training run {run}", every_s=0)
         result = train(

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from shards.pixels import center_crop, decode_rgb
 from shards.reader import iter_samples, read_manifest, shard_paths
 from shards.stats import read_stats
 from training.checkpoint import Loaded
+from training.runlog import read_metrics
 
 KERNEL_ZOOM, GAP, PER_ROW = 5, 2, 12
 THUMB = 96
@@ -243,8 +243,7 @@ def draw_all(
     queries = [center_crop(v, crop) for v in val_images[:n_queries]]
     paths.append(_save(neighbour_panel(queries, rows), folder / "nearest_neighbours.png"))
 
-    metrics_path = out / "runs" / run / "metrics.jsonl"
-    if metrics_path.is_file():
-        metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    metrics = read_metrics(out / "runs" / run)
+    if metrics:
         paths.append(_save(curves(metrics), folder / "training_curves.png"))
     return paths

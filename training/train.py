@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from shards.atomic import one_writer, write_bytes, write_json
+from shards.atomic import one_writer, write_json
 from shards.reader import read_manifest, shard_paths
 from shards.stats import Stats, read_stats
 from training.checkpoint import load_checkpoint, save_checkpoint
@@ -56,6 +56,7 @@ from training.data import (
 from training.metrics import topk_error_counts
 from training.model import AlexNet, OneGpuAlexNet, build
 from training.optim import PaperSGD
+from training.runlog import append_metrics, trim_metrics
 
 
 class TrainingDiverged(RuntimeError):
@@ -378,7 +379,7 @@ def _setup(
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config.to_dict())
-        _trim_metrics(run_dir / "metrics.jsonl", step)
+        trim_metrics(run_dir, step)
     device = model.devices[0]
     train_ds, train_loader, val_loader = _loaders(out, manifest, stats, config, device, rank, world)
     listed = manifest["splits"]["train"]["shards"]
@@ -560,8 +561,7 @@ def _read_loss(r: _Run, meter: _Meter) -> float | None:
 
 def _log(r: _Run, entry: dict) -> None:
     if r.rank == 0:
-        with open(r.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        append_metrics(r.run_dir, entry)
 
 
 def _save_checkpoints(r: _Run, entry: dict, top1: float) -> None:
@@ -675,14 +675,3 @@ def _read_config(path: Path) -> dict:
         return json.loads(path.read_text())
     except ValueError as err:
         raise ValueError(f"{path}: unreadable settings ({err})") from None
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """On resume, drop lines logged after the checkpoint being resumed from."""
-    if path.is_file():
-        kept = [
-            line
-            for line in path.read_text().splitlines()
-            if line and json.loads(line)["step"] <= step
-        ]
-        write_bytes(path, "".join(line + "\n" for line in kept).encode())

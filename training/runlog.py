@@ -1,0 +1,44 @@
+"""A run's metrics.jsonl: the one writer and the one reader (no torch: the flows use it).
+
+OUT/runs/NAME/metrics.jsonl   one JSON object per line: a line per logged step
+                              (step, epoch, loss, lr, images_per_s, data_wait), and
+                              a line per epoch with val_top1_error and val_top5_error
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from shards.atomic import write_bytes
+
+METRICS = "metrics.jsonl"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Every line of the run's metrics, in order ([] before the first)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def epoch_lines(metrics: list[dict]) -> list[dict]:
+    """The per-epoch lines (those with the validation errors)."""
+    return [m for m in metrics if "val_top1_error" in m]
+
+
+def step_lines(metrics: list[dict]) -> list[dict]:
+    return [m for m in metrics if "val_top1_error" not in m]
+
+
+def append_metrics(run_dir: str | Path, entry: dict) -> None:
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def trim_metrics(run_dir: str | Path, step: int) -> None:
+    """On resume, drop the lines logged after the checkpoint being resumed from."""
+    if (Path(run_dir) / METRICS).is_file():
+        kept = [m for m in read_metrics(run_dir) if m["step"] <= step]
+        write_bytes(Path(run_dir) / METRICS, "".join(json.dumps(m) + "\n" for m in kept).encode())
