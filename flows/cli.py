@@ -369,7 +369,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset", choices=["paper", "smoke"], default="paper", help="starting settings"
     )
-    p.add_argument("--config", default=None, help="a TOML file of settings over the preset")
+    p.add_argument(
+        "--config", default=None, help="a TOML (or JSON) file of settings over the preset"
+    )
     p.add_argument(
         "--set",
         dest="overrides",

@@ -206,14 +206,14 @@ def _fresh_run_dir(out: str, run: str) -> Path | None:
 
 def _launch_training(out: str, run: str, config: dict, launcher: list[str]) -> None:
     """Run `alexnet train` under `launcher` (torchrun, srun, ...) and wait for it."""
-    from training.config import TrainConfig, to_toml
+    from training.config import TrainConfig
 
     # Beside the run folder, not in it (training wants a new run folder), and on
     # OUT's file system, which every node of a multi-node launch sees.
     runs = Path(out).resolve() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    config_file = runs / f".{run}.launch.toml"
-    config_file.write_text(to_toml(TrainConfig.from_dict(config)))
+    config_file = runs / f".{run}.launch.json"  # the resolved config, exactly
+    config_file.write_text(json.dumps(TrainConfig.from_dict(config).to_dict(), indent=1))
     # -m flows.cli: torchrun's way to run a module; "--name", not "--run", which
     # torchrun's own parser would take.
     command = [

@@ -217,7 +217,7 @@ def test_training_under_a_launcher(harness, src, tmp_path):
     assert tasks["train"].state.name == "Completed" and result["n"] == 12
     ranks = sorted(p.name for p in (out / "runs/ddp/ranks").iterdir())
     assert ranks == ["rank-0.json", "rank-1.json"]
-    assert not list((out / "runs").glob(".*.launch.toml"))  # the handed-over config is removed
+    assert not list((out / "runs").glob(".*.launch.json"))  # the handed-over config is removed
 
     with pytest.raises(RuntimeError, match="was not found"):
         alexnet_pipeline(

@@ -359,3 +359,19 @@ def test_the_global_batch_is_split_across_replicas():
     assert replica_batch(per_replica, 8) == 128
     with pytest.raises(ValueError, match="does not split across 3 replicas"):
         replica_batch(paper, 3)
+
+
+def test_a_resolved_config_survives_the_file_the_pipeline_hands_to_a_launch(tmp_path):
+    """The pipeline writes a run's config as JSON for `alexnet train --config` under a
+    launcher; every setting comes back equal (lists and None included)."""
+    config = resolve(
+        "smoke",
+        overrides=["lr_milestones=[2, 3]", "crop=224", "model.remove_conv=conv4", "lr=0.02"],
+    )
+    path = tmp_path / "launch.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert resolve("paper", path) == config
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not a valid settings file"):
+        resolve("paper", bad)

@@ -206,44 +206,22 @@ def resolve(
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     given = dict(PRESETS[preset])
     if config_file:
-        given = _merge(given, tomllib.loads(Path(config_file).read_text()))
+        given = _merge(given, read_config_file(config_file))
     given = _merge(given, parse_overrides(overrides or []))
     if "crop" in given and "input_size" not in given.get("model", {}):
         given = _merge(given, {"model": {"input_size": given["crop"]}})  # the net takes the crop
     return TrainConfig.from_dict(_merge(asdict(TrainConfig()), given))
 
 
+def read_config_file(path: str | Path) -> dict:
+    """Settings from a TOML file (for people), or a JSON one (`TrainConfig.to_dict()`
+    written out: how the pipeline hands a resolved config to a launched training)."""
+    text = Path(path).read_text()
+    try:
+        return json.loads(text) if Path(path).suffix == ".json" else tomllib.loads(text)
+    except ValueError as err:  # both parsers' errors are ValueErrors
+        raise ValueError(f"{path}: not a valid settings file ({err})") from None
+
+
 def replace(config: TrainConfig, **changes: Any) -> TrainConfig:
     return dataclasses.replace(config, **changes)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return {"inf": "inf", "-inf": "-inf", "nan": "nan"}.get(repr(value), repr(value))
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string: the same escapes
-    raise TypeError(f"cannot write {value!r} to TOML")
-
-
-def to_toml(config: TrainConfig) -> str:
-    """The whole config as a TOML file that `resolve("paper", file)` reads back equal.
-
-    (None values are left out: their defaults are None.) For handing a resolved
-    config to another process, such as a torchrun launch.
-    """
-    data = config.to_dict()
-    lines, tables = [], []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append(f"\n[{key}]")
-            tables += [f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None]
-        elif value is not None:
-            lines.append(f"{key} = {_toml_value(value)}")
-    text = "\n".join(lines + tables) + "\n"
-    if TrainConfig.from_dict(_merge(asdict(TrainConfig()), tomllib.loads(text))) != config:
-        raise ValueError("the config does not survive a TOML round trip")  # a None over a value
-    return text
