@@ -25,7 +25,6 @@ from training.data import (
     collate,
     decode,
     lighting_basis,
-    loader,
     prepare_batch,
     shuffle,
 )
@@ -136,7 +135,7 @@ def test_one_epoch_yields_every_training_key_exactly_once(shards_root, workers):
     ds = ShardSamples(paths, True, Augment(), None, seed=4, shuffle_buffer=8, batch_size=4)
     for epoch in (0, 1):
         ds.set_epoch(epoch)
-        keys = [k for batch in loader(ds, workers) for k in batch.keys]
+        keys = [k for batch in Loader(ds, workers) for k in batch.keys]
         assert sorted(keys) == expected
     # reshuffled each epoch
     ds.set_epoch(0)

@@ -140,8 +140,9 @@ class Batch:
     """Crops in HWC uint8 and how each was made: what a loader worker hands over.
 
     From a `Loader` with workers, the tensors are views of a shared-memory slot
-    that the workers reuse: call `release()` once they have been read (or copied
-    to a device); `prepare_batch` and `device_batches` do. Until then the slot
+    that the workers reuse: call `release()` once they have been read (the
+    training loop does, after the backward pass); `device_batches` does on CUDA
+    once its copy to the GPU has completed. Until then the slot
     stays out of use; a batch never released only costs speed (the worker then
     falls back to a fresh array), never correctness.
     """
@@ -396,12 +397,11 @@ def prepare_batch(
     b = batch if _same_device(batch.crops.device, device) else batch.to(device)
     c = b.crops.shape[1]
     span = torch.arange(c, device=device)
-    flips = b.flips.to(device)
-    rows = b.offsets[:, 0, None].to(device) + span  # (B, c)
-    cols = b.offsets[:, 1, None].to(device) + torch.where(flips[:, None], span.flip(0), span)
+    rows = b.offsets[:, 0, None] + span  # (B, c)
+    cols = b.offsets[:, 1, None] + torch.where(b.flips[:, None], span.flip(0), span)
     means = mean[rows[:, :, None], cols[:, None, :]]  # (B, c, c, 3): one gather
-    crops = torch.where(flips[:, None, None, None], b.crops.flip(2), b.crops)
-    x = crops.float() - means + b.shifts.to(device)[:, None, None, :]
+    crops = torch.where(b.flips[:, None, None, None], b.crops.flip(2), b.crops)
+    x = crops.float() - means + b.shifts[:, None, None, :]
     return (x * input_scale).permute(0, 3, 1, 2)
 
 
@@ -586,13 +586,11 @@ class Loader:
         workers: int,
         *,
         pin: bool = False,
-        slots: bool = True,
         prefetch: int = 2,
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
-        self.dataset, self.workers, self.pin = dataset, workers, pin
-        self.use_slots, self.prefetch = slots, prefetch
+        self.dataset, self.workers, self.pin, self.prefetch = dataset, workers, pin, prefetch
         self.fallbacks = 0  # batches that came by value: the consumer held every free slot
         self._dl: torch.utils.data.DataLoader | None = None
         self._pool: SlotPool | None = None
@@ -601,20 +599,17 @@ class Loader:
         if self.workers == 0:
             yield from self.dataset  # type: ignore[misc]
             return
-        if self._dl is None:
-            self._start()
-        assert self._dl is not None
+        if self._dl is None or self._pool is None:
+            self._dl, self._pool = self._start()
         items = iter(self._dl)  # the first time, this starts the workers (fork)
         pool = self._pool
-        if pool is not None:
-            pool.reap()  # slots whose copies finished after the last epoch's end
-        if self.pin and pool is not None and not pool.pinned:
+        pool.reap()  # slots whose copies finished after the last epoch's end
+        if self.pin and not pool.pinned:
             pool.pin()  # after the fork: children need not inherit a locked mapping
         finished = False
         try:
             for item in items:
                 if isinstance(item, _SlotRef):
-                    assert pool is not None
                     yield pool.batch(item)
                 elif isinstance(item, _Failure):
                     raise item.error()
@@ -626,16 +621,13 @@ class Loader:
             if not finished:
                 self.close()
 
-    def _start(self) -> None:
+    def _start(self) -> tuple[torch.utils.data.DataLoader, SlotPool]:
         dataset = copy.copy(self.dataset)  # shares the epoch; the slots are this loader's
-        if self.use_slots:
-            context = torch.multiprocessing.get_context()  # the DataLoader's default
-            per_worker = self.prefetch + 2  # queued, being read, being copied to the device
-            self._pool = SlotPool(
-                self.workers, per_worker, dataset.batch_size, dataset.aug.crop, context
-            )
-            dataset.slots = self._pool
-        self._dl = torch.utils.data.DataLoader(
+        context = torch.multiprocessing.get_context()  # the DataLoader's default
+        per_worker = self.prefetch + 2  # queued, being read, being copied to the device
+        pool = SlotPool(self.workers, per_worker, dataset.batch_size, dataset.aug.crop, context)
+        dataset.slots = pool
+        loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=None,
             num_workers=self.workers,
@@ -647,6 +639,7 @@ class Loader:
             # so that starting workers (once, not every epoch) leaves dropout's draws alone
             generator=torch.Generator(),
         )
+        return loader, pool
 
     def close(self) -> None:
         """Stop the workers and unlock the slots (batches still held stay readable)."""
@@ -664,8 +657,3 @@ class Loader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def loader(dataset: ShardSamples, workers: int, *, pin: bool = False) -> Loader:
-    """Batches come whole from the workers, through reused shared-memory slots."""
-    return Loader(dataset, workers, pin=pin)

@@ -278,7 +278,6 @@ class _Run:
     train_loader: Loader
     val_loader: Loader
     counts: dict[str, int]  # samples per train shard (to even out the ranks' steps)
-    per_replica: int  # this replica's batch
     line: _Line
     epoch: int = 0
     step: int = 0
@@ -403,7 +402,6 @@ def _setup(
         train_loader,
         val_loader,
         counts,
-        train_ds.batch_size,
         line,
         epoch=epoch,
         step=step,
@@ -511,7 +509,7 @@ def _train_one_epoch(r: _Run) -> tuple[float | None, dict]:
     limit = None
     if r.world > 1:  # all ranks take the same number of steps (see training/data.py)
         per_rank = [sum(r.counts[u] for u in r.train_ds.shards_for(rank=k)) for k in range(r.world)]
-        limit = min(per_rank) // r.per_replica
+        limit = min(per_rank) // r.train_ds.batch_size  # this replica's batch
     r.model_ddp.train()
     whole, window, shown = _Meter(), _Meter(), time.perf_counter()
     for batch, wait in _timed(device_batches(_first(r.train_loader, limit), r.device)):
