@@ -1,8 +1,9 @@
 """Photograph-like images and a ready data root built from them, with no preprocess stage.
 
-Imports only NumPy, Pillow and the project's `shards` package, so that the GPU
-scripts can build their data on a host that has torch, NumPy and Pillow but
-none of the data stages' dependencies (Dask, Prefect).
+Imports only NumPy, Pillow, the project's `shards` package and its statistics
+code (`preprocessing.stats`, which imports no Dask until a cluster starts), so
+that the GPU scripts can build their data on a host that has torch, NumPy and
+Pillow but none of the data stages' dependencies (Dask, Prefect).
 
     write_data_root(out, n_train=25_000, n_val=1_000)   # shards, manifest, statistics
 
@@ -25,7 +26,7 @@ from PIL import Image
 
 from shards.atomic import write_json
 from shards.format import MANIFEST, ShardWriter, record_path, shard_dir, shard_name
-from shards.stats import Stats, fix_signs, write_stats
+from shards.stats import Stats, write_stats
 
 SIZE = 256
 
@@ -60,31 +61,14 @@ def _write_shard(job: tuple[str, str, int, int, int, int]) -> dict:
     return record
 
 
-def _stats(shards: list[dict], folder: Path, sample: int = 256) -> Stats:
-    """Mean image and RGB PCA of the first `sample` training images (enough for a benchmark)."""
-    from shards.reader import iter_samples
+def _stats(shards: list[dict], folder: Path) -> Stats:
+    """The statistics stage's own mean image and PCA (`preprocessing.stats`), from the
+    pixels of the first training shard only (enough for a benchmark)."""
+    from preprocessing.stats import finish, pixels_partials
 
-    pixels = []
-    for s in iter_samples([folder / shards[0]["shard"]]):
-        with Image.open(io.BytesIO(s.image)) as im:
-            pixels.append(np.asarray(im.convert("RGB"), np.float64))
-        if len(pixels) == sample:
-            break
-    stack = np.stack(pixels)  # (n, 256, 256, 3)
-    flat = stack.reshape(-1, 3) / 255.0
-    cov = np.cov(flat, rowvar=False, bias=True)
-    values, vectors = np.linalg.eigh(cov)
-    order = np.argsort(values)[::-1]
-    return Stats(
-        mean=stack.mean(0).astype(np.float32),
-        eigenvalues=values[order],
-        eigenvectors=fix_signs(vectors[:, order].T),
-        covariance=cov,
-        scale="pixel/255",
-        mean_rgb=flat.mean(0) * 255,
-        n_images=len(pixels),
-        n_pixels=flat.shape[0],
-        shards=[{"shard": s["shard"], "sha256": s["sha256"]} for s in shards],
+    total = pixels_partials(folder / shards[0]["shard"], SIZE)
+    return finish(
+        total, "pixel/255", [{"shard": s["shard"], "sha256": s["sha256"]} for s in shards]
     )
 
 
