@@ -46,7 +46,9 @@ from prefect.artifacts import (
 )
 from prefect.context import TaskRunContext
 
-from shards.format import MANIFEST, sha256_file
+from shards.atomic import read_json
+from shards.format import sha256_file
+from shards.manifest import find_manifest, train_shard_digests
 
 
 def _key(*parts: Any) -> str:
@@ -97,13 +99,6 @@ def _preprocess_key(context: TaskRunContext, p: dict[str, Any]) -> str:
     return _key("preprocess", fingerprint, p["settings"], str(Path(p["out"]).resolve()))
 
 
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def when_missing(t: Any, present: bool) -> Any:
     """`t` as it is when its outputs are on disk; else `t` forced to run and re-cache."""
     return t if present else t.with_options(refresh_cache=True)
@@ -148,10 +143,9 @@ def preprocess_task(
         report.shards_reused,
         report.layout,
     )
-    shards = [s["sha256"] for s in m["splits"]["train"]["shards"]]
     return {
         "counts": m["counts"],
-        "train_shards": shards,
+        "train_shards": train_shard_digests(m),
         "fingerprint": m["source"]["fingerprint"],
         "changes": report.changes,
         "shards_written": report.shards_written,
@@ -351,7 +345,7 @@ def train_and_evaluate(
     marker = Path(out) / "runs" / run / TRAIN_KEY
     trained_here = marker.is_file() and marker.read_text() == key
     trained = when_missing(train_task, trained_here)(out, run, config, stats, launcher)
-    evaluated = read_json(Path(out) / "runs" / run / "eval.json")
+    evaluated = read_json(Path(out) / "runs" / run / "eval.json") or {}
     of_this = [c.get("sha256") for c in evaluated.get("checkpoints", [])]
     return when_missing(
         evaluate_task, evaluated.get("crops") == crops and trained["checkpoint_sha256"] in of_this
@@ -360,19 +354,19 @@ def train_and_evaluate(
 
 def has_manifest(out: str, fingerprint: str, settings: dict) -> bool:
     """Whether OUT's manifest was made from this source with these settings."""
-    m = read_json(Path(out) / MANIFEST)
+    m = find_manifest(out) or {}
     return m.get("source", {}).get("fingerprint") == fingerprint and m.get("settings") == settings
 
 
 def has_stats(out: str, train_shards: list[str], scale: str) -> bool:
     """Whether OUT/stats/ holds statistics of exactly these train shards on this scale."""
-    pca = read_json(Path(out) / "stats" / "pca.json")
-    covered = [s.get("sha256") for s in pca.get("shards", [])]
-    return (
-        covered == train_shards
-        and pca.get("scale") == scale
-        and (Path(out) / "stats" / "mean.npy").is_file()
-    )
+    from shards.stats import read_stats
+
+    try:
+        stats = read_stats(out)
+    except (OSError, ValueError):
+        return False
+    return [s.get("sha256") for s in stats.shards] == train_shards and stats.scale == scale
 
 
 def report_results(run: str, result: dict) -> None:

@@ -20,8 +20,6 @@ and in prefect.yaml.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
@@ -29,14 +27,13 @@ from flows.pipeline import (
     has_stats,
     prepare_settings,
     preprocess_task,
-    read_json,
     report_results,
     source_fingerprint,
     stats_task,
     train_and_evaluate,
     when_missing,
 )
-from shards.format import MANIFEST
+from shards.manifest import find_manifest
 
 
 def changes_table(changes: dict) -> str:
@@ -81,7 +78,7 @@ def alexnet_reprocess(
     the evaluation when `train` is set.
     """
     logger = get_run_logger()
-    base = read_json(Path(out) / MANIFEST).get("settings")  # OUT's own, if it has any
+    base = (find_manifest(out) or {}).get("settings")  # OUT's own, if it has any
     settings = prepare_settings(shard_size, quality, base)
     # Always scan: a cached result would report the last run's changes as this run's.
     manifest = preprocess_task.with_options(refresh_cache=True)(

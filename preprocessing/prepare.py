@@ -1,11 +1,12 @@
 """The preprocess stage: an ImageNet tree -> 256x256 WebDataset shards + manifest.
 
     tree = scan(SRC)                      every input, labelled (source.py)
-    plans = plan_shards(tree, settings)   which input goes to which shard
+    plans = plan_shards(tree, ...)        which input goes to which shard (plan.py)
     for each plan not already complete:   one Dask task per shard
         write_shard(...)                  decode, resize, crop, encode, tar,
                                           partial statistics, then the record
-    manifest.json, rejects.jsonl          from the shard records
+    build_manifest, write_manifest        manifest.json, rejects.jsonl from the
+                                          shard records (shards/manifest.py)
 
 Determinism: the plan is a pure function of the source listing and the
 settings, each shard's bytes a pure function of its plan, and the manifest is
@@ -18,16 +19,11 @@ A killed run leaves at most some temporaries (swept away) and some complete
 shards (kept). An unchanged re-run finds every shard complete and starts no
 cluster at all.
 
-Train order: inputs are sorted by sha256(seed, key), a pseudo-random
-permutation in which each image's place depends only on its own key, so shards
-mix classes, and an image added later does not move the others relative to one
-another. Val keeps source order.
-
 Incremental layout: when OUT already holds a manifest made with the same
 settings, every input keeps the shard it is in (each shard's record lists its
 members): a shard is rewritten only if one of its inputs changed or was
 deleted, and new inputs go to new shards appended after the existing ones, in
-the order above. Each run that changes OUT appends a line to OUT/history.jsonl
+the plan's order (plan.py). Each run that changes OUT appends a line to OUT/history.jsonl
 saying what was added, changed and deleted since the previous manifest, and
 which shards that rewrote; the manifest itself describes the data only, so an
 unchanged re-run leaves every byte of OUT as it was. (A
@@ -44,16 +40,23 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from preprocessing.image import ImageProcessor, ImageSettings, Processed
+from preprocessing.plan import (
+    PrepareSettings,
+    ShardPlan,
+    layout_changes,
+    plan_shards,
+    previous_layout,
+)
 from preprocessing.progress import Progress
-from preprocessing.source import SourceFile, SourceTree, scan
+from preprocessing.source import SourceTree, scan
 from shards.atomic import (
-    append_line,
     json_bytes,
     one_writer,
+    read_json,
     remove_stale_temporaries,
     write_bytes,
     write_if_changed,
@@ -70,170 +73,19 @@ from shards.format import (
     sha256_file,
     shard_dir,
     shard_index,
-    shard_name,
+)
+from shards.manifest import (
+    append_history,
+    build_manifest,
+    find_manifest,
+    read_rejects,
+    write_manifest,
 )
 from shards.partials import Partials
-from shards.settings import check_types
 
-FORMAT_VERSION = 1
 # What a data root may hold besides hidden files; anything else means OUT is
 # somebody's folder, not ours, and we refuse to write into it.
 OWNED_ENTRIES = {"shards", MANIFEST, REJECTS, HISTORY, "stats", "runs"}
-
-
-@dataclass(frozen=True)
-class PrepareSettings:
-    """Everything that decides the bytes of the shards."""
-
-    image: ImageSettings = field(default_factory=ImageSettings)
-    shard_size: int = 1000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_types(self)
-        if not isinstance(self.image, ImageSettings):
-            raise ValueError(f"image settings must be ImageSettings, got {self.image!r}")
-
-    def check(self) -> None:
-        self.image.check()
-        if self.shard_size < 1:
-            raise ValueError(f"--shard-size must be >= 1, got {self.shard_size}")
-
-    def as_dict(self) -> dict:
-        return {**asdict(self.image), "shard_size": self.shard_size, "seed": self.seed}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PrepareSettings:
-        """The inverse of `as_dict` (as a manifest records the settings)."""
-        image = {k: v for k, v in data.items() if k not in ("shard_size", "seed")}
-        return cls(ImageSettings(**image), shard_size=data["shard_size"], seed=data["seed"])
-
-
-@dataclass(frozen=True)
-class ShardMembers:
-    """A shard as the manifest lists it: its plan digest and its inputs."""
-
-    plan: str
-    members: tuple[tuple[str, str], ...]  # (key, identity) in shard order
-
-
-# split -> the shards the manifest lists, in order
-Layout = dict[str, list[ShardMembers]]
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    split: str
-    index: int
-    files: tuple[SourceFile, ...]
-    digest: str  # sha256 of the settings and every input's identity
-    previous: ShardMembers | None = None  # what the manifest lists at this index, if anything
-
-    @property
-    def name(self) -> str:
-        return shard_name(self.split, self.index)
-
-
-def _train_order(seed: int, f: SourceFile) -> bytes:
-    return hashlib.sha256(f"{seed}\0{f.key}".encode()).digest()
-
-
-def plan_shards(
-    tree: SourceTree, settings: PrepareSettings, layout: Layout | None = None
-) -> dict[str, list[ShardPlan]]:
-    """Assign each split's inputs to shards of `shard_size`, in the documented order.
-
-    With a `layout` (the members of existing shards), inputs that are still in
-    the source keep their shard, and the rest fill new shards appended after them.
-    """
-    settings_json = json.dumps(settings.as_dict(), sort_keys=True)
-    plans: dict[str, list[ShardPlan]] = {}
-    for split, files in tree.files.items():
-        if split == "train":
-            files = sorted(files, key=functools.partial(_train_order, settings.seed))
-        n = settings.shard_size
-        chunks: list[list[SourceFile]] = []
-        previous = layout.get(split, []) if layout else []
-        if previous:
-            current = {f.key: f for f in files}
-            for shard in previous:
-                chunks.append([current[k] for k, _ in shard.members if k in current])
-            placed = {k for shard in previous for k, _ in shard.members}
-            files = [f for f in files if f.key not in placed]
-        chunks += [files[start : start + n] for start in range(0, len(files), n)]
-        plans[split] = []
-        for i, chunk in enumerate(chunks):
-            h = hashlib.sha256(f"{FORMAT_VERSION}\n{split}\n{settings_json}\n".encode())
-            for f in chunk:
-                h.update(f"{f.key}\t{f.identity()}\n".encode())
-            before = previous[i] if i < len(previous) else None
-            plans[split].append(ShardPlan(split, i, tuple(chunk), h.hexdigest(), before))
-    return plans
-
-
-def previous_layout(out: Path, settings: PrepareSettings) -> tuple[Layout | None, dict | None, str]:
-    """The members of OUT's shards as its manifest lists them, with that manifest.
-
-    Returns (layout, manifest, why): the layout is None when there is no manifest,
-    it was made with other settings, or a shard's record cannot be read; `why`
-    says which (or that the layout is kept).
-    """
-    manifest = _read_json(out / MANIFEST)
-    if manifest is None:
-        return None, None, "new layout: no earlier manifest"
-    if manifest.get("format_version") != FORMAT_VERSION:
-        return None, manifest, "new layout: the earlier manifest has another format version"
-    if manifest.get("settings") != settings.as_dict():
-        return None, manifest, "new layout: the settings changed"
-    layout: Layout = {}
-    for split, entry in manifest.get("splits", {}).items():
-        shards, seen = [], set()
-        for shard in entry.get("shards", []):
-            listed = _listed_members(out, split, shard)
-            if listed is None:
-                why = f"new layout: the record of {split} {shard['shard']} is unreadable"
-                return None, manifest, why
-            if seen.intersection(k for k, _ in listed.members):
-                return None, manifest, f"new layout: {split} records list an input twice"
-            seen.update(k for k, _ in listed.members)
-            shards.append(listed)
-        layout[split] = shards
-    return layout, manifest, "layout kept: inputs stay in their shards"
-
-
-def _listed_members(out: Path, split: str, shard: dict) -> ShardMembers | None:
-    """The members of `shard` in the version the manifest lists.
-
-    Normally its record's; if an update rewrote the shard since and was
-    interrupted before its manifest, the record keeps the listed version's
-    members under `previous`, so a resumed update plans and reports the same.
-    """
-    try:
-        record = json.loads(record_path(shard_dir(out, split) / shard["shard"]).read_text())
-        listed = shard.get("plan", record["plan"])
-        for version in (record, record.get("previous") or {}):
-            if version.get("plan") == listed:
-                members = tuple((str(k), str(ident)) for k, ident in version["members"])
-                return ShardMembers(listed, members)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
-
-
-def diff_layout(layout: Layout, tree: SourceTree) -> dict[str, dict[str, list[str]]]:
-    """Per split, the paths of inputs added, changed and deleted since `layout`."""
-    changes = {}
-    for split, files in tree.files.items():
-        before = {k: ident for shard in layout.get(split, []) for k, ident in shard.members}
-        now = {f.key: f for f in files}
-        changes[split] = {
-            "added": sorted(f.relpath for k, f in now.items() if k not in before),
-            "changed": sorted(
-                f.relpath for k, f in now.items() if k in before and before[k] != f.identity()
-            ),
-            "deleted": sorted(ident.split("\t")[0] for k, ident in before.items() if k not in now),
-        }
-    return changes
 
 
 @functools.lru_cache(maxsize=4)
@@ -333,7 +185,7 @@ SEEN = ".shards-seen.json"  # this disk's (size, mtime) of each shard known to b
 
 
 def _read_seen(out: Path) -> dict[str, list[int]]:
-    seen = _read_json(out / SEEN)
+    seen = read_json(out / SEEN)
     return seen if isinstance(seen, dict) else {}
 
 
@@ -437,10 +289,10 @@ def preprocess(
                 seen.pop(f"{record['split']}/{record['shard']}", None)  # stamped below
                 report.shards_written += 1
         _note_written(out, seen, records)
-        report.changes = _changes(previous, layout, tree, records, report.layout)
+        report.changes = layout_changes(previous, layout, tree, records, report.layout)
         report.manifest, wrote = _finish(src, out, tree, settings, records)
         if wrote or report.shards_written or report.shards_removed:
-            append_line(out / HISTORY, _history_entry(report))
+            append_history(out, _history_entry(report))
     counts = report.manifest["counts"]
     report.inputs, report.written, report.rejected = (
         counts["inputs"],
@@ -529,71 +381,26 @@ def _finish(
     """Write rejects.jsonl and manifest.json (last) from the shard records, each only if
     its bytes change; return the manifest and whether either file was written.
 
-    The manifest describes the data only (what changed goes to history.jsonl), so an
-    unchanged re-run leaves it, and every other file of OUT, exactly as it was.
+    Splits not processed this time keep their earlier entry (and rejects) if it was
+    made with these settings.
     """
-    previous = _read_json(out / MANIFEST)
-    rejects = [dict(r, split=r["path"].split("/")[0]) for r in tree.rejects]
-    splits = {}
-    for split, recs in records.items():
-        assert all(r is not None for r in recs)
-        shard_rejects = [dict(r, split=split) for rec in recs for r in rec["rejects"]]
-        rejects += shard_rejects
-        scan_rejects = sum(r["path"].startswith(f"{split}/") for r in tree.rejects)
-        splits[split] = {
-            "count": sum(r["count"] for r in recs),
-            "inputs": sum(r["inputs"] for r in recs) + scan_rejects,
-            "rejected": len(shard_rejects) + scan_rejects,
-            "shards": [
-                {
-                    k: r[k]
-                    for k in (
-                        "shard",
-                        "plan",
-                        "count",
-                        "bytes",
-                        "sha256",
-                        "partials",
-                        "partials_sha256",
-                    )
-                    if k in r
-                }
-                for r in recs
-            ],
-        }
-    # Splits not processed this time keep their entry if it was made with these settings.
+    previous = find_manifest(out)
+    kept = {}
     if previous and previous.get("settings") == settings.as_dict():
-        for split, entry in previous.get("splits", {}).items():
-            if split not in splits:
-                splits[split] = entry
-                rejects += [r for r in _read_rejects(out) if r.get("split") == split]
-    rejects.sort(key=lambda r: (r["split"], r["path"]))
-    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects)
-    wrote = write_if_changed(out / REJECTS, lines.encode())
-
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "classes": [{"index": i, "wnid": w, "name": n} for i, (w, n) in enumerate(tree.classes)],
-        "settings": settings.as_dict(),
-        "source": {
-            "path": str(src.resolve()),
-            "fingerprint": tree.fingerprint(),
-            "val_labels": tree.val_labels,
-        },
-        "splits": dict(sorted(splits.items())),
-        "counts": {
-            "inputs": sum(s["inputs"] for s in splits.values()),
-            "written": sum(s["count"] for s in splits.values()),
-            "rejected": len(rejects),
-        },
+        earlier = read_rejects(out)
+        for split, entry in previous["splits"].items():
+            kept[split] = (entry, [r for r in earlier if r.get("split") == split])
+    done = {split: [r for r in recs if r is not None] for split, recs in records.items()}
+    assert done == records, "every planned shard has its record"
+    source = {
+        "path": str(src.resolve()),
+        "fingerprint": tree.fingerprint(),
+        "val_labels": tree.val_labels,
     }
-    if (
-        manifest["counts"]["inputs"]
-        != manifest["counts"]["written"] + manifest["counts"]["rejected"]
-    ):
-        raise AssertionError(f"counts do not add up: {manifest['counts']}")
-    wrote = write_if_changed(out / MANIFEST, json_bytes(manifest)) or wrote
-    return manifest, wrote
+    manifest, rejects = build_manifest(
+        tree.classes, settings.as_dict(), source, done, tree.rejects, kept
+    )
+    return manifest, write_manifest(out, manifest, rejects)
 
 
 def _history_entry(report: PrepareReport) -> dict:
@@ -608,48 +415,3 @@ def _history_entry(report: PrepareReport) -> dict:
         "shards_removed": report.shards_removed,
         "changes": report.changes,
     }
-
-
-def _changes(
-    previous: dict | None,
-    layout: Layout | None,
-    tree: SourceTree,
-    records: dict[str, list[dict | None]],
-    why: str,
-) -> dict:
-    """What this run changed against the previous manifest (its `changes` entry)."""
-    changes: dict = {
-        "layout": why,
-        "previous_fingerprint": previous["source"]["fingerprint"] if previous else None,
-    }
-    if layout is None:
-        return changes
-    inputs = diff_layout(layout, tree)
-    changes["splits"] = {}
-    for split, recs in records.items():
-        before = previous["splits"].get(split, {}).get("shards", [])
-        n_before = len(layout.get(split, []))
-        changes["splits"][split] = {
-            **inputs[split],
-            "shards_rewritten": [
-                r["shard"]
-                for r, old in zip(recs, before, strict=False)
-                if r is not None and r["plan"] != old.get("plan")
-            ],
-            "shards_added": [r["shard"] for r in recs[n_before:] if r is not None],
-        }
-    return changes
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _read_rejects(out: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in (out / REJECTS).read_text().splitlines() if line]
-    except (OSError, ValueError):
-        return []

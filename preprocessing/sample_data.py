@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw
 
 from preprocessing.cluster import bounded_workers
 from preprocessing.progress import Progress
+from shards.atomic import read_json
 from shards.settings import check_types
 
 GENERATOR_VERSION = 1
@@ -375,10 +376,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 def _already_there(out: Path, spec: SampleSpec) -> SampleReport | None:
     """The report of an identical earlier run in `out`, if there is one."""
-    meta = out / "sample-data.json"
-    try:
-        old = json.loads(meta.read_text())
-    except (OSError, ValueError):
+    old = read_json(out / "sample-data.json")
+    if not isinstance(old, dict):
         return None
     if old.get("spec") != asdict(spec) or old.get("generator_version") != GENERATOR_VERSION:
         return None

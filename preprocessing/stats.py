@@ -30,9 +30,10 @@ import numpy as np
 
 from preprocessing.prepare import locked
 from shards.format import partials_path, sha256_file, shard_dir
+from shards.manifest import read_manifest
 from shards.partials import Partials
 from shards.pixels import decode_rgb
-from shards.reader import iter_samples, read_manifest
+from shards.reader import iter_samples
 from shards.stats import SCALES, Stats, fix_signs, stats_dir, write_stats
 
 CACHE = "cache"

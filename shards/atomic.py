@@ -64,6 +64,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_bytes(path, json_bytes(obj))
 
 
+def read_json(path: str | os.PathLike) -> Any | None:
+    """The JSON value in `path`, or None when the file is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_if_changed(path: str | os.PathLike, data: bytes) -> bool:
     """`write_bytes` unless `path` already holds exactly `data` (then not a byte, nor its
     time, changes); returns whether it wrote."""

@@ -1,4 +1,4 @@
-"""Reading a data root back: the manifest, and the samples of shards."""
+"""Reading a data root's shards back: their paths, and their samples, checked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from shards.format import HISTORY, IMAGE_EXTS, MANIFEST, record_path, sample_checksum, shard_dir
+from shards.format import IMAGE_EXTS, record_path, sample_checksum, shard_dir
+from shards.manifest import read_manifest
 
 
 @dataclass(frozen=True)
@@ -18,56 +19,6 @@ class Sample:
     ext: str  # "jpg" or "png"
     cls: int
     meta: dict  # source path, wnid, original width/height/format/mode
-
-
-def read_manifest(out: str | os.PathLike) -> dict:
-    """OUT/manifest.json, or a clear error if the preprocess stage has not completed."""
-    path = Path(out) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path} not found: run `alexnet preprocess SRC {out}` first"
-        ) from None
-    except ValueError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from None
-    problem = _manifest_problem(manifest)
-    if problem:
-        raise ValueError(f"{path} is not a data root's manifest: {problem}; run preprocess again")
-    return manifest
-
-
-def _manifest_problem(manifest: object) -> str | None:
-    """What is missing or of the wrong kind in a manifest, or None."""
-    if not isinstance(manifest, dict):
-        return "not a JSON object"
-    if not isinstance(manifest.get("classes"), list) or not isinstance(
-        manifest.get("splits"), dict
-    ):
-        return "no 'classes' list or no 'splits' object"
-    for split, entry in manifest["splits"].items():
-        shards = entry.get("shards") if isinstance(entry, dict) else None
-        if not isinstance(shards, list):
-            return f"split {split!r} has no 'shards' list"
-        for s in shards:
-            if not isinstance(s, dict) or not {"shard", "count", "sha256", "bytes"} <= set(s):
-                return f"a shard of {split!r} lacks its name, count, sha256 or size"
-    return None
-
-
-def read_history(out: str | os.PathLike) -> list[dict]:
-    """OUT/history.jsonl: what each preprocess run that changed OUT did, oldest first."""
-    try:
-        lines = (Path(out) / HISTORY).read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    entries = []
-    for line in lines:
-        try:
-            entries.append(json.loads(line))
-        except ValueError:  # a line cut short by a crash (only ever the last)
-            continue
-    return entries
 
 
 def shard_paths(out: str | os.PathLike, split: str, manifest: dict | None = None) -> list[Path]:

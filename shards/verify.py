@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shards.format import IMAGE_EXTS, partials_path, sha256_file, shard_dir
-from shards.reader import iter_grouped, read_manifest
+from shards.manifest import read_manifest
+from shards.reader import iter_grouped
 from shards.stats import read_stats, stats_dir
 
 

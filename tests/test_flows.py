@@ -28,7 +28,8 @@ from flows.reprocess import alexnet_reprocess
 from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
-from shards.reader import read_history, read_manifest, shard_paths
+from shards.manifest import read_history, read_manifest
+from shards.reader import shard_paths
 
 TINY = ["model.width=0.0625", "epochs=1", "batch_size=16", "loader_workers=0"]
 

@@ -331,7 +331,7 @@ def test_unreadable_entries_and_symlink_loops_become_rejects(pristine, tmp_path)
 
 def test_label_files_and_malformed_json_give_clear_errors(pristine, tmp_path):
     from preprocessing.source import scan
-    from shards.reader import read_manifest
+    from shards.manifest import read_manifest
     from shards.stats import read_stats
 
     src = tmp_path / "src"

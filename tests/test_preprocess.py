@@ -21,8 +21,9 @@ from PIL import Image
 
 from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
+from shards.manifest import read_history, read_manifest
 from shards.partials import Partials
-from shards.reader import iter_samples, read_history, read_manifest, shard_paths
+from shards.reader import iter_samples, shard_paths
 
 SPEC = SampleSpec(classes=4, train_per_class=12, val_per_class=3, quirks=1, seed=5, max_side=420)
 SETTINGS = PrepareSettings(shard_size=10)

@@ -12,7 +12,8 @@ from PIL import Image
 from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
-from shards.reader import iter_samples, read_manifest, shard_paths
+from shards.manifest import read_manifest
+from shards.reader import iter_samples, shard_paths
 from shards.stats import fix_signs, read_stats
 
 SPEC = SampleSpec(classes=3, train_per_class=10, val_per_class=1, quirks=0, seed=11, max_side=360)

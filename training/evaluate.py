@@ -21,8 +21,9 @@ import torch
 
 from shards.atomic import write_json
 from shards.format import sha256_file
+from shards.manifest import read_manifest
 from shards.pixels import center_offset, decode_rgb
-from shards.reader import iter_samples, read_manifest, shard_paths
+from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
 from training.checkpoint import Loaded, load_model
 from training.metrics import topk_errors

@@ -16,8 +16,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from shards.atomic import atomic_writer
+from shards.manifest import read_manifest
 from shards.pixels import center_crop, decode_rgb
-from shards.reader import iter_samples, read_manifest, shard_paths
+from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
 from training.checkpoint import Loaded
 from training.runlog import read_metrics

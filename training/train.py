@@ -40,7 +40,8 @@ import torch.distributed as dist
 from torch import nn
 
 from shards.atomic import one_writer, write_json
-from shards.reader import read_manifest, shard_paths
+from shards.manifest import read_manifest
+from shards.reader import shard_paths
 from shards.stats import Stats, read_stats
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig

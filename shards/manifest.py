@@ -1,0 +1,163 @@
+"""A data root's manifest, rejects and history: building, writing and reading them.
+
+    OUT/manifest.json   what the data root holds: the classes, the settings the
+                        shards were made with, the source (path, fingerprint),
+                        and per split its shards (name, plan digest, count,
+                        size, sha256, partials) and counts. It describes the data
+                        only, so an unchanged re-run leaves its bytes as they are.
+    OUT/rejects.jsonl   one line per input that is not in a shard, with why
+                        (sorted by split and path)
+    OUT/history.jsonl   one line per preprocess run that changed OUT: when, from
+                        what, and what it changed (append-only)
+
+The preprocess stage builds them from the shard records (`build_manifest`) and
+writes rejects, then the manifest, last (`write_manifest`); every other stage
+and the flows read them through `read_manifest` (checked, a clear error) or
+`find_manifest` (None when there is none usable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from shards.atomic import append_line, json_bytes, read_json, write_if_changed
+from shards.format import HISTORY, MANIFEST, REJECTS
+
+FORMAT_VERSION = 1
+# What the manifest keeps of each shard's record.
+SHARD_FIELDS = ("shard", "plan", "count", "bytes", "sha256", "partials", "partials_sha256")
+
+
+def read_manifest(out: str | os.PathLike) -> dict:
+    """OUT/manifest.json, or a clear error if the preprocess stage has not completed."""
+    path = Path(out) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} not found: run `alexnet preprocess SRC {out}` first"
+        ) from None
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise ValueError(f"{path} is not a data root's manifest: {problem}; run preprocess again")
+    return manifest
+
+
+def find_manifest(out: str | os.PathLike) -> dict | None:
+    """OUT's manifest if it is there and well formed, else None (nothing made yet)."""
+    manifest = read_json(Path(out) / MANIFEST)
+    return manifest if _manifest_problem(manifest) is None else None
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    """What is missing or of the wrong kind in a manifest, or None."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    if not isinstance(manifest.get("classes"), list) or not isinstance(
+        manifest.get("splits"), dict
+    ):
+        return "no 'classes' list or no 'splits' object"
+    for split, entry in manifest["splits"].items():
+        shards = entry.get("shards") if isinstance(entry, dict) else None
+        if not isinstance(shards, list):
+            return f"split {split!r} has no 'shards' list"
+        for s in shards:
+            if not isinstance(s, dict) or not {"shard", "count", "sha256", "bytes"} <= set(s):
+                return f"a shard of {split!r} lacks its name, count, sha256 or size"
+    return None
+
+
+def read_rejects(out: str | os.PathLike) -> list[dict]:
+    """OUT/rejects.jsonl as a list (empty when there is none or it cannot be read)."""
+    try:
+        lines = (Path(out) / REJECTS).read_text().splitlines()
+        return [json.loads(line) for line in lines if line]
+    except (OSError, ValueError):
+        return []
+
+
+def read_history(out: str | os.PathLike) -> list[dict]:
+    """OUT/history.jsonl: what each preprocess run that changed OUT did, oldest first."""
+    try:
+        lines = (Path(out) / HISTORY).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:  # a line cut short by a crash (only ever the last)
+            continue
+    return entries
+
+
+def append_history(out: str | os.PathLike, entry: dict) -> None:
+    append_line(Path(out) / HISTORY, entry)
+
+
+def build_manifest(
+    classes: Sequence[tuple[str, str]],
+    settings: dict,
+    source: dict,
+    records: dict[str, list[dict]],
+    scan_rejects: Iterable[dict],
+    kept: dict[str, tuple[dict, list[dict]]] | None = None,
+) -> tuple[dict, list[dict]]:
+    """The manifest and the rejects of a data root, from its shards' records.
+
+    `records`: per split, the records of its shards in order. `scan_rejects`: inputs
+    the listing refused (`path`, `reason`; the path starts with its split). `kept`:
+    splits not processed this time, each with its earlier manifest entry and rejects.
+    """
+    scan_rejects = list(scan_rejects)
+    rejects = [dict(r, split=r["path"].split("/")[0]) for r in scan_rejects]
+    splits = {}
+    for split, recs in records.items():
+        shard_rejects = [dict(r, split=split) for rec in recs for r in rec["rejects"]]
+        rejects += shard_rejects
+        listed = sum(r["path"].startswith(f"{split}/") for r in scan_rejects)
+        splits[split] = {
+            "count": sum(r["count"] for r in recs),
+            "inputs": sum(r["inputs"] for r in recs) + listed,
+            "rejected": len(shard_rejects) + listed,
+            "shards": [{k: r[k] for k in SHARD_FIELDS if k in r} for r in recs],
+        }
+    for split, (entry, split_rejects) in (kept or {}).items():
+        if split not in splits:
+            splits[split] = entry
+            rejects += split_rejects
+    rejects.sort(key=lambda r: (r["split"], r["path"]))
+    counts = {
+        "inputs": sum(s["inputs"] for s in splits.values()),
+        "written": sum(s["count"] for s in splits.values()),
+        "rejected": len(rejects),
+    }
+    if counts["inputs"] != counts["written"] + counts["rejected"]:
+        raise AssertionError(f"counts do not add up: {counts}")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "classes": [{"index": i, "wnid": w, "name": n} for i, (w, n) in enumerate(classes)],
+        "settings": settings,
+        "source": source,
+        "splits": dict(sorted(splits.items())),
+        "counts": counts,
+    }
+    return manifest, rejects
+
+
+def write_manifest(out: str | os.PathLike, manifest: dict, rejects: list[dict]) -> bool:
+    """Write rejects.jsonl, then manifest.json (last), each atomically and only if its
+    bytes change; return whether either was written."""
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects)
+    wrote = write_if_changed(Path(out) / REJECTS, lines.encode())
+    return write_if_changed(Path(out) / MANIFEST, json_bytes(manifest)) or wrote
+
+
+def train_shard_digests(manifest: dict) -> list[str]:
+    """The sha256 of each train shard, in order (what the statistics must cover)."""
+    return [s["sha256"] for s in manifest["splits"].get("train", {}).get("shards", [])]
