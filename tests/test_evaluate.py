@@ -23,7 +23,7 @@ from training.evaluate import (
     evaluate,
     ten_crops,
 )
-from training.figures import THUMB, _features, conv1_size, nearest
+from training.figures import THUMB, _feature_batches, conv1_size, nearest
 from training.metrics import topk_errors
 from training.model import to_grouped
 from training.train import train
@@ -150,6 +150,29 @@ def test_two_column_and_grouped_checkpoints_give_the_same_errors(trained):
     assert one["checkpoints"][0]["sha256"] != two["checkpoints"][0]["sha256"]
 
 
+def _features(loaded, out, split, limit):
+    """fc7 features and images of the first `limit` images of a split, in memory."""
+    feats, images = [], []
+    for f, batch in _feature_batches(loaded, out, split, limit):
+        feats.append(f)
+        images += batch
+    return torch.cat(feats), images
+
+
+@pytest.mark.parametrize("crops", [1, 10])
+def test_figures_reuse_the_evaluation_passs_centre_crop_features(trained, crops):
+    """predict() keeps the fc7 rows of its centre patches; they equal a separate
+    centre-crop pass over the same images (what the figures would otherwise run)."""
+    from training.evaluate import predict
+
+    loaded = load_model(trained / "runs/a/checkpoints/best.pt")
+    predicted = predict([loaded], trained, crops=crops, batch_size=3, keep=5)
+    feats, images = _features(loaded, trained, "val", 5)
+    assert predicted.features.shape == feats.shape and len(feats) == 5
+    torch.testing.assert_close(predicted.features, feats, rtol=1e-4, atol=1e-5)
+    assert all(np.array_equal(a, b) for a, b in zip(predicted.images, images, strict=True))
+
+
 def test_the_nearest_neighbour_of_a_training_image_is_itself(trained):
     loaded = load_model(trained / "runs/a/checkpoints/best.pt")
     feats, _ = _features(loaded, trained, "train", 48)
@@ -180,7 +203,8 @@ def test_ten_crop_probabilities_of_one_image_computed_by_hand(trained):
     from training.evaluate import predict
 
     loaded = load_model(trained / "runs/a/checkpoints/best.pt")
-    probs, labels, _ = predict([loaded], trained, crops=10, batch_size=3, limit=5)
+    predicted = predict([loaded], trained, crops=10, batch_size=3, limit=5)
+    probs, labels = predicted.probs, predicted.labels
     sample = list(iter_samples(shard_paths(trained, "val")))[4]  # the second batch's 2nd image
     image = np.asarray(Image.open(io.BytesIO(sample.image)).convert("RGB"))
     mean, scale = read_stats(trained).mean, loaded.config.input_scale

@@ -14,6 +14,7 @@ Writes to OUT/runs/NAME/: eval.json, per_class_error.json, figures/*.png.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from training.checkpoint import Loaded, load_model
 from training.metrics import topk_errors
 
 CROP = 227
+FIGURE_EXAMPLES = 8  # val images shown in Figure 4 (their fc7 kept from the evaluation pass)
 
 
 def crop_offsets(size: int = 256, crop: int = CROP) -> list[tuple[int, int]]:
@@ -67,25 +69,49 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+@dataclass
+class Predictions:
+    """What `predict` returns: per member the (N, C) view-averaged softmax over the val
+    set, the labels and samples' meta, and, of the first `keep` images, the first
+    member's fc7 features of their centre crop and the images (the figures use them)."""
+
+    probs: list[torch.Tensor]
+    labels: torch.Tensor
+    metas: list[dict]
+    features: torch.Tensor  # (keep, 4096) float32
+    images: list[np.ndarray]  # (256, 256, 3) uint8
+
+
 @torch.no_grad()
 def predict(
-    members: list[Loaded], out: Path, crops: int, batch_size: int, limit: int | None = None
-) -> tuple[list[torch.Tensor], torch.Tensor, list[dict]]:
-    """Per member: (N, C) view-averaged softmax over the val set; the labels; the samples' meta."""
+    members: list[Loaded],
+    out: Path,
+    crops: int,
+    batch_size: int,
+    limit: int | None = None,
+    keep: int = 0,
+) -> Predictions:
+    """Run every member on the val set (or its first `limit` images); see Predictions."""
     stats = read_stats(out, read_manifest(out))
     crop = members[0].config.crop  # 227, or 224 (the paper's text): the net's own input
     if any(m.config.crop != crop for m in members):
         raise ValueError("an ensemble's members must take crops of one size (227 or 224)")
     means = {id(m): torch.from_numpy(stats.mean).to(_device(m.model)) for m in members}
     probs: list[list[torch.Tensor]] = [[] for _ in members]
-    labels, metas, batch = [], [], []
+    labels, metas, batch, kept, features = [], [], [], [], []
+    centre = 0 if crops == 1 else 4  # the centre patch's view (see ten_crops)
 
     def flush() -> None:
         images = torch.from_numpy(np.stack([b[0] for b in batch]))  # (B, 256, 256, 3) uint8
         for k, m in enumerate(members):
             x = (images.to(_device(m.model)).float() - means[id(m)]) * m.config.input_scale
-            logits = m.model(ten_crops(x, crops, crop))  # all views of the batch: one pass
+            logits, fc7 = m.model.forward_features(ten_crops(x, crops, crop))  # one pass
             probs[k].append(average_views(torch.softmax(logits.float(), 1), crops).cpu())
+            wanted = min(keep - len(kept), len(batch)) if k == 0 else 0
+            if wanted > 0:
+                rows = fc7[centre * len(batch) : centre * len(batch) + wanted]
+                features.append(rows.float().cpu())
+                kept.extend(b[0] for b in batch[:wanted])
         labels.extend(b[1] for b in batch)
         metas.extend(b[2] for b in batch)
         batch.clear()
@@ -98,7 +124,8 @@ def predict(
             flush()
     if batch:
         flush()
-    return [torch.cat(p) for p in probs], torch.tensor(labels), metas
+    fc7s = torch.cat(features) if features else torch.zeros(0, 0)
+    return Predictions([torch.cat(p) for p in probs], torch.tensor(labels), metas, fc7s, kept)
 
 
 def _errors(probs: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -135,7 +162,8 @@ def evaluate(
     out = Path(out)
     runs = [run, *(ensemble or [])]
     members = [load_model(_checkpoint_of(out, r, checkpoint), devices) for r in runs]
-    probs, labels, metas = predict(members, out, crops, batch_size)
+    predicted = predict(members, out, crops, batch_size, keep=FIGURE_EXAMPLES if figures else 0)
+    probs, labels = predicted.probs, predicted.labels
     manifest = read_manifest(out)
     result: dict = {"crops": crops, "n": len(labels)}
     entries = [
@@ -157,7 +185,16 @@ def evaluate(
     if figures:
         from training.figures import draw_all
 
-        drawn = draw_all(out, run, members[0], final, labels, metas, train_limit=neighbours_from)
+        drawn = draw_all(
+            out,
+            run,
+            members[0],
+            final,
+            labels,
+            predicted.images,
+            predicted.features,
+            train_limit=neighbours_from,
+        )
         result["figures"] = [str(p) for p in drawn]
         written += drawn
     result["files"] = {str(p.relative_to(run_dir)): sha256_file(p) for p in written}

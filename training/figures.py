@@ -172,17 +172,6 @@ def _feature_batches(
         yield features(), batch
 
 
-def _features(
-    loaded: Loaded, out: Path, split: str, limit: int
-) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """fc7 features and images of the first `limit` images of a split (held in memory)."""
-    feats, images = [], []
-    for f, batch in _feature_batches(loaded, out, split, limit):
-        feats.append(f)
-        images += batch
-    return torch.cat(feats), images
-
-
 def nearest_in_split(
     loaded: Loaded,
     out: Path,
@@ -212,16 +201,19 @@ def draw_all(
     loaded: Loaded,
     probs: torch.Tensor,
     labels: torch.Tensor,
-    metas: list[dict],
-    n_examples: int = 8,
+    val_images: list[np.ndarray],
+    val_feats: torch.Tensor,
     n_queries: int = 5,
     n_neighbours: int = 6,
     train_limit: int | None = None,
 ) -> list[Path]:
     """Draw every figure into OUT/runs/RUN/figures/; return their paths.
 
-    Figure 4's neighbours are searched over the whole train split, as the paper's
-    (`train_limit`: only its first images, for a quick look)."""
+    `probs`, `labels`: the (ensemble's) val softmax and the labels; `val_images`,
+    `val_feats`: the first val images and their fc7 features, as evaluation's pass
+    kept them (`Predictions`), which Figure 4 shows and searches from. Figure 4's
+    neighbours are searched over the whole train split, as the paper's (`train_limit`:
+    only its first images, for a quick look)."""
     folder = out / "runs" / run / "figures"
     names = [c["name"] or c["wnid"] for c in read_manifest(out)["classes"]]
     model = loaded.model
@@ -233,9 +225,8 @@ def draw_all(
         weights = list(model.conv1[0].weight.chunk(2))
     paths = [_save(conv1_kernels(weights), folder / "conv1_kernels.png")]
 
-    val_feats, val_images = _features(loaded, out, "val", n_examples)
     crop = loaded.config.crop
-    shown = [center_crop(v, crop) for v in val_images[:n_examples]]
+    shown = [center_crop(v, crop) for v in val_images]
     top5 = top5_panel(shown, probs[: len(shown)], labels[: len(shown)].tolist(), names)
     paths.append(_save(top5, folder / "top5_predictions.png"))
 
