@@ -51,7 +51,6 @@ from preprocessing.plan import (
     plan_shards,
     previous_layout,
 )
-from preprocessing.progress import Progress
 from preprocessing.source import SourceTree, scan
 from shards.atomic import (
     json_bytes,
@@ -82,6 +81,7 @@ from shards.manifest import (
     write_manifest,
 )
 from shards.partials import Partials
+from shards.progress import Progress
 
 # What a data root may hold besides hidden files; anything else means OUT is
 # somebody's folder, not ours, and we refuse to write into it.

@@ -41,8 +41,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from preprocessing.cluster import bounded_workers
-from preprocessing.progress import Progress
 from shards.atomic import read_json
+from shards.progress import Progress
 from shards.settings import check_types
 
 GENERATOR_VERSION = 1

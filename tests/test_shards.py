@@ -211,3 +211,39 @@ def test_the_sample_checksum_is_zlibs_crc32_of_the_members_in_order():
     crc = zlib.crc32(members[2], zlib.crc32(members[1], zlib.crc32(members[0])))
     assert fmt.sample_checksum(members) == crc  # whichever CRC-32 is installed
     assert fmt._crc32 is not zlib.crc32, "isal is not installed: see pyproject.toml"
+
+
+def test_progress_reports_live_on_a_terminal_in_lines_in_a_log_and_not_at_all_when_quiet():
+    import io
+
+    from shards.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = io.StringIO()
+    show = Progress("preprocess", 10, stream=log, every_s=0.0)
+    for _ in range(10):
+        show.update(1, "0 rejected")
+    show.note("done")
+    show.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 11 and lines[-2].startswith("preprocess: 10/10 images")
+    assert "0 rejected" in lines[-2] and lines[-1] == "done"
+
+    tty = Terminal()
+    show = Progress("epoch 1/2", 4, stream=tty)
+    show.update(4, "loss 2.3")
+    show.note("epoch 1/2: loss 2.3")
+    show.close()
+    drawn = tty.getvalue()
+    assert "\x1b[" in drawn and "4/4" in drawn and "loss 2.3" in drawn  # drawn by rich
+    assert "epoch 1/2: loss 2.3\n" in drawn
+
+    quiet = io.StringIO()
+    show = Progress("train", None, stream=quiet, quiet=True, every_s=0.0)
+    show.update(5)
+    show.note("epoch 1")
+    show.close()
+    assert quiet.getvalue() == ""

@@ -41,6 +41,7 @@ from torch import nn
 
 from shards.atomic import one_writer, write_json
 from shards.manifest import read_manifest
+from shards.progress import Progress
 from shards.reader import shard_paths
 from shards.stats import Stats, read_stats
 from training.checkpoint import load_checkpoint, save_checkpoint
@@ -162,30 +163,6 @@ def _weights_sha(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-class _Line:
-    """A live step line on a terminal; one line per epoch in logs; silent on ranks > 0."""
-
-    def __init__(self, enabled: bool | None, quiet: bool) -> None:
-        self.tty = sys.stderr.isatty() if enabled is None else enabled
-        self.quiet = quiet
-
-    @property
-    def live(self) -> bool:
-        return self.tty and not self.quiet
-
-    def show(self, text: str) -> None:
-        if self.live:
-            print("\r" + text.ljust(100), end="", file=sys.stderr, flush=True)
-
-    def done(self, text: str) -> None:
-        if not self.quiet:
-            print(
-                ("\r" if self.tty else "") + text.ljust(100 if self.tty else 0),
-                file=sys.stderr,
-                flush=True,
-            )
-
-
 class _Meter:
     """Loss, images and time spent waiting for data since `reset`, read without a sync per step.
 
@@ -279,7 +256,7 @@ class _Run:
     train_loader: Loader
     val_loader: Loader
     counts: dict[str, int]  # samples per train shard (to even out the ranks' steps)
-    line: _Line
+    show: Progress
     epoch: int = 0
     step: int = 0
     first_epoch: int = 0  # where this process started (for stop_after)
@@ -324,7 +301,7 @@ def _train(
             _log(r, entry)
             if on_epoch is not None and r.rank == 0:
                 on_epoch({**entry, "epochs": c.epochs})
-            r.line.done(
+            r.show.note(
                 f"epoch {r.epoch}/{c.epochs}: loss {loss:.4f}, val top-1 {top1:.2%}, "
                 f"top-5 {top5:.2%}, lr {lr:g}, {rates['images_per_s']:.0f} img/s, "
                 f"data wait {rates['data_wait']:.0%}"
@@ -349,6 +326,7 @@ def _train(
         else:
             result.stopped = f"reached {c.epochs} epochs"
     finally:
+        r.show.close()
         r.train_loader.close()
         r.val_loader.close()
         _write_rank_record(r)
@@ -386,7 +364,7 @@ def _setup(
     counts = {str(p): s["count"] for p, s in zip(train_ds.shards, listed, strict=True)}
     forward = torch.compile(model_ddp) if config.compile else model_ddp
     mean = torch.from_numpy(stats.mean).to(device)
-    line = _Line(progress, quiet=rank != 0)
+    show = Progress("train", None, enabled=progress, every_s=None, quiet=rank != 0, transient=True)
     return _Run(
         config,
         run_dir,
@@ -403,7 +381,7 @@ def _setup(
         train_loader,
         val_loader,
         counts,
-        line,
+        show,
         epoch=epoch,
         step=step,
         first_epoch=epoch,
@@ -512,6 +490,10 @@ def _train_one_epoch(r: _Run) -> tuple[float | None, dict]:
         per_rank = [sum(r.counts[u] for u in r.train_ds.shards_for(rank=k)) for k in range(r.world)]
         limit = min(per_rank) // r.train_ds.batch_size  # this replica's batch
     r.model_ddp.train()
+    images = sum(r.counts[u] for u in r.train_ds.shards_for(rank=r.rank))
+    if limit is not None:
+        images = limit * r.train_ds.batch_size
+    r.show.reset(f"epoch {r.epoch + 1}/{c.epochs}", images)
     whole, window, shown = _Meter(), _Meter(), time.perf_counter()
     for batch, wait in _timed(device_batches(_first(r.train_loader, limit), r.device)):
         x = prepare_batch(batch, r.mean, c.input_scale, r.device)
@@ -535,12 +517,12 @@ def _train_one_epoch(r: _Run) -> tuple[float | None, dict]:
             entry = {"step": r.step, "epoch": r.epoch + 1, "loss": _read_loss(r, window), "lr": lr}
             _log(r, {**entry, **window.rates()})
             window.reset()
-        if r.line.live and time.perf_counter() - shown >= 1.0:  # one sync a second
+        r.show.update(len(batch))
+        if r.show.live and time.perf_counter() - shown >= 1.0:  # one sync a second
             shown, rates = time.perf_counter(), whole.rates()
-            r.line.show(
-                f"epoch {r.epoch + 1}/{c.epochs} step {r.step} loss {_read_loss(r, whole):.4f} "
-                f"lr {lr:g} {rates['images_per_s']:.0f} img/s, "
-                f"data wait {rates['data_wait']:.0%}"
+            r.show.update(
+                0,
+                f"loss {_read_loss(r, whole):.4f} lr {lr:g} wait {rates['data_wait']:.0%}",
             )
     return _read_loss(r, whole), whole.rates()
 

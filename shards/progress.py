@@ -1,0 +1,130 @@
+"""Progress on long work, one reporter for every stage: a live `rich` bar on a terminal,
+plain log lines otherwise.
+
+    show = Progress("preprocess", total=1_281_167, unit="images")
+    show.update(1000, "3 rejected")     # items done, and a note shown after the counts
+    show.note("shard 12 rewritten")     # a line of its own, above the live bar
+    show.close()
+
+On a terminal, `rich` draws the bar (no refresh thread: it is redrawn from
+`update`, at most 5 times a second, so forked workers never inherit a lock held
+by one). In a log, a line is printed every `every_s` seconds and at the end
+(`every_s=None`: only the notes). `quiet` prints nothing at all (ranks > 0);
+`transient` removes the bar when closed (training keeps only its epoch lines).
+It lives in `shards`, the package every stage may import.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as _RichProgress
+
+
+class Progress:
+    """Counts items done out of `total` (None: not known), with rate and ETA."""
+
+    def __init__(
+        self,
+        label: str,
+        total: int | None,
+        unit: str = "images",
+        enabled: bool | None = None,
+        every_s: float | None = 10.0,
+        stream: TextIO | None = None,
+        quiet: bool = False,
+        transient: bool = False,
+    ) -> None:
+        self.label, self.total, self.unit, self.every_s = label, total, unit, every_s
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if enabled is None else enabled
+        self.quiet = quiet
+        self.done, self.extra = 0, ""
+        self.start = self.last = time.perf_counter()
+        self._bar: _RichProgress | None = None
+        if self.tty and not quiet:
+            console = Console(file=self.stream, force_terminal=True)
+            self._bar = _RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=15),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(compact=True),
+                TextColumn("{task.fields[extra]}"),
+                console=console,
+                auto_refresh=False,
+                transient=transient,
+            )
+            self._task = self._bar.add_task(label, total=total, rate="", extra="")
+            self._bar.start()
+
+    def reset(self, label: str, total: int | None = None) -> None:
+        """Start counting again under a new label (the next epoch)."""
+        self.label, self.total, self.done, self.extra = label, total, 0, ""
+        self.start = self.last = time.perf_counter()
+        if self._bar is not None:
+            self._bar.reset(self._task, total=total, description=label, rate="", extra="")
+
+    @property
+    def live(self) -> bool:
+        """Whether a live bar is drawn (worth paying for an `extra` that costs a sync)."""
+        return self._bar is not None
+
+    def update(self, n: int = 1, extra: str = "") -> None:
+        """Add `n` items done; `extra` is shown after the counts (e.g. rejects so far)."""
+        self.done += n
+        self.extra = extra or self.extra
+        now = time.perf_counter()
+        finished = self.total is not None and self.done >= self.total
+        if self.quiet:
+            return
+        if self._bar is not None:
+            if now - self.last >= 0.2 or finished:
+                self.last = now
+                rate = f"{self.rate(now):.0f}/s"
+                self._bar.update(self._task, completed=self.done, rate=rate, extra=self.extra)
+                self._bar.refresh()
+        elif self.every_s is not None and (now - self.last >= self.every_s or finished):
+            self.last = now
+            print(self.line(now), file=self.stream, flush=True)
+
+    def rate(self, now: float | None = None) -> float:
+        return self.done / max((now or time.perf_counter()) - self.start, 1e-9)
+
+    def line(self, now: float | None = None) -> str:
+        """The state as one plain line (what a log gets)."""
+        rate = self.rate(now)
+        of = f"/{self.total}" if self.total is not None else ""
+        extra = f", {self.extra}" if self.extra else ""
+        text = f"{self.label}: {self.done}{of} {self.unit}, {rate:.0f} {self.unit}/s{extra}"
+        if self.total is not None:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            text += f", ETA {eta:.0f}s"
+        return text
+
+    def note(self, text: str) -> None:
+        """A line of its own (an epoch's summary): above the live bar, or in the log."""
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            self._bar.refresh()
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done, extra=self.extra)
+            self._bar.refresh()
+            self._bar.stop()
+            self._bar = None
