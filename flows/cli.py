@@ -15,12 +15,19 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import flows
+from shards.settings import add_options, from_options
+from training.config import PIPELINE_PRESET, PRESETS
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults in every option's help and keep descriptions as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "(default:" in (action.help or ""):  # it says its default in words
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _package_version() -> str:
@@ -54,13 +61,21 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dask-address", default=None, help=address_help)
 
 
+def _add_shard_options(p: argparse.ArgumentParser, inherit: bool = False) -> None:
+    """--shard-size and --quality, as the preprocess stage declares them."""
+    from preprocessing.image import ImageSettings
+    from preprocessing.plan import PrepareSettings
+
+    add_options(p, PrepareSettings, only=("shard_size",), inherit=inherit)
+    add_options(p, ImageSettings, only=("quality",), inherit=inherit)
+
+
 # --- alexnet sample-data -------------------------------------------------------
 
 
 def _add_sample_data(sub: argparse._SubParsersAction) -> None:
-    from preprocessing.sample_data import MAX_CLASSES, SampleSpec
+    from preprocessing.sample_data import SampleSpec
 
-    d = SampleSpec()
     p = sub.add_parser(
         "sample-data",
         formatter_class=_Formatter,
@@ -77,37 +92,7 @@ def _add_sample_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "dir", metavar="DIR", help="where to write the tree (must not exist, or be empty)"
     )
-    p.add_argument(
-        "--classes",
-        type=_positive_int,
-        default=d.classes,
-        help=f"number of classes (at most {MAX_CLASSES})",
-    )
-    p.add_argument(
-        "--train-per-class",
-        type=_positive_int,
-        default=d.train_per_class,
-        help="training images per class",
-    )
-    p.add_argument(
-        "--val-per-class",
-        type=_non_negative_int,
-        default=d.val_per_class,
-        help="validation images per class",
-    )
-    p.add_argument(
-        "--quirks",
-        type=_non_negative_int,
-        default=d.quirks,
-        help="how many of each quirk to plant in train/ (0 for none)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    p.add_argument(
-        "--min-side", type=_positive_int, default=d.min_side, help="smallest image side, px"
-    )
-    p.add_argument(
-        "--max-side", type=_positive_int, default=d.max_side, help="largest image side, px"
-    )
+    add_options(p, SampleSpec)
     p.add_argument(
         "--workers",
         type=_positive_int,
@@ -120,15 +105,7 @@ def _add_sample_data(sub: argparse._SubParsersAction) -> None:
 def _run_sample_data(args: argparse.Namespace) -> int:
     from preprocessing.sample_data import SampleSpec, generate
 
-    spec = SampleSpec(
-        classes=args.classes,
-        train_per_class=args.train_per_class,
-        val_per_class=args.val_per_class,
-        quirks=args.quirks,
-        seed=args.seed,
-        min_side=args.min_side,
-        max_side=args.max_side,
-    )
+    spec = from_options(SampleSpec, args)
     report = generate(args.dir, spec, workers=args.workers)
     if report.seconds == 0.0:
         print(f"{args.dir}: already holds this sample tree (seed {spec.seed}); nothing to do")
@@ -145,10 +122,9 @@ def _run_sample_data(args: argparse.Namespace) -> int:
 
 
 def _add_preprocess(sub: argparse._SubParsersAction) -> None:
-    from preprocessing.image import RESAMPLING, ImageSettings
-    from preprocessing.prepare import PrepareSettings
+    from preprocessing.image import ImageSettings
+    from preprocessing.plan import PrepareSettings
 
-    d, di = PrepareSettings(), ImageSettings()
     p = sub.add_parser(
         "preprocess",
         formatter_class=_Formatter,
@@ -173,36 +149,8 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
         help="labels of a flat val/ (LOC_val_solution.csv or 'file wnid|index' lines); "
         "found under SRC when not given",
     )
-    p.add_argument(
-        "--shard-size", type=_positive_int, default=d.shard_size, help="samples per shard"
-    )
-    p.add_argument(
-        "--format",
-        choices=["jpg", "png"],
-        default=di.format,
-        help="stored image format (png is lossless)",
-    )
-    p.add_argument("--quality", type=int, default=di.quality, help="JPEG quality")
-    p.add_argument(
-        "--filter",
-        choices=sorted(RESAMPLING),
-        default=di.filter,
-        help="resampling filter of the resize",
-    )
-    p.add_argument(
-        "--draft",
-        action=argparse.BooleanOptionalAction,
-        default=di.draft,
-        help="let the JPEG decoder downscale by 1/2, 1/4 or 1/8 first when the shorter side is "
-        ">= 512 (faster; changes pixels slightly)",
-    )
-    p.add_argument(
-        "--max-pixels",
-        type=_positive_int,
-        default=di.max_pixels,
-        help="reject images with more pixels (decompression bombs)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the train shard order")
+    add_options(p, PrepareSettings)
+    add_options(p, ImageSettings)
     _add_cluster_options(p)
     p.set_defaults(handler=_run_preprocess)
 
@@ -211,14 +159,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     from preprocessing.image import ImageSettings
     from preprocessing.prepare import PrepareSettings, preprocess
 
-    image = ImageSettings(
-        format=args.format,
-        quality=args.quality,
-        filter=args.filter,
-        draft=args.draft,
-        max_pixels=args.max_pixels,
-    )
-    settings = PrepareSettings(image=image, shard_size=args.shard_size, seed=args.seed)
+    settings = from_options(PrepareSettings, args, image=from_options(ImageSettings, args))
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     report = preprocess(
         args.src,
@@ -366,9 +307,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="the run's name (its folder under OUT/runs/); under torchrun write --name, "
         "since torchrun's own parser takes --run for its --run-path",
     )
-    p.add_argument(
-        "--preset", choices=["paper", "smoke"], default="paper", help="starting settings"
-    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="starting settings")
     p.add_argument(
         "--config", default=None, help="a TOML (or JSON) file of settings over the preset"
     )
@@ -520,7 +459,9 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--run", "--name", dest="run", default="pipeline", help="the training run's name"
     )
-    p.add_argument("--preset", choices=["paper", "smoke"], default="smoke", help="training preset")
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default=PIPELINE_PRESET, help="training preset"
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -529,8 +470,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override one training setting (repeatable)",
     )
-    p.add_argument("--shard-size", type=_positive_int, default=1000, help="samples per shard")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality of the shards")
+    _add_shard_options(p)
     p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="evaluation patches")
     p.add_argument(
         "--launcher",
@@ -608,15 +548,12 @@ def _add_reprocess(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("src", metavar="SRC", help="the ImageNet tree")
     p.add_argument("out", metavar="OUT", help="the data root to bring up to date")
-    p.add_argument(
-        "--shard-size", type=_positive_int, default=None, help="samples per shard (default: OUT's)"
-    )
-    p.add_argument("--quality", type=int, default=None, help="JPEG quality (default: OUT's)")
+    _add_shard_options(p, inherit=True)
     p.add_argument(
         "--train", action="store_true", help="then train and evaluate, as alexnet pipeline does"
     )
     p.add_argument("--run", "--name", dest="run", default="pipeline", help="the run (--train)")
-    p.add_argument("--preset", choices=["paper", "smoke"], default="smoke", help="(--train)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=PIPELINE_PRESET, help="(--train)")
     _add_cluster_options(p)
     p.set_defaults(handler=_run_reprocess)
 

@@ -49,6 +49,7 @@ from prefect.context import TaskRunContext
 from shards.atomic import read_json
 from shards.format import sha256_file
 from shards.manifest import find_manifest, train_shard_digests
+from training.config import PIPELINE_PRESET
 
 
 def _key(*parts: Any) -> str:
@@ -304,10 +305,10 @@ def alexnet_pipeline(
     src: str,
     out: str,
     run: str = "pipeline",
-    preset: str = "smoke",
+    preset: str = PIPELINE_PRESET,
     overrides: list[str] | None = None,
-    shard_size: int = 1000,
-    quality: int = 95,
+    shard_size: int | None = None,  # None: the preprocess stage's default
+    quality: int | None = None,
     scale: str = "pixel/255",
     crops: int = 10,
     workers: int | None = None,

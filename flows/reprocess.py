@@ -34,6 +34,7 @@ from flows.pipeline import (
     when_missing,
 )
 from shards.manifest import find_manifest
+from training.config import PIPELINE_PRESET
 
 
 def changes_table(changes: dict) -> str:
@@ -66,7 +67,7 @@ def alexnet_reprocess(
     dask_address: str | None = None,
     train: bool = False,
     run: str = "pipeline",
-    preset: str = "smoke",
+    preset: str = PIPELINE_PRESET,
     overrides: list[str] | None = None,
     crops: int = 10,
     launcher: list[str] | None = None,

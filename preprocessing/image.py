@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from shards.pixels import decode_rgb
-from shards.settings import check_types
+from shards.settings import check_types, option
 
 # We enforce our own, configurable pixel limit before decoding; Pillow's own
 # check would raise a warning or error with less useful words.
@@ -52,12 +52,18 @@ DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 class ImageSettings:
     """Every setting that changes a stored byte."""
 
-    size: int = 256
-    format: str = "jpg"  # or "png" (lossless)
-    quality: int = 95
-    filter: str = "lanczos"
-    draft: bool = True
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    size: int = 256  # the paper's; not an option
+    format: str = option("jpg", "stored image format (png is lossless)", choices=["jpg", "png"])
+    quality: int = option(95, "JPEG quality of the shards")
+    filter: str = option("lanczos", "resampling filter of the resize", choices=sorted(RESAMPLING))
+    draft: bool = option(
+        True,
+        "let the JPEG decoder downscale by 1/2, 1/4 or 1/8 first when the shorter side is "
+        ">= 512 (faster; changes pixels slightly)",
+    )
+    max_pixels: int = option(
+        DEFAULT_MAX_PIXELS, "reject images with more pixels (decompression bombs)", minimum=1
+    )
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -25,7 +25,7 @@ from preprocessing.image import ImageSettings
 from preprocessing.source import SourceFile, SourceTree
 from shards.format import record_path, shard_dir, shard_name
 from shards.manifest import FORMAT_VERSION, find_manifest
-from shards.settings import check_types
+from shards.settings import check_types, option
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ class PrepareSettings:
     """Everything that decides the bytes of the shards."""
 
     image: ImageSettings = field(default_factory=ImageSettings)
-    shard_size: int = 1000
-    seed: int = 0
+    shard_size: int = option(1000, "samples per shard", minimum=1)
+    seed: int = option(0, "seed of the train shard order")
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw
 from preprocessing.cluster import bounded_workers
 from shards.atomic import read_json
 from shards.progress import Progress
-from shards.settings import check_types
+from shards.settings import check_types, option
 
 GENERATOR_VERSION = 1
 
@@ -84,13 +84,13 @@ _SPLIT_CODE = {"train": 1, "val": 2}
 class SampleSpec:
     """What to generate. Everything that changes a byte of the output is here."""
 
-    classes: int = 10
-    train_per_class: int = 100
-    val_per_class: int = 20
-    quirks: int = 2
-    seed: int = 0
-    min_side: int = 100
-    max_side: int = 600
+    classes: int = option(10, f"number of classes (at most {MAX_CLASSES})", minimum=1)
+    train_per_class: int = option(100, "training images per class", minimum=1)
+    val_per_class: int = option(20, "validation images per class", minimum=0)
+    quirks: int = option(2, "how many of each quirk to plant in train/ (0 for none)", minimum=0)
+    seed: int = option(0, "random seed")
+    min_side: int = option(100, "smallest image side, px", minimum=1)
+    max_side: int = option(600, "largest image side, px", minimum=1)
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -148,13 +148,47 @@ def test_every_subcommand_help_shows_defaults():
         options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
         assert options, name
         for action in options:
-            assert f"(default: {action.default})" in text, (name, action.dest)
+            said = f"(default: {action.default})" in text
+            in_words = action.default is None and "(default: the data root's own)" in text
+            assert said or in_words, (name, action.dest)
 
 
-def test_cli_start_does_not_import_torch_or_prefect():
+def test_stage_options_are_generated_from_the_settings_dataclasses():
+    """Each option of preprocess and sample-data is a settings field: its flag, default
+    and help come from the field, and the parsed defaults rebuild the defaults."""
+    from flows.cli import build_parser
+    from preprocessing.image import ImageSettings
+    from preprocessing.plan import PrepareSettings
+    from preprocessing.sample_data import SampleSpec
+    from shards.settings import from_options, option_fields
+
+    parser = build_parser()
+    args = parser.parse_args(["preprocess", "S", "O"])
+    image = from_options(ImageSettings, args)
+    assert from_options(PrepareSettings, args, image=image) == PrepareSettings()
+    assert from_options(SampleSpec, parser.parse_args(["sample-data", "D"])) == SampleSpec()
+    changed = parser.parse_args(["preprocess", "S", "O", "--shard-size", "7", "--no-draft"])
+    assert (changed.shard_size, changed.draft) == (7, False)
+    stages = _stages()
+    for stage, classes in [
+        ("preprocess", (PrepareSettings, ImageSettings)),
+        ("sample-data", (SampleSpec,)),
+    ]:
+        actions = {a.dest: a for a in stages[stage]._actions}
+        for cls in classes:
+            for f in option_fields(cls):
+                assert actions[f.name].help == f.metadata["help"], (stage, f.name)
+                assert actions[f.name].default == f.default
+    with pytest.raises(SystemExit):
+        parser.parse_args(["preprocess", "S", "O", "--shard-size", "0"])  # minimum=1
+
+
+def test_cli_start_and_the_training_config_do_not_import_torch_or_prefect():
+    """`alexnet --help` stays fast: the parser lists presets from training.config, which
+    (with the network's settings in training.architecture) is torch-free."""
     code = (
-        "import sys, flows.cli as c; c.build_parser(); "
-        "print(sorted({'torch', 'prefect'} & set(sys.modules)))"
+        "import sys, training.config, training.architecture, flows.cli as c; "
+        "c.build_parser(); print(sorted({'torch', 'prefect'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

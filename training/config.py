@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from shards.settings import check_types
-from training.model import AlexNetConfig
+from training.architecture import AlexNetConfig
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,8 @@ _RANGES = {
     "log_every": ">= 1 step",
 }
 
+# The preset `alexnet pipeline`, `alexnet reprocess --train` and the flows use unless told.
+PIPELINE_PRESET = "smoke"
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "smoke": {
