@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from training.architecture import AlexNetConfig
 from training.model import AlexNet
 
 
@@ -44,7 +45,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
-    reference = AlexNet(devices=["cpu", "cpu"], **size)
+    reference = AlexNet(AlexNetConfig(**size), devices=["cpu", "cpu"])
     with torch.no_grad():  # weights of a scale that gives logits of order 1
         for p in reference.parameters():
             if p.ndim > 1:
@@ -55,7 +56,7 @@ def main() -> None:
     name = "cpu (dry run)" if dry else torch.cuda.get_device_name(0)
     result: dict = {"device": name, "torch": torch.__version__, "placement": {}}
     for devices in ([gpu, "cpu"], [gpu, gpu]):
-        model = AlexNet(devices=devices, **size)
+        model = AlexNet(AlexNetConfig(**size), devices=devices)
         model.load_state_dict(state)
         logits, grads = grads_and_logits(model, x, y)
         result["placement"][" + ".join(devices)] = {

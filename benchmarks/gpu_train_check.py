@@ -48,6 +48,7 @@ from torch import nn
 from shards.reader import shard_paths
 from shards.stats import read_stats
 from training import data as training_data
+from training.architecture import AlexNetConfig
 from training.config import resolve
 from training.data import lighting_basis
 from training.model import AlexNet
@@ -58,7 +59,7 @@ from training.train import train
 
 def training_steps(device: str, batch: int, width: float, steps: int, compiled: bool) -> float:
     """Images/s of full training steps on inputs already on the device."""
-    model = AlexNet(width=width, devices=[device, device])
+    model = AlexNet(AlexNetConfig(width=width), devices=[device, device])
     model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if compiled else model
     opt = PaperSGD(model.parameters(), lr=0.01)

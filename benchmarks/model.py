@@ -27,6 +27,7 @@ import time
 import torch
 from torch import nn
 
+from training.architecture import AlexNetConfig
 from training.model import AlexNet, GroupedAlexNet, flops_per_image
 
 # Dense peak matrix rates (FLOP/s) by device name, for the "fraction of peak" figure.
@@ -35,8 +36,10 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 def build(kind: str, width: float, device: torch.device) -> nn.Module:
     if kind == "two-column":
-        return AlexNet(width=width, devices=[device, device])
-    return GroupedAlexNet(width=width, device=device, columns=1 if kind == "plain" else 2)
+        return AlexNet(AlexNetConfig(width=width), devices=[device, device])
+    return GroupedAlexNet(
+        AlexNetConfig(width=width, columns=1 if kind == "plain" else 2), device=device
+    )
 
 
 def step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> float:

@@ -56,6 +56,29 @@ def changes_table(changes: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _report_changes(src: str, out: str, changes: dict, n_images: int, written: int) -> None:
+    """What changed, in the run's log and as the `alexnet-reprocess` artifact."""
+    logger = get_run_logger()
+    for split, c in (changes.get("splits") or {}).items():
+        logger.info(
+            "%s: %d added, %d changed, %d deleted; shards rewritten %s, added %s",
+            split,
+            len(c["added"]),
+            len(c["changed"]),
+            len(c["deleted"]),
+            c["shards_rewritten"],
+            c["shards_added"],
+        )
+    create_markdown_artifact(
+        key="alexnet-reprocess",
+        markdown=(
+            f"# Re-processing `{src}` into `{out}`\n\n{changes_table(changes)}\n"
+            f"Statistics over {n_images} training images; {written} shards written this run.\n"
+        ),
+        description="what changed since the previous manifest",
+    )
+
+
 @flow(name="alexnet-reprocess")
 def alexnet_reprocess(
     src: str,
@@ -78,7 +101,6 @@ def alexnet_reprocess(
     and the shards rewritten or added), with the statistics' image count, and
     the evaluation when `train` is set.
     """
-    logger = get_run_logger()
     base = (find_manifest(out) or {}).get("settings")  # OUT's own, if it has any
     settings = prepare_settings(shard_size, quality, base)
     # Always scan: a cached result would report the last run's changes as this run's.
@@ -89,25 +111,7 @@ def alexnet_reprocess(
         out, manifest, scale, workers, dask_address
     )
     changes = manifest["changes"]
-    for split, c in (changes.get("splits") or {}).items():
-        logger.info(
-            "%s: %d added, %d changed, %d deleted; shards rewritten %s, added %s",
-            split,
-            len(c["added"]),
-            len(c["changed"]),
-            len(c["deleted"]),
-            c["shards_rewritten"],
-            c["shards_added"],
-        )
-    create_markdown_artifact(
-        key="alexnet-reprocess",
-        markdown=(
-            f"# Re-processing `{src}` into `{out}`\n\n{changes_table(changes)}\n"
-            f"Statistics over {stats['n_images']} training images; "
-            f"{manifest['shards_written']} shards written this run.\n"
-        ),
-        description="what changed since the previous manifest",
-    )
+    _report_changes(src, out, changes, stats["n_images"], manifest["shards_written"])
     summary = {
         "changes": changes,
         "n_images": stats["n_images"],

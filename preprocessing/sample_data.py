@@ -385,6 +385,24 @@ def _already_there(out: Path, spec: SampleSpec) -> SampleReport | None:
     return SampleReport(**old, seconds=0.0)
 
 
+def _check_out(out: Path, spec: SampleSpec) -> SampleReport | None:
+    """None when `out` may be written (absent or empty); the earlier report when it holds
+    this very tree; otherwise a clear error."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory")
+    if not any(out.iterdir()):
+        return None
+    earlier = _already_there(out, spec)
+    if earlier is None:
+        raise FileExistsError(
+            f"{out} is not empty and does not hold a sample tree of these settings; "
+            "choose a new folder or remove it first"
+        )
+    return earlier
+
+
 def generate(
     out: str | os.PathLike,
     spec: SampleSpec | None = None,
@@ -401,17 +419,9 @@ def generate(
     spec = spec or SampleSpec()
     classes, jobs = plan(spec)
     out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise FileExistsError(f"{out} exists and is not a directory")
-        if any(out.iterdir()):
-            earlier = _already_there(out, spec)
-            if earlier is not None:
-                return earlier
-            raise FileExistsError(
-                f"{out} is not empty and does not hold a sample tree of these settings; "
-                "choose a new folder or remove it first"
-            )
+    earlier = _check_out(out, spec)
+    if earlier is not None:
+        return earlier
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,7 @@ from PIL import Image
 from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
+from training.architecture import AlexNetConfig
 from training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from training.config import resolve
 from training.evaluate import (
@@ -222,7 +223,7 @@ def test_ten_crop_probabilities_of_one_image_computed_by_hand(trained):
 def test_the_papers_224_crop_works_end_to_end(trained):
     from training.model import AlexNet
 
-    model = AlexNet(devices=["cpu", "cpu"], input_size=224)
+    model = AlexNet(AlexNetConfig(input_size=224), devices=["cpu", "cpu"])
     assert model.columns[0].conv1[0].padding == (2, 2)  # the same 55x55 map as 227 without
     assert sum(p.numel() for p in model.parameters()) == 60_965_224
     with torch.no_grad():

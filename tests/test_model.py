@@ -36,7 +36,9 @@ def full():
 def test_parameter_count(full):
     assert count_parameters(full) == 60_965_224
     assert count_parameters(GroupedAlexNet()) == 60_965_224
-    assert count_parameters(GroupedAlexNet(columns=1)) == 62_378_344  # Caffe's ungrouped AlexNet
+    assert (
+        count_parameters(GroupedAlexNet(AlexNetConfig(columns=1))) == 62_378_344
+    )  # Caffe's ungrouped AlexNet
 
 
 def test_intermediate_shapes(full):
@@ -103,9 +105,9 @@ def _rescale(model: nn.Module) -> None:
     "settings", [{}, {"lrn": "divided", "width": 0.25}, {"remove_conv": "conv3", "width": 0.25}]
 )
 def test_two_column_and_grouped_forms_agree(settings):
-    two = AlexNet(num_classes=10, **settings)
+    two = AlexNet(AlexNetConfig(num_classes=10, **settings))
     _rescale(two)
-    grouped = GroupedAlexNet(num_classes=10, **settings)
+    grouped = GroupedAlexNet(AlexNetConfig(num_classes=10, **settings))
     grouped.load_state_dict(to_grouped(two.state_dict(), two.config))
     two.eval()
     grouped.eval()
@@ -158,21 +160,24 @@ def test_initialisation_as_the_paper(full):
     ],
 )
 def test_ablations_build_and_run(settings):
-    model = AlexNet(num_classes=7, width=settings.pop("width", 0.125), **settings)
+    model = AlexNet(AlexNetConfig(num_classes=7, width=settings.pop("width", 0.125), **settings))
     assert model(torch.randn(2, 3, 227, 227)).shape == (2, 7)
-    grouped = GroupedAlexNet.from_config(model.config)
+    grouped = GroupedAlexNet(model.config)
     grouped.load_state_dict(to_grouped(model.state_dict(), model.config))
 
 
 def test_ablation_settings_do_what_they_say():
-    assert isinstance(AlexNet(width=0.125, activation="tanh").columns[0].act, nn.Tanh)
-    assert AlexNet(width=0.125, pool="non-overlapping").columns[0].conv1[-1].kernel_size == 2
+    def tiny(**settings):
+        return AlexNet(AlexNetConfig(width=0.125, **settings))
+
+    assert isinstance(tiny(activation="tanh").columns[0].act, nn.Tanh)
+    assert tiny(pool="non-overlapping").columns[0].conv1[-1].kernel_size == 2
     assert not any(
         isinstance(m, nn.Module) and m.__class__.__name__ == "LRN"
-        for m in AlexNet(width=0.125, lrn="none").modules()
+        for m in tiny(lrn="none").modules()
     )
-    assert not hasattr(AlexNet(width=0.125, remove_conv="conv4").columns[0], "conv4")
-    assert AlexNet(width=0.5).columns[0].conv1[0].out_channels == 24
+    assert not hasattr(tiny(remove_conv="conv4").columns[0], "conv4")
+    assert AlexNet(AlexNetConfig(width=0.5)).columns[0].conv1[0].out_channels == 24
     with pytest.raises(ValueError, match="lrn_size"):
         AlexNetConfig(lrn_size=4)
 
@@ -183,7 +188,7 @@ def test_default_devices_on_this_machine():
         n, [torch.device("cuda", 0), torch.device("cuda", 1)]
     )
     assert default_devices() == expected
-    assert AlexNet(width=0.125).devices == expected
+    assert AlexNet(AlexNetConfig(width=0.125)).devices == expected
 
 
 def test_default_devices_give_each_local_replica_its_own_gpus():
@@ -208,10 +213,10 @@ def test_default_devices_give_each_local_replica_its_own_gpus():
 
 
 def test_columns_on_given_devices():
-    model = AlexNet(num_classes=4, width=0.125, devices=["cpu", "cpu"])
+    model = AlexNet(AlexNetConfig(num_classes=4, width=0.125), devices=["cpu", "cpu"])
     assert all(p.device.type == "cpu" for p in model.parameters())
     with pytest.raises(ValueError, match="one device per column"):
-        AlexNet(width=0.125, devices=["cpu"])
+        AlexNet(AlexNetConfig(width=0.125), devices=["cpu"])
 
 
 # --- PaperSGD ------------------------------------------------------------------
@@ -328,7 +333,7 @@ def test_columns_exchange_only_at_conv3_fc6_fc7_and_fc8():
     """Change one layer of column 1; what column 0 computes changes only from the next
     layer that reads both columns."""
     torch.manual_seed(0)
-    model = AlexNet(num_classes=10, width=0.125, devices=["cpu", "cpu"]).eval()
+    model = AlexNet(AlexNetConfig(num_classes=10, width=0.125), devices=["cpu", "cpu"]).eval()
     _rescale(model)
     x = torch.randn(2, 3, 227, 227)
     layers = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]

@@ -63,10 +63,10 @@ def load_model(path: str | os.PathLike, devices: list[str] | None = None) -> Loa
     form = payload.get("form", "two-column")
     if form == "grouped":
         device = (devices or [str(default_devices()[0])])[0]
-        model: torch.nn.Module = GroupedAlexNet.from_config(config.model, device)
+        model: torch.nn.Module = GroupedAlexNet(config.model, device)
     elif form == "one-gpu":
-        model = OneGpuAlexNet.from_config(config.model, devices)
+        model = OneGpuAlexNet(config.model, devices)
     else:
-        model = AlexNet.from_config(config.model, devices)
+        model = AlexNet(config.model, devices)
     model.load_state_dict(payload["model"])
     return Loaded(model.eval(), config, path, sha256_file(path))

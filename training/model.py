@@ -28,6 +28,7 @@ and the parameter count stay the same.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 
@@ -185,12 +186,11 @@ class AlexNet(nn.Module):
 
     def __init__(
         self,
-        num_classes: int = 1000,
+        config: AlexNetConfig | None = None,
         devices: Sequence[str | torch.device] | None = None,
-        **settings: object,
     ) -> None:
         super().__init__()
-        self.config = AlexNetConfig(num_classes=num_classes, **settings)  # type: ignore[arg-type]
+        self.config = config or AlexNetConfig()
         if self.config.columns != 2:
             raise ValueError(
                 "AlexNet is the two-column net; the paper's one-GPU net is OneGpuAlexNet "
@@ -205,13 +205,6 @@ class AlexNet(nn.Module):
         for column, device in zip(self.columns, self.devices, strict=True):
             column.to(device)
         self.reset_parameters()
-
-    @classmethod
-    def from_config(
-        cls, config: AlexNetConfig, devices: Sequence[str | torch.device] | None = None
-    ) -> AlexNet:
-        settings = config.to_dict()
-        return cls(settings.pop("num_classes"), devices, **settings)
 
     def reset_parameters(self) -> None:
         for column in self.columns:
@@ -292,24 +285,17 @@ class GroupedAlexNet(_OneDevice):
     """
 
     def __init__(
-        self, num_classes: int = 1000, device: str | torch.device = "cpu", **settings: object
+        self, config: AlexNetConfig | None = None, device: str | torch.device = "cpu"
     ) -> None:
         super().__init__()
-        self.config = c = AlexNetConfig(num_classes=num_classes, **settings)  # type: ignore[arg-type]
+        self.config = c = config or AlexNetConfig()
         first = c.convs[0]
         for name, (in_per_column, sees_both) in _conv_inputs(c).items():
             in_ch = 3 if name == first else in_per_column * (1 if sees_both else 2)
             groups = 1 if (name == first or sees_both) else c.columns
             block = _conv_block(c, name, in_ch, 2 * c.channels(name), groups, lrn_groups=c.columns)
             self.add_module(name, block)
-        self._add_classifier(_fc6_inputs(c), num_classes, device)
-
-    @classmethod
-    def from_config(
-        cls, config: AlexNetConfig, device: str | torch.device = "cpu"
-    ) -> GroupedAlexNet:
-        settings = config.to_dict()
-        return cls(settings.pop("num_classes"), device, **settings)
+        self._add_classifier(_fc6_inputs(c), c.num_classes, device)
 
 
 class OneGpuAlexNet(_OneDevice):
@@ -325,13 +311,11 @@ class OneGpuAlexNet(_OneDevice):
 
     def __init__(
         self,
-        num_classes: int = 1000,
+        config: AlexNetConfig | None = None,
         devices: Sequence[str | torch.device] | None = None,
-        **settings: object,
     ) -> None:
         super().__init__()
-        settings = {**settings, "columns": 1}
-        self.config = c = AlexNetConfig(num_classes=num_classes, **settings)  # type: ignore[arg-type]
+        self.config = c = dataclasses.replace(config or AlexNetConfig(), columns=1)
         device = torch.device((devices or default_devices())[0])
         self.devices = [device, device]  # as AlexNet's, for the training loop
         in_ch, last = 3, c.convs[-1]
@@ -339,14 +323,7 @@ class OneGpuAlexNet(_OneDevice):
             out_ch = c.channels(name) * (2 if name == last else 1)
             self.add_module(name, _conv_block(c, name, in_ch, out_ch, groups=1, lrn_groups=1))
             in_ch = out_ch
-        self._add_classifier(in_ch * 6 * 6, num_classes, device)
-
-    @classmethod
-    def from_config(
-        cls, config: AlexNetConfig, devices: Sequence[str | torch.device] | None = None
-    ) -> OneGpuAlexNet:
-        settings = config.to_dict()
-        return cls(settings.pop("num_classes"), devices, **settings)
+        self._add_classifier(in_ch * 6 * 6, c.num_classes, device)
 
 
 def build(
@@ -354,8 +331,8 @@ def build(
 ) -> AlexNet | OneGpuAlexNet:
     """The net a training config describes: the two-column net, or (columns=1) the one-GPU net."""
     if config.columns == 1:
-        return OneGpuAlexNet.from_config(config, devices)
-    return AlexNet.from_config(config, devices)
+        return OneGpuAlexNet(config, devices)
+    return AlexNet(config, devices)
 
 
 def _layers(config: AlexNetConfig) -> list[str]:

@@ -286,32 +286,8 @@ def _train(
         while r.epoch < c.epochs:
             loss, rates = _train_one_epoch(r)
             r.epoch += 1
-            top1, top5 = _validate(r.model, r.val_loader, r.mean, c, r.device, r.rank, r.world)
-            action = r.schedule.step(top1)
-            lr = r.opt.param_groups[0]["lr"]
-            entry = {
-                "step": r.step,
-                "epoch": r.epoch,
-                "loss": loss,
-                "lr": lr,
-                **rates,
-                "val_top1_error": top1,
-                "val_top5_error": top5,
-            }
-            _log(r, entry)
-            if on_epoch is not None and r.rank == 0:
-                on_epoch({**entry, "epochs": c.epochs})
-            r.show.note(
-                f"epoch {r.epoch}/{c.epochs}: loss {loss:.4f}, val top-1 {top1:.2%}, "
-                f"top-5 {top5:.2%}, lr {lr:g}, {rates['images_per_s']:.0f} img/s, "
-                f"data wait {rates['data_wait']:.0%}"
-            )
-            if action == "drop":
-                for g in r.opt.param_groups:
-                    g["lr"] *= c.lr_factor
+            entry, action = _end_epoch(r, loss, rates, on_epoch)
             result = TrainResult(r.run_dir, r.epoch, r.step, r.schedule.lowest, entry)
-            if r.rank == 0:
-                _save_checkpoints(r, entry, top1)
             if action == "stop":
                 drops = r.schedule.drops
                 result.stopped = (
@@ -333,6 +309,33 @@ def _train(
         if r.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return result
+
+
+def _end_epoch(
+    r: _Run, loss: float | None, rates: dict, on_epoch: Callable[[dict], None] | None
+) -> tuple[dict, str]:
+    """Validate, apply the schedule, log, and write the checkpoints of the epoch just
+    trained; return its metrics line and the schedule's verdict (keep, drop or stop)."""
+    c = r.config
+    top1, top5 = _validate(r.model, r.val_loader, r.mean, c, r.device, r.rank, r.world)
+    action = r.schedule.step(top1)
+    lr = r.opt.param_groups[0]["lr"]
+    entry = {"step": r.step, "epoch": r.epoch, "loss": loss, "lr": lr, **rates}
+    entry |= {"val_top1_error": top1, "val_top5_error": top5}
+    _log(r, entry)
+    if on_epoch is not None and r.rank == 0:
+        on_epoch({**entry, "epochs": c.epochs})
+    r.show.note(
+        f"epoch {r.epoch}/{c.epochs}: loss {loss:.4f}, val top-1 {top1:.2%}, "
+        f"top-5 {top5:.2%}, lr {lr:g}, {rates['images_per_s']:.0f} img/s, "
+        f"data wait {rates['data_wait']:.0%}"
+    )
+    if action == "drop":
+        for g in r.opt.param_groups:
+            g["lr"] *= c.lr_factor
+    if r.rank == 0:
+        _save_checkpoints(r, entry, top1)
+    return entry, action
 
 
 def _setup(
