@@ -178,6 +178,22 @@ def test_a_run_killed_mid_epoch_resumes_to_the_unbroken_runs_weights(data):
     assert steps == list(range(1, unbroken.step + 1))  # no line of the dead epoch twice
 
 
+def test_none_is_a_word_for_string_settings_and_a_missing_value_for_optional_ones():
+    """`--set model.lrn=none` and `--set lighting=none` switch LRN and lighting off (the
+    settings are strings); `model.remove_conv=none` and `lr_milestones=none` are None."""
+    config = resolve(
+        "smoke",
+        overrides=[
+            "model.lrn=none",
+            "lighting=none",
+            "model.remove_conv=none",
+            "lr_milestones=null",
+        ],
+    )
+    assert (config.model.lrn, config.lighting) == ("none", "none")
+    assert config.model.remove_conv is None and config.lr_milestones is None
+
+
 def test_overrides_and_presets():
     assert parse_overrides(["model.width=0.5", "epochs=3", "flip=false"]) == {
         "model": {"width": 0.5},

@@ -196,8 +196,24 @@ def parse_overrides(items: list[str]) -> dict:
         *parents, leaf = key.strip().split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = _parse_value(value.strip())
+        parsed = _parse_value(value.strip())
+        if parsed is None and "None" not in _annotation(key.strip()):
+            parsed = value.strip()  # `lrn=none` is the string "none", not a missing value
+        node[leaf] = parsed
     return out
+
+
+def _annotation(key: str) -> str:
+    """The declared type of a dotted setting (`model.lrn` -> "str"), or "" if unknown."""
+    cls: Any = TrainConfig
+    *parents, leaf = key.split(".")
+    for part in parents:
+        types = {f.name: f.default_factory for f in fields(cls)}
+        cls = types.get(part)
+        if not dataclasses.is_dataclass(cls):
+            return ""
+    annotations = {f.name: str(f.type) for f in fields(cls)}
+    return annotations.get(leaf, "")
 
 
 def resolve(
