@@ -151,6 +151,12 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     )
     add_options(p, PrepareSettings)
     add_options(p, ImageSettings)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list what would be written (shards per split; what OUT keeps, adds, rewrites, "
+        "removes) without doing any image work or writing anything, and exit",
+    )
     _add_cluster_options(p)
     p.set_defaults(handler=_run_preprocess)
 
@@ -161,6 +167,8 @@ def _run_preprocess(args: argparse.Namespace) -> int:
 
     settings = from_options(PrepareSettings, args, image=from_options(ImageSettings, args))
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    if args.dry_run:
+        return _print_dry_run(args, settings, splits)
     report = preprocess(
         args.src,
         args.out,
@@ -183,6 +191,21 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     print(
         f"manifest: {Path(args.out) / 'manifest.json'}; rejects: {Path(args.out) / 'rejects.jsonl'}"
     )
+    return 0
+
+
+def _print_dry_run(args: argparse.Namespace, settings: object, splits: tuple[str, ...]) -> int:
+    from preprocessing.prepare import dry_run
+
+    plan = dry_run(args.src, args.out, settings, splits=splits, val_labels=args.val_labels)
+    columns = ["inputs", "shards", "keep", "write", "rewrite", "remove"]
+    columns += ["added", "changed", "deleted"]
+    print(f"dry run, nothing written: {plan.layout}")
+    print(f"{'split':<6}" + "".join(f"{c:>9}" for c in columns))
+    for split, counts in plan.splits.items():
+        print(f"{split:<6}" + "".join(f"{counts[c]:>9}" for c in columns))
+    if plan.unlisted:
+        print(f"{plan.unlisted} inputs the listing refuses (they go to rejects.jsonl)")
     return 0
 
 

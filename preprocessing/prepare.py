@@ -47,6 +47,7 @@ from preprocessing.image import ImageProcessor, ImageSettings, Processed
 from preprocessing.plan import (
     PrepareSettings,
     ShardPlan,
+    diff_layout,
     layout_changes,
     plan_shards,
     previous_layout,
@@ -242,6 +243,76 @@ def check_out(src: Path, out: Path) -> None:
         raise ValueError(f"output {out} must not be inside the source's train/ or val/ folders")
 
 
+def _scan_checked(
+    src: Path,
+    out: Path,
+    settings: PrepareSettings,
+    splits: tuple[str, ...],
+    val_labels: str | os.PathLike | None,
+) -> SourceTree:
+    """The source's listing, once the settings, the splits and OUT are known to be usable."""
+    settings.check()
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected some of {', '.join(SPLITS)}")
+    tree = scan(src, splits, val_labels)
+    check_out(src, out)
+    return tree
+
+
+@dataclass
+class DryRun:
+    """What `preprocess` would do, per split (see `dry_run`)."""
+
+    layout: str  # whether inputs would keep their shards, and if not why
+    splits: dict[str, dict[str, int]]
+    unlisted: int  # inputs the listing refuses (they go to rejects.jsonl)
+
+
+def dry_run(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    settings: PrepareSettings | None = None,
+    splits: tuple[str, ...] = SPLITS,
+    val_labels: str | os.PathLike | None = None,
+) -> DryRun:
+    """Plan the preprocess stage without doing any image work, and write nothing.
+
+    Per split: the inputs listed, the shards planned, and of those how many OUT
+    already holds complete (`keep`), would be written at a new index (`write`)
+    or over an existing one (`rewrite`); the shards beyond the plan (`remove`);
+    and, against OUT's manifest, the inputs added, changed and deleted. Inputs
+    that turn out undecodable are only found by the real run (they become rejects
+    inside their shard), so the shard counts are exact and the image counts are
+    those of the listing.
+    """
+    settings = settings or PrepareSettings()
+    src, out = Path(src), Path(out)
+    tree = _scan_checked(src, out, settings, splits, val_labels)
+    layout, _, why = previous_layout(out, settings)
+    plans = plan_shards(tree, settings, layout)
+    seen = _read_seen(out)  # updated in memory only: never written back here
+    changes = diff_layout(layout, tree) if layout is not None else {}
+    result = {}
+    for split, split_plans in plans.items():
+        folder = shard_dir(out, split)
+        on_disk = {shard_index(p.name) for p in folder.glob("*.tar")} if folder.is_dir() else set()
+        complete = [completed_record(out, p, seen) is not None for p in split_plans]
+        todo = [p.index for p, done in zip(split_plans, complete, strict=True) if not done]
+        counts = {
+            "inputs": len(tree.files[split]),
+            "shards": len(split_plans),
+            "keep": sum(complete),
+            "write": sum(i not in on_disk for i in todo),
+            "rewrite": sum(i in on_disk for i in todo),
+            "remove": sum(i is not None and i >= len(split_plans) for i in on_disk),
+        }
+        for kind in ("added", "changed", "deleted"):
+            counts[kind] = len(changes.get(split, {}).get(kind, []))
+        result[split] = counts
+    return DryRun(why, result, len(tree.rejects))
+
+
 def preprocess(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -259,13 +330,8 @@ def preprocess(
     shard written (for a progress display elsewhere, such as a Prefect artifact).
     """
     settings = settings or PrepareSettings()
-    settings.check()
     src, out = Path(src), Path(out)
-    for split in splits:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected some of {', '.join(SPLITS)}")
-    tree = scan(src, splits, val_labels)
-    check_out(src, out)
+    tree = _scan_checked(src, out, settings, splits, val_labels)
     report = PrepareReport(out)
     with locked(out):
         layout, previous, report.layout = previous_layout(out, settings)
