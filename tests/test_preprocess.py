@@ -348,3 +348,63 @@ def test_verify_finds_every_kind_of_damage(done, tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", str(out)]) == 1
     assert "problems in" in capsys.readouterr().out
+
+
+def test_dry_run_writes_nothing_and_its_counts_are_what_the_run_then_does(src, tmp_path):
+    from preprocessing.prepare import dry_run
+
+    source, out = tmp_path / "src", tmp_path / "out"
+    shutil.copytree(src, source)
+    settings = PrepareSettings(shard_size=4)
+    fresh = dry_run(source, out, settings)
+    assert not out.exists()  # not even the folder
+    report = preprocess(source, out, settings, workers=1, progress=False)
+    manifest = report.manifest
+    for split, counts in fresh.splits.items():
+        assert counts["shards"] == counts["write"] == len(manifest["splits"][split]["shards"])
+        assert counts["keep"] == counts["rewrite"] == counts["remove"] == 0
+    listed = sum(c["inputs"] for c in fresh.splits.values()) + fresh.unlisted
+    assert listed == manifest["counts"]["inputs"]
+    assert sum(c["write"] for c in fresh.splits.values()) == report.shards_written
+
+    # Change the source: some deleted, one changed, some added; plan, then run.
+    train = sorted((source / "train").rglob("*.JPEG"))
+    for path in train[:3]:
+        path.unlink()
+    Image.new("RGB", (300, 260), (10, 90, 200)).save(train[5])  # same name, new content
+    for i in range(6):
+        Image.new("RGB", (300, 260), (40 * i, 90, 20)).save(train[7].with_name(f"new{i}.JPEG"))
+    before = digest(out) | {".shards-seen.json": (out / ".shards-seen.json").read_text()}
+    plan = dry_run(source, out, settings)
+    assert digest(out) | {".shards-seen.json": (out / ".shards-seen.json").read_text()} == before
+    update = preprocess(source, out, settings, workers=1, progress=False)
+    train_plan = plan.splits["train"]
+    assert (train_plan["added"], train_plan["changed"], train_plan["deleted"]) == (6, 1, 3)
+    changes = read_history(out)[-1]["changes"]["splits"]["train"]
+    assert train_plan["rewrite"] == len(changes["shards_rewritten"])
+    assert train_plan["write"] == len(changes["shards_added"])
+    written = sum(c["write"] + c["rewrite"] for c in plan.splits.values())
+    assert written == update.shards_written
+    assert sum(c["keep"] for c in plan.splits.values()) == update.shards_reused
+    assert plan.splits["val"] == dict(
+        fresh.splits["val"], keep=fresh.splits["val"]["shards"], write=0
+    )
+
+
+def test_scale_benchmark_runs_every_step_at_a_tiny_size(tmp_path):
+    """benchmarks/scale.py at 2,000 + 200 files (its full size is 1.33M; see its table in
+    benchmarks/README.md): every step runs, the re-run does nothing, 1% changed is seen."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
+    work = tmp_path / "scale"
+    cmd = [sys.executable, str(script), str(work), "--train", "2000", "--val", "200"]
+    res = subprocess.run(
+        [*cmd, "--pool", "40", "--real-shards", "1"], capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((work / "scale.json").read_text())
+    for step in ("listing", "plan", "(write)", "adopt", "rerun", "verify", "stats", "replan"):
+        assert result[step]["wall_s"] > 0 and result[step]["main_mib"] > 0, step
+    assert any("nothing to do" in line for line in result["rerun_output"])
+    train_row = next(r for r in result["replan_output"] if r.startswith("train")).split()
+    assert train_row[1:3] == ["2000", "2"] and int(train_row[8]) == result["changed_files"] == 1000
+    assert sorted(p.name for p in work.iterdir()) == ["scale.json"]  # cleaned up
