@@ -674,6 +674,57 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- alexnet predict -----------------------------------------------------------
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        formatter_class=_Formatter,
+        help="classify image files with a trained run",
+        description=(
+            "Classify image files (any format the preprocess stage accepts) with a run's\n"
+            "checkpoint, through exactly the path OUT's shards were made with: the shorter\n"
+            "side to 256, the central 256x256, the run's mean image, then 10 patches (or\n"
+            "the centre one) averaged. Prints the top classes with their names and\n"
+            "probabilities; a file that cannot be read gets a line saying why (exit 1)."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="the data root the run was trained on")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to classify")
+    p.add_argument("--run", "--name", dest="run", required=True, help="the trained run")
+    p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="patches per image")
+    p.add_argument("--top", type=_positive_int, default=5, help="classes shown per image")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint's path")
+    p.add_argument(
+        "--devices", default=None, help="devices for the model's columns, comma-separated"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per image, for scripts")
+    p.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from flows.predict import predict_files
+
+    devices = args.devices.split(",") if args.devices else None
+    results = predict_files(
+        args.out, args.run, args.images, args.crops, args.top, args.checkpoint, devices
+    )
+    for r in results:
+        if args.json:
+            print(json.dumps(asdict(r)))
+        elif r.error:
+            print(f"{r.path}: cannot classify: {r.error}", file=sys.stderr)
+        else:
+            print(r.path)
+            for c in r.top:
+                print(f"  {c['probability']:6.2%}  {c['wnid']}  {c['name']}")
+    return 1 if any(r.error for r in results) else 0
+
+
 # --- the command ---------------------------------------------------------------
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -683,6 +734,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_verify,
     _add_train,
     _add_evaluate,
+    _add_predict,
     _add_pipeline,
     _add_reprocess,
     _add_serve,

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from preprocessing.image import ImageSettings
 from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
@@ -302,3 +303,61 @@ def test_figure_4_neighbours_stream_over_the_whole_train_split(trained):
         for w, g in zip(first_ten, capped, strict=True)
         for a, b in zip(w, g, strict=True)
     )
+
+
+def test_predict_gives_what_the_shards_give_and_names_what_it_cannot_read(trained, tmp_path):
+    """`alexnet predict` on a source file equals evaluation of the same image read back
+    from lossless (PNG) shards: one resize-and-crop path, one model path."""
+    from flows.predict import predict_files
+    from training.evaluate import predict
+
+    src, lossless = trained.parent / "src", tmp_path / "png"
+    settings = PrepareSettings(shard_size=20, image=ImageSettings(format="png"))
+    preprocess(src, lossless, settings, workers=1, progress=False)
+    compute_stats(lossless, workers=1)
+    shutil.copytree(trained / "runs" / "a", lossless / "runs" / "a")
+    loaded = load_model(lossless / "runs/a/checkpoints/best.pt")
+    via_shards = predict([loaded], lossless, crops=10, batch_size=5)
+    paths = [str(src / m["path"]) for m in via_shards.metas]
+    direct = predict_files(lossless, "a", paths, crops=10, top=4, batch_size=3)
+    for row, probs in zip(direct, via_shards.probs[0], strict=True):
+        assert row.error is None
+        got = torch.tensor([c["probability"] for c in row.top])
+        want = torch.sort(probs, descending=True).values
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+        assert row.top[0]["index"] == int(probs.argmax())
+
+    cmyk, grey16, cut = tmp_path / "cmyk.jpg", tmp_path / "grey16.png", tmp_path / "cut.jpg"
+    Image.new("CMYK", (300, 200), (0, 80, 160, 20)).save(cmyk, "JPEG")
+    Image.fromarray(np.full((90, 120), 40000, np.uint16)).save(grey16)
+    cut.write_bytes(cmyk.read_bytes()[:300])
+    quirky = predict_files(lossless, "a", [str(cmyk), str(grey16), str(cut), "missing.jpg"])
+    assert [len(r.top) for r in quirky[:2]] == [4, 4] and quirky[0].error is None
+    assert "JPEG" in quirky[2].error and "No such file" in quirky[3].error  # cut in its header
+
+
+def test_cli_predict_prints_names_and_json(trained, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    image = next((trained.parent / "src" / "val").iterdir())
+    res = subprocess.run(
+        [exe, "predict", str(trained), "--run", "a", str(image), "--top", "2", "--crops", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == str(image) and len(lines) == 3 and "%" in lines[1]
+    res = subprocess.run(
+        [exe, "predict", str(trained), "--run", "a", str(image), "/nope.jpg", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 1  # one file could not be classified; the other was
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(rows[0]["top"]) == 4 and rows[1]["error"].startswith("cannot read the file")

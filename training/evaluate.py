@@ -69,6 +69,22 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+@torch.no_grad()
+def view_probs(
+    m: Loaded, images: torch.Tensor, mean: torch.Tensor, crops: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 256, 256, 3) uint8 images -> their (B, C) softmax averaged over the views, and
+    the (B, 4096) fc7 rows of their centre patches: all views of the batch in one pass.
+    `mean` is the run's mean image on the model's device. What evaluation and
+    `alexnet predict` both run."""
+    x = (images.to(mean.device).float() - mean) * m.config.input_scale
+    logits, fc7 = m.model.forward_features(ten_crops(x, crops, m.config.crop))
+    centre = 0 if crops == 1 else 4  # the centre patch's view (see ten_crops)
+    b = len(images)
+    probs = average_views(torch.softmax(logits.float(), 1), crops)
+    return probs, fc7[centre * b : (centre + 1) * b]
+
+
 @dataclass
 class Predictions:
     """What `predict` returns: per member the (N, C) view-averaged softmax over the val
@@ -99,18 +115,15 @@ def predict(
     means = {id(m): torch.from_numpy(stats.mean).to(_device(m.model)) for m in members}
     probs: list[list[torch.Tensor]] = [[] for _ in members]
     labels, metas, batch, kept, features = [], [], [], [], []
-    centre = 0 if crops == 1 else 4  # the centre patch's view (see ten_crops)
 
     def flush() -> None:
         images = torch.from_numpy(np.stack([b[0] for b in batch]))  # (B, 256, 256, 3) uint8
         for k, m in enumerate(members):
-            x = (images.to(_device(m.model)).float() - means[id(m)]) * m.config.input_scale
-            logits, fc7 = m.model.forward_features(ten_crops(x, crops, crop))  # one pass
-            probs[k].append(average_views(torch.softmax(logits.float(), 1), crops).cpu())
+            p, fc7 = view_probs(m, images, means[id(m)], crops)
+            probs[k].append(p.cpu())
             wanted = min(keep - len(kept), len(batch)) if k == 0 else 0
             if wanted > 0:
-                rows = fc7[centre * len(batch) : centre * len(batch) + wanted]
-                features.append(rows.float().cpu())
+                features.append(fc7[:wanted].float().cpu())
                 kept.extend(b[0] for b in batch[:wanted])
         labels.extend(b[1] for b in batch)
         metas.extend(b[2] for b in batch)
@@ -134,7 +147,7 @@ def _errors(probs: torch.Tensor, labels: torch.Tensor) -> dict:
     return {"top1_error": e[1] / n, "top5_error": e[5] / n, "n": n}
 
 
-def _checkpoint_of(out: Path, run: str, which: str) -> Path:
+def checkpoint_of(out: Path, run: str, which: str) -> Path:
     path = (
         Path(which)
         if which not in ("best", "last")
@@ -161,7 +174,7 @@ def evaluate(
     """Evaluate run `run` (and an ensemble with it); write eval.json and the rest; return it."""
     out = Path(out)
     runs = [run, *(ensemble or [])]
-    members = [load_model(_checkpoint_of(out, r, checkpoint), devices) for r in runs]
+    members = [load_model(checkpoint_of(out, r, checkpoint), devices) for r in runs]
     predicted = predict(members, out, crops, batch_size, keep=FIGURE_EXAMPLES if figures else 0)
     probs, labels = predicted.probs, predicted.labels
     manifest = read_manifest(out)

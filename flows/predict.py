@@ -1,0 +1,79 @@
+"""`alexnet predict OUT --run NAME IMAGE...`: classify image files with a trained run.
+
+Each file goes through exactly the path its data root's shards were made with:
+the preprocess stage's own `ImageProcessor`, built from the settings the
+manifest records (decode any format the stage accepts, quirky ones included;
+shorter side to 256; the central 256x256; stored as JPEG or PNG and decoded
+back, so the pixels are those a shard would hold), then evaluation's own
+`view_probs` (the run's mean image, 10 patches or the centre one, softmax
+averaged). It lives on the top floor because it joins the two stages.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from preprocessing.image import ImageProcessor, Processed
+from preprocessing.plan import PrepareSettings
+from shards.manifest import read_manifest
+from shards.stats import read_stats
+from training.checkpoint import load_model
+from training.evaluate import checkpoint_of, view_probs
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[dict] = field(default_factory=list)  # [{"index", "wnid", "name", "probability"}]
+    error: str | None = None  # why this file could not be classified
+
+
+@torch.no_grad()
+def predict_files(
+    out: str | os.PathLike,
+    run: str,
+    paths: list[str],
+    crops: int = 10,
+    top: int = 5,
+    checkpoint: str = "best",
+    devices: list[str] | None = None,
+    batch_size: int = 32,
+) -> list[Prediction]:
+    """The `top` classes of each file, in the order given; a file that cannot be read or
+    decoded gets its reason in `error`, and the others are still classified."""
+    out = Path(out)
+    manifest = read_manifest(out)
+    process = ImageProcessor(PrepareSettings.from_dict(manifest["settings"]).image)
+    loaded = load_model(checkpoint_of(out, run, checkpoint), devices)
+    device = next(loaded.model.parameters()).device
+    mean = torch.from_numpy(read_stats(out).mean).to(device)
+    classes = manifest["classes"]
+    results = [Prediction(str(p)) for p in paths]
+    ready: list[tuple[Prediction, np.ndarray]] = []
+    for result in results:
+        try:
+            processed = process(Path(result.path).read_bytes())
+        except OSError as err:
+            result.error = f"cannot read the file: {err.strerror or err}"
+            continue
+        if isinstance(processed, Processed):
+            ready.append((result, processed.pixels))
+        else:
+            result.error = processed.reason
+    for start in range(0, len(ready), batch_size):
+        batch = ready[start : start + batch_size]
+        images = torch.from_numpy(np.stack([pixels for _, pixels in batch]))
+        probs, _ = view_probs(loaded, images, mean, crops)
+        best = torch.topk(probs.cpu(), min(top, probs.shape[1]))
+        for (result, _), values, indices in zip(batch, best.values, best.indices, strict=True):
+            for v, i in zip(values.tolist(), indices.tolist(), strict=True):
+                c = classes[i]
+                result.top.append(
+                    {"index": i, "wnid": c["wnid"], "name": c["name"], "probability": v}
+                )
+    return results
