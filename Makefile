@@ -43,6 +43,9 @@ demo: install
 	@echo "$(DEMO_OUT) (run folder: $(DEMO_OUT)/runs/demo), made by the alexnet-pipeline Prefect"
 	@echo "flow (state in $(DEMO_OUT)/.prefect). Run it again: every task is a cache hit. Each stage"
 	@echo "is also a command: alexnet preprocess | stats | train | evaluate (--help)."
+	@echo
+	@echo "Classify an image with the trained run:"
+	$(BIN)/alexnet predict $(DEMO_OUT) --run demo --top 3 $$(ls $(DEMO_SRC)/val/*.JPEG | head -1)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache build shards/*.so
