@@ -29,7 +29,7 @@ SYNSET_MAPPING = "LOC_synset_mapping.txt"
 VAL_LABEL_FILES = ("LOC_val_solution.csv", "val/LOC_val_solution.csv", "val.txt", "val_labels.txt")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # 1.33M of them at ImageNet size: no __dict__ each
 class SourceFile:
     """One input image (by path; not yet read)."""
 
