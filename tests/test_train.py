@@ -22,6 +22,7 @@ from preprocessing.stats import compute_stats
 from shards.reader import iter_samples, shard_paths
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig, parse_overrides, resolve
+from training.events import read_events
 from training.train import TrainingDiverged, keys_digest, train
 
 TINY = ["model.width=0.0625", "batch_size=16", "loader_workers=1", "log_every=1"]
@@ -89,6 +90,17 @@ def test_resume_at_an_epoch_boundary_equals_an_unbroken_run(data):
         return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in lines]
 
     assert logged(resumed.run_dir) == logged(unbroken.run_dir)  # no lines lost or repeated
+
+    def events(run_dir):  # TensorBoard's view of the run, but for the timing-dependent tags
+        timing = ("train/images_per_s", "train/data_wait")
+        return [(t, s, v) for t, s, v in read_events(run_dir) if t not in timing]
+
+    seen = events(unbroken.run_dir)
+    tags = {t for t, _, _ in seen}
+    assert {"train/loss", "train/lr", "val/top1_error", "val/top5_error", "conv1_kernels"} <= tags
+    images = [v for t, _, v in seen if t == "conv1_kernels"]
+    assert len(images) == 2 and all(v.startswith(b"\x89PNG") for v in images)  # one an epoch
+    assert events(resumed.run_dir) == seen  # the killed run's later events purged, none lost
 
 
 def test_clear_errors_before_training(data, tmp_path):

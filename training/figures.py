@@ -20,6 +20,7 @@ from shards.manifest import read_manifest
 from shards.pixels import center_crop, decode_rgb
 from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
+from training.architecture import AlexNetConfig
 from training.checkpoint import Loaded
 from training.runlog import read_metrics
 
@@ -52,6 +53,15 @@ def conv1_kernels(weights: list[torch.Tensor]) -> Image.Image:
             img.paste(tile, (GAP + (i % PER_ROW) * cell, y0 + (i // PER_ROW) * cell))
         y0 += n_rows * cell + 3 * GAP  # a wider gap between the columns' blocks
     return img
+
+
+def conv1_weights(model: torch.nn.Module, config: AlexNetConfig) -> list[torch.Tensor]:
+    """conv1's kernels, one tensor per column (the blocks `conv1_kernels` draws)."""
+    if hasattr(model, "columns"):  # two-column: one block of kernels per column
+        return [c.conv1[0].weight for c in model.columns]
+    if config.columns == 1:  # the one-GPU net: one block
+        return [model.conv1[0].weight]
+    return list(model.conv1[0].weight.chunk(2))  # grouped: its two groups are the columns
 
 
 def conv1_size(n_per_column: int, columns: int = 2, k: int = 11) -> tuple[int, int]:
@@ -216,13 +226,7 @@ def draw_all(
     only its first images, for a quick look)."""
     folder = out / "runs" / run / "figures"
     names = [c["name"] or c["wnid"] for c in read_manifest(out)["classes"]]
-    model = loaded.model
-    if hasattr(model, "columns"):  # two-column: one block of kernels per column
-        weights = [c.conv1[0].weight for c in model.columns]
-    elif loaded.config.model.columns == 1:  # the one-GPU net: one block
-        weights = [model.conv1[0].weight]
-    else:  # grouped: its two groups are the columns
-        weights = list(model.conv1[0].weight.chunk(2))
+    weights = conv1_weights(loaded.model, loaded.config.model)
     paths = [_save(conv1_kernels(weights), folder / "conv1_kernels.png")]
 
     crop = loaded.config.crop

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -55,6 +56,8 @@ from training.data import (
     lighting_basis,
     prepare_batch,
 )
+from training.events import Events
+from training.figures import conv1_kernels, conv1_weights
 from training.metrics import topk_error_counts
 from training.model import AlexNet, OneGpuAlexNet, build
 from training.optim import PaperSGD
@@ -257,6 +260,7 @@ class _Run:
     val_loader: Loader
     counts: dict[str, int]  # samples per train shard (to even out the ranks' steps)
     show: Progress
+    events: Events | None  # TensorBoard, on rank 0
     epoch: int = 0
     step: int = 0
     first_epoch: int = 0  # where this process started (for stop_after)
@@ -303,6 +307,8 @@ def _train(
             result.stopped = f"reached {c.epochs} epochs"
     finally:
         r.show.close()
+        if r.events is not None:
+            r.events.close()
         r.train_loader.close()
         r.val_loader.close()
         _write_rank_record(r)
@@ -335,6 +341,9 @@ def _end_epoch(
             g["lr"] *= c.lr_factor
     if r.rank == 0:
         _save_checkpoints(r, entry, top1)
+    if r.events is not None:
+        kernels = conv1_kernels(conv1_weights(r.model, c.model))
+        r.events.image("conv1_kernels", np.asarray(kernels), r.step)
     return entry, action
 
 
@@ -368,6 +377,7 @@ def _setup(
     forward = torch.compile(model_ddp) if config.compile else model_ddp
     mean = torch.from_numpy(stats.mean).to(device)
     show = Progress("train", None, enabled=progress, every_s=None, quiet=rank != 0, transient=True)
+    events = Events(run_dir, step) if rank == 0 else None
     return _Run(
         config,
         run_dir,
@@ -385,6 +395,7 @@ def _setup(
         val_loader,
         counts,
         show,
+        events,
         epoch=epoch,
         step=step,
         first_epoch=epoch,
@@ -546,6 +557,8 @@ def _read_loss(r: _Run, meter: _Meter) -> float | None:
 def _log(r: _Run, entry: dict) -> None:
     if r.rank == 0:
         append_metrics(r.run_dir, entry)
+    if r.events is not None:
+        r.events.log(entry)
 
 
 def _save_checkpoints(r: _Run, entry: dict, top1: float) -> None:
