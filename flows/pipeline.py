@@ -371,10 +371,13 @@ def has_stats(out: str, train_shards: list[str], scale: str) -> bool:
 
 
 def report_results(run: str, result: dict) -> None:
-    """The results artifact: errors and the figures' paths."""
+    """The results artifact: errors, and links to the report and the figures."""
     figures = "\n".join(
         f"- [{Path(p).name}]({Path(p).resolve().as_uri()})" for p in result.get("figures", [])
     )
+    report = result.get("report")
+    if report:
+        figures = f"- [report.html]({Path(report).resolve().as_uri()}): the whole run\n{figures}"
     create_markdown_artifact(
         key="alexnet-results",
         markdown=(

@@ -25,7 +25,7 @@ from training.evaluate import (
     evaluate,
     ten_crops,
 )
-from training.figures import THUMB, _feature_batches, conv1_size, nearest
+from training.figures import THUMB, TRUE_LINE, _feature_batches, conv1_size, nearest
 from training.metrics import topk_errors
 from training.model import to_grouped
 from training.train import train
@@ -129,7 +129,7 @@ def test_eval_json_ensembles_and_figures(trained):
     model = load_model(out / "runs/a/checkpoints/best.pt")
     per_column = model.model.columns[0].conv1[0].out_channels
     assert sizes["conv1_kernels.png"] == conv1_size(per_column)
-    assert sizes["top5_predictions.png"] == (THUMB + 260, (THUMB + 10) * 8)
+    assert sizes["top5_predictions.png"] == (THUMB + 260, (THUMB + TRUE_LINE) * 8)
     assert sizes["training_curves.png"] == (900, 300)
     assert sizes["nearest_neighbours.png"] == (7 * (THUMB + 4) + 8, 5 * (THUMB + 4))
     for p in result["figures"]:
@@ -361,3 +361,54 @@ def test_cli_predict_prints_names_and_json(trained, tmp_path):
     assert res.returncode == 1  # one file could not be classified; the other was
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(rows[0]["top"]) == 4 and rows[1]["error"].startswith("cannot read the file")
+
+
+def _report_after_evaluation(trained):
+    run_dir = trained / "runs" / "a"
+    if not (run_dir / "eval.json").is_file() or not list((run_dir / "figures").glob("*.png")):
+        evaluate(trained, "a", figures=True)
+    return run_dir / "report.html"
+
+
+def test_report_is_one_self_contained_page_of_the_run(trained):
+    report = _report_after_evaluation(trained)
+    page = report.read_text()
+    assert page.startswith("<!doctype html>")
+    for part in ("<h2>Curves</h2>", "top-1 error", "Worst classes", "Best classes", "Settings"):
+        assert part in page, part
+    assert page.count("<svg") == 3 and ">epoch</text>" in page  # labelled axes
+    assert page.count('src="data:image/png;base64,') == 4  # the four figures, embedded
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert ">model.width</td><td>0.0625<" in page
+
+
+def test_report_renders_in_a_headless_browser(trained, tmp_path):
+    """Debian's Chromium (installed by scripts/bootstrap.sh) loads the page from disk with
+    nothing else: no console error, and the curves and figures are drawn, not blank."""
+    import shutil as sh
+    import subprocess
+
+    report = _report_after_evaluation(trained)
+    chromium = sh.which("chromium") or sh.which("chromium-browser")
+    assert chromium, "Chromium is missing: scripts/bootstrap.sh installs Debian's chromium"
+    shot = tmp_path / "page.png"
+    args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    res = subprocess.run(
+        [*args, "--window-size=1200,2400", f"--screenshot={shot}", report.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.is_file(), res.stderr[-2000:]
+    dom = subprocess.run(
+        [*args, "--enable-logging=stderr", "--v=0", "--dump-dom", report.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "<polyline" in dom.stdout and "data:image/png" in dom.stdout  # parsed as written
+    assert "Uncaught" not in dom.stderr and "Failed to load" not in dom.stderr
+    with Image.open(shot) as im:
+        pixels = np.asarray(im.convert("RGB")).astype(int)
+    coloured = (np.abs(pixels - pixels.mean(2, keepdims=True)).sum(2) > 60).sum()
+    assert coloured > 2000  # the curves' colours and the figures, not a blank white page

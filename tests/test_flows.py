@@ -86,6 +86,7 @@ def test_pipeline_graph_caching_and_changed_settings(harness, src, tmp_path):
         arts = {a.key: a for a in client.read_artifacts(artifact_filter=run_filter)}
     results = arts["alexnet-results"].data
     assert "top-1 error" in results and "](file:///" in results  # errors, links to figures
+    assert "[report.html](file:///" in results  # and to the run's report
     assert arts["alexnet-preprocess-progress"].type == "progress"
     assert float(arts["alexnet-preprocess-progress"].data) == 100.0
     assert float(arts["alexnet-train-progress"].data) == 100.0

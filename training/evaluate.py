@@ -28,6 +28,7 @@ from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
 from training.checkpoint import Loaded, load_model
 from training.metrics import topk_errors
+from training.report import write_report
 
 CROP = 227
 FIGURE_EXAMPLES = 8  # val images shown in Figure 4 (their fc7 kept from the evaluation pass)
@@ -212,6 +213,7 @@ def evaluate(
         written += drawn
     result["files"] = {str(p.relative_to(run_dir)): sha256_file(p) for p in written}
     write_json(run_dir / "eval.json", result)
+    result["report"] = str(write_report(run_dir))  # a view of the set, written after it
     return result
 
 

@@ -22,10 +22,12 @@ from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
 from training.architecture import AlexNetConfig
 from training.checkpoint import Loaded
-from training.runlog import read_metrics
+from training.report import nice_ticks
+from training.runlog import epoch_lines, loss_by_epoch, read_metrics
 
 KERNEL_ZOOM, GAP, PER_ROW = 5, 2, 12
 THUMB = 96
+TRUE_LINE = 20  # the top-5 figure's row: the image, or five bars and the true label
 
 
 def _save(img: Image.Image, path: Path) -> Path:
@@ -76,7 +78,7 @@ def top5_panel(
 ) -> Image.Image:
     """Each image with its five most probable classes as bars; the true class in green."""
     font = ImageFont.load_default()
-    width, row_h = THUMB + 260, THUMB + 10
+    width, row_h = THUMB + 260, THUMB + TRUE_LINE
     img = Image.new("RGB", (width, row_h * len(images)), "white")
     draw = ImageDraw.Draw(img)
     for r, (pixels, p, y) in enumerate(zip(images, probs, labels, strict=True)):
@@ -87,9 +89,8 @@ def top5_panel(
             colour = (40, 160, 60) if c == y else (200, 80, 60)
             draw.rectangle((THUMB + 8, y0, THUMB + 8 + int(100 * v), y0 + 12), fill=colour)
             draw.text((THUMB + 114, y0), f"{v:.2f} {names[c][:22]}", fill="black", font=font)
-        draw.text(
-            (4, r * row_h + THUMB - 12), f"true: {names[y][:14]}", fill=(40, 160, 60), font=font
-        )
+        below = r * row_h + 4 + 5 * 18  # under the bars, beside the image: never over it
+        draw.text((THUMB + 8, below), f"true: {names[y][:40]}", fill=(40, 160, 60), font=font)
     return img
 
 
@@ -113,40 +114,46 @@ def neighbour_panel(queries: list[np.ndarray], rows: list[list[np.ndarray]]) -> 
 
 
 def curves(metrics: list[dict], size: tuple[int, int] = (900, 300)) -> Image.Image:
-    """Three panels: training loss by step, learning rate by step, val errors by epoch."""
+    """Three panels over epochs: training loss, learning rate, val errors; ticks and
+    values on both axes (a step's loss at its place inside its epoch)."""
     font = ImageFont.load_default()
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
-    steps = [m for m in metrics if m.get("loss") is not None and "val_top1_error" not in m]
-    epochs = [m for m in metrics if "val_top1_error" in m]
+    epochs, loss = epoch_lines(metrics), loss_by_epoch(metrics)
     panels = [
-        ("training loss", [(m["step"], m["loss"]) for m in steps], (30, 60, 200)),
-        ("learning rate", [(m["step"], m["lr"]) for m in steps + epochs], (120, 60, 160)),
+        ("training loss", [(loss, (30, 60, 200))]),
+        ("learning rate", [([(m["epoch"], m["lr"]) for m in epochs], (120, 60, 160))]),
         (
-            "val top-1 (red), top-5 (orange) error",
-            [(m["epoch"], m["val_top1_error"]) for m in epochs],
-            (200, 40, 40),
+            "val error: top-1 (red), top-5 (orange)",
+            [
+                ([(m["epoch"], m["val_top1_error"]) for m in epochs], (200, 40, 40)),
+                ([(m["epoch"], m["val_top5_error"]) for m in epochs], (240, 150, 30)),
+            ],
         ),
     ]
     w = size[0] // 3
-    for i, (title, points, colour) in enumerate(panels):
-        box = (i * w + 40, 20, (i + 1) * w - 10, size[1] - 30)
+    for i, (title, series) in enumerate(panels):
+        box = (i * w + 52, 20, (i + 1) * w - 12, size[1] - 42)
         draw.rectangle(box, outline="black")
         draw.text((box[0], 4), title, fill="black", font=font)
-        series = [(points, colour)]
-        if i == 2:
-            series.append(([(m["epoch"], m["val_top5_error"]) for m in epochs], (240, 150, 30)))
-        allp = [p for s, _ in series for p in s]
-        if len(allp) < 1:
+        draw.text(((box[0] + box[2]) // 2 - 14, size[1] - 16), "epoch", fill="black", font=font)
+        allp = [p for pts, _ in series for p in pts]
+        if not allp:
             continue
         xs, ys = [p[0] for p in allp], [p[1] for p in allp]
-        x0, x1, y0, y1 = min(xs), max(xs), min(min(ys), 0), max(ys)
-        draw.text((box[0] - 36, box[1]), f"{y1:.3g}", fill="black", font=font)
-        draw.text((box[0] - 36, box[3] - 10), f"{y0:.3g}", fill="black", font=font)
-        draw.text((box[2] - 30, box[3] + 4), f"{x1}", fill="black", font=font)
+        x0, x1 = 0.0, max(max(xs), 1.0)
+        y0, y1 = min(min(ys), 0.0), max(max(ys), min(min(ys), 0.0) + 1e-12)
+        sx = (box[2] - box[0]) / (x1 - x0)
+        sy = (box[3] - box[1]) / (y1 - y0)
+        for t in nice_ticks(x0, x1):
+            x = box[0] + (t - x0) * sx
+            draw.line((x, box[3], x, box[3] + 4), fill="black")
+            draw.text((x - 6, box[3] + 6), f"{t:g}", fill="black", font=font)
+        for t in nice_ticks(y0, y1):
+            y = box[3] - (t - y0) * sy
+            draw.line((box[0] - 4, y, box[0], y), fill="black")
+            draw.text((box[0] - 48, y - 6), f"{t:.3g}", fill="black", font=font)
         for pts, col in series:
-            sx = (box[2] - box[0]) / max(x1 - x0, 1e-12)
-            sy = (box[3] - box[1]) / max(y1 - y0, 1e-12)
             xy = [(box[0] + (x - x0) * sx, box[3] - (y - y0) * sy) for x, y in pts]
             if len(xy) > 1:
                 draw.line(xy, fill=col, width=2)

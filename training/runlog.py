@@ -32,6 +32,19 @@ def step_lines(metrics: list[dict]) -> list[dict]:
     return [m for m in metrics if "val_top1_error" not in m]
 
 
+def loss_by_epoch(metrics: list[dict]) -> list[tuple[float, float]]:
+    """(x, loss) of each logged step, x in epochs (step 150 of 100-step epochs: 1.5), for
+    curves drawn over epochs. Before the first epoch ends, the steps per epoch are not
+    known: each line is put in the middle of its epoch."""
+    ends = epoch_lines(metrics)
+    per_epoch = ends[-1]["step"] / ends[-1]["epoch"] if ends else None
+    return [
+        (m["step"] / per_epoch if per_epoch else m["epoch"] - 0.5, m["loss"])
+        for m in step_lines(metrics)
+        if m.get("loss") is not None
+    ]
+
+
 def append_metrics(run_dir: str | Path, entry: dict) -> None:
     with open(Path(run_dir) / METRICS, "a") as f:
         f.write(json.dumps(entry) + "\n")

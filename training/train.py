@@ -61,6 +61,7 @@ from training.figures import conv1_kernels, conv1_weights
 from training.metrics import topk_error_counts
 from training.model import AlexNet, OneGpuAlexNet, build
 from training.optim import PaperSGD
+from training.report import write_report
 from training.runlog import append_metrics, trim_metrics
 
 
@@ -344,6 +345,8 @@ def _end_epoch(
     if r.events is not None:
         kernels = conv1_kernels(conv1_weights(r.model, c.model))
         r.events.image("conv1_kernels", np.asarray(kernels), r.step)
+    if r.rank == 0:
+        write_report(r.run_dir)  # the curves so far
     return entry, action
 
 
