@@ -44,6 +44,8 @@ demo: install
 	@echo "flow (state in $(DEMO_OUT)/.prefect). Run it again: every task is a cache hit. Each stage"
 	@echo "is also a command: alexnet preprocess | stats | train | evaluate (--help)."
 	@echo
+	@echo "The run on one page: $(DEMO_OUT)/runs/demo/report.html (open it in a browser)"
+	@echo
 	@echo "Classify an image with the trained run:"
 	$(BIN)/alexnet predict $(DEMO_OUT) --run demo --top 3 $$(ls $(DEMO_SRC)/val/*.JPEG | head -1)
 

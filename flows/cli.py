@@ -459,6 +459,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'per_class_error.json'}")
     for fig in result.get("figures", []):
         print(f"figure: {fig}")
+    if result.get("report"):
+        print(f"report: {result['report']}  (open it in a browser)")
     return 0
 
 
@@ -550,6 +552,8 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     )
     for fig in result.get("figures", []):
         print(f"figure: {fig}")
+    if result.get("report"):
+        print(f"report: {result['report']}  (open it in a browser)")
     return 0
 
 

@@ -12,9 +12,10 @@ VENV="${VENV:-.venv}"
 
 say() { printf '[bootstrap] %s\n' "$*"; }
 
-# 1. System packages for compiling pillow-simd and our one C extension
-#    (shards/_sums.c): a C compiler, Python's headers and the JPEG, zlib and
-#    PNG headers. Installed only when missing.
+# 1. System packages for compiling pillow-simd and our C extensions
+#    (shards/_sums.c, training/_jpeg.c): a C compiler, Python's headers and the
+#    JPEG, zlib and PNG headers; and Chromium for one test. Installed only when
+#    missing.
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 py_include="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
@@ -22,6 +23,8 @@ py_include="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["inclu
 [ -e /usr/include/jpeglib.h ] || missing+=(libjpeg62-turbo-dev)
 [ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 [ -e /usr/include/png.h ] || missing+=(libpng-dev)
+# Debian's Chromium: the test that renders a run's report.html in a headless browser.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing system packages: ${missing[*]}"
     SUDO=""

@@ -19,7 +19,7 @@ from shards.atomic import read_json, write_bytes
 from training.runlog import epoch_lines, loss_by_epoch, read_metrics
 
 REPORT = "report.html"
-W, H, PAD = 520, 260, 52  # chart size and the margin for the axes' labels
+W, H, PAD = 520, 260, 66  # chart size and the margin for the axes' labels
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -30,11 +30,8 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     step = 10 ** math.floor(math.log10(raw))
     step *= next(m for m in (1, 2, 5, 10) if m * step >= raw)
     first = math.floor(lo / step) * step
-    return [
-        first + i * step
-        for i in range(int((hi - first) / step) + 2)
-        if first + i * step <= hi + 1e-12
-    ]
+    values = [first + i * step for i in range(int((hi - first) / step) + 2)]
+    return [v for v in values if lo - 1e-12 <= v <= hi + 1e-12]
 
 
 def _fmt(v: float) -> str:
@@ -54,7 +51,8 @@ def svg_chart(
     if not points:
         return f'<p class="empty">{html.escape(title)}: nothing logged yet</p>'
     xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(max(xs), min(xs) + 1)
+    x0 = min(0.0, min(xs))  # epochs count from 0
+    x1 = max(max(xs), x0 + 1)
     y0, y1 = min(0.0, min(ys)), max(ys) if max(ys) > min(0.0, min(ys)) else 1.0
     sx = (W - PAD - 10) / (x1 - x0)
     sy = (H - 2 * PAD + 20) / (y1 - y0)
