@@ -412,3 +412,18 @@ def test_report_renders_in_a_headless_browser(trained, tmp_path):
         pixels = np.asarray(im.convert("RGB")).astype(int)
     coloured = (np.abs(pixels - pixels.mean(2, keepdims=True)).sum(2) > 60).sum()
     assert coloured > 2000  # the curves' colours and the figures, not a blank white page
+
+
+def test_top5_figure_leaves_each_image_untouched_and_names_the_true_class_beside_it():
+    from training.figures import top5_panel
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (227, 227, 3), dtype=np.uint8) for _ in range(3)]
+    probs = torch.softmax(torch.from_numpy(rng.normal(size=(3, 6))).float(), 1)
+    panel = np.asarray(top5_panel(images, probs, [0, 3, 5], [f"class {i}" for i in range(6)]))
+    for r, pixels in enumerate(images):
+        thumb = np.asarray(Image.fromarray(pixels).resize((THUMB, THUMB)))
+        top = r * (THUMB + TRUE_LINE)
+        assert np.array_equal(panel[top : top + THUMB, :THUMB], thumb)  # nothing drawn over it
+        label = panel[top + 4 + 5 * 18 : top + THUMB + TRUE_LINE, THUMB + 8 :]
+        assert (label != 255).any()  # the "true: ..." line, under the bars
