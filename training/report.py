@@ -154,6 +154,7 @@ def _classes(run_dir: Path, n: int = 10) -> str:
     if not isinstance(per_class, dict) or not per_class:
         return ""
     ranked = sorted(per_class.items(), key=lambda kv: (kv[1]["top1_error"], kv[0]))
+    n = min(n, max(1, len(ranked) // 2))  # the two lists never show a class twice
 
     def rows(items: list) -> list[list[str]]:
         return [
