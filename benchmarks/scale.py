@@ -251,9 +251,9 @@ def touch_one_percent(src: Path) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("work", type=Path, help="a scratch folder (about 6 GB at full size)")
-    p.add_argument("--train", type=int, default=1_281_167)
-    p.add_argument("--val", type=int, default=50_000)
+    p.add_argument("work", type=Path, help="a scratch folder (about 7 GB at full size)")
+    p.add_argument("--train", type=int, default=1_281_167, help="train files (ImageNet's)")
+    p.add_argument("--val", type=int, default=50_000, help="val files (ImageNet's)")
     p.add_argument("--pool", type=int, default=3000, help="distinct JPEGs behind the links")
     p.add_argument("--real-shards", type=int, default=3, help="train shards of real pixels")
     p.add_argument("--keep", action="store_true", help="leave WORKDIR in place")
