@@ -6,7 +6,8 @@ plain log lines otherwise.
     show.note("shard 12 rewritten")     # a line of its own, above the live bar
     show.close()
 
-On a terminal, `rich` draws the bar (no refresh thread: it is redrawn from
+On a terminal, `rich` draws the bar (plain lines where rich is not installed,
+as on the GPU host's own Python; no refresh thread: the bar is redrawn from
 `update`, at most 5 times a second, so forked workers never inherit a lock held
 by one). In a log, a line is printed every `every_s` seconds and at the end
 (`every_s=None`: only the notes). `quiet` prints nothing at all (ranks > 0);
@@ -18,16 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as _RichProgress
+from typing import Any, TextIO
 
 
 class Progress:
@@ -50,23 +42,40 @@ class Progress:
         self.quiet = quiet
         self.done, self.extra = 0, ""
         self.start = self.last = time.perf_counter()
-        self._bar: _RichProgress | None = None
+        self._bar: Any = None
         if self.tty and not quiet:
-            console = Console(file=self.stream, force_terminal=True)
-            self._bar = _RichProgress(
-                TextColumn("{task.description}"),
-                BarColumn(bar_width=15),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TextColumn("ETA"),
-                TimeRemainingColumn(compact=True),
-                TextColumn("{task.fields[extra]}"),
-                console=console,
-                auto_refresh=False,
-                transient=transient,
+            self._bar = self._rich_bar(label, total, transient)
+
+    def _rich_bar(self, label: str, total: int | None, transient: bool) -> Any:
+        """rich's live bar; None where rich is not installed (the GPU host's own Python,
+        which runs our GPU scripts): then a terminal gets the log's plain lines."""
+        try:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeRemainingColumn,
             )
-            self._task = self._bar.add_task(label, total=total, rate="", extra="")
-            self._bar.start()
+            from rich.progress import Progress as RichProgress
+        except ImportError:
+            return None
+        console = Console(file=self.stream, force_terminal=True)
+        bar = RichProgress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=15),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(compact=True),
+            TextColumn("{task.fields[extra]}"),
+            console=console,
+            auto_refresh=False,
+            transient=transient,
+        )
+        self._task = bar.add_task(label, total=total, rate="", extra="")
+        bar.start()
+        return bar
 
     def reset(self, label: str, total: int | None = None) -> None:
         """Start counting again under a new label (the next epoch)."""

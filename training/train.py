@@ -56,7 +56,7 @@ from training.data import (
     lighting_basis,
     prepare_batch,
 )
-from training.events import Events
+from training.events import Events, open_events
 from training.figures import conv1_kernels, conv1_weights
 from training.metrics import topk_error_counts
 from training.model import AlexNet, OneGpuAlexNet, build
@@ -380,7 +380,7 @@ def _setup(
     forward = torch.compile(model_ddp) if config.compile else model_ddp
     mean = torch.from_numpy(stats.mean).to(device)
     show = Progress("train", None, enabled=progress, every_s=None, quiet=rank != 0, transient=True)
-    events = Events(run_dir, step) if rank == 0 else None
+    events = open_events(run_dir, step) if rank == 0 else None
     return _Run(
         config,
         run_dir,
