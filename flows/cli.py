@@ -432,6 +432,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_evaluate)
 
 
+def _print_made(result: dict) -> None:
+    """The files an evaluation made: its figures and the run's report."""
+    for fig in result.get("figures", []):
+        print(f"figure: {fig}")
+    if result.get("report"):
+        print(f"report: {result['report']}  (open it in a browser)")
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
 
@@ -457,10 +465,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         print(f"{'ensemble':<24} {result['top1_error']:>12.2%} {result['top5_error']:>12.2%}")
     run_dir = Path(args.out) / "runs" / args.run
     print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'per_class_error.json'}")
-    for fig in result.get("figures", []):
-        print(f"figure: {fig}")
-    if result.get("report"):
-        print(f"report: {result['report']}  (open it in a browser)")
+    _print_made(result)
     return 0
 
 
@@ -550,10 +555,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         f"pipeline {args.run}: top-1 error {result['top1_error']:.2%}, "
         f"top-5 {result['top5_error']:.2%} ({result['crops']} crops, {result['n']} images)"
     )
-    for fig in result.get("figures", []):
-        print(f"figure: {fig}")
-    if result.get("report"):
-        print(f"report: {result['report']}  (open it in a browser)")
+    _print_made(result)
     return 0
 
 

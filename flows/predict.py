@@ -51,7 +51,7 @@ def predict_files(
     process = ImageProcessor(PrepareSettings.from_dict(manifest["settings"]).image)
     loaded = load_model(checkpoint_of(out, run, checkpoint), devices)
     device = next(loaded.model.parameters()).device
-    mean = torch.from_numpy(read_stats(out).mean).to(device)
+    mean = torch.from_numpy(read_stats(out, manifest).mean).to(device)  # current ones only
     classes = manifest["classes"]
     results = [Prediction(str(p)) for p in paths]
     ready: list[tuple[Prediction, np.ndarray]] = []

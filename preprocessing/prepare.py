@@ -457,7 +457,8 @@ def _finish(
         for split, entry in previous["splits"].items():
             kept[split] = (entry, [r for r in earlier if r.get("split") == split])
     done = {split: [r for r in recs if r is not None] for split, recs in records.items()}
-    assert done == records, "every planned shard has its record"
+    if sum(map(len, done.values())) != sum(map(len, records.values())):
+        raise AssertionError("a planned shard has no record")
     source = {
         "path": str(src.resolve()),
         "fingerprint": tree.fingerprint(),

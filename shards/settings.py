@@ -12,6 +12,7 @@ infinities are refused everywhere.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from typing import Any
@@ -66,7 +67,7 @@ _PARSERS = {"int": int, "float": float, "str": str}
 
 
 def option(default: Any, help: str, **argparse_extras: Any) -> Any:
-    """A dataclass field that is also a command-line option (`choices=`, `minimum=`, `flag=`)."""
+    """A dataclass field that is also a command-line option (`choices=`, `minimum=`)."""
     return dataclasses.field(default=default, metadata={"help": help, **argparse_extras})
 
 
@@ -74,8 +75,6 @@ def _minimum(parse: Any, minimum: float) -> Any:
     def checked(text: str) -> Any:
         value = parse(text)
         if value < minimum:
-            import argparse
-
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return value
 
@@ -95,13 +94,11 @@ def add_options(
     `inherit`: default None, shown as "default: the data root's" (re-processing keeps
     the settings OUT was made with unless told otherwise).
     """
-    import argparse
-
     for f in option_fields(cls):
         if only is not None and f.name not in only:
             continue
         meta = dict(f.metadata)
-        flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
+        flag = "--" + f.name.replace("_", "-")
         helptext, minimum = meta.pop("help"), meta.pop("minimum", None)
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         default = None if inherit else f.default
