@@ -23,7 +23,7 @@ from preprocessing.plan import PrepareSettings
 from shards.manifest import read_manifest
 from shards.stats import read_stats
 from training.checkpoint import load_model
-from training.evaluate import checkpoint_of, view_probs
+from training.evaluate import check_finite, checkpoint_of, view_probs
 
 
 @dataclass
@@ -69,6 +69,7 @@ def predict_files(
         batch = ready[start : start + batch_size]
         images = torch.from_numpy(np.stack([pixels for _, pixels in batch]))
         probs, _ = view_probs(loaded, images, mean, crops)
+        check_finite(probs, loaded.path, "images")
         best = torch.topk(probs.cpu(), min(top, probs.shape[1]))
         for (result, _), values, indices in zip(batch, best.values, best.indices, strict=True):
             for v, i in zip(values.tolist(), indices.tolist(), strict=True):

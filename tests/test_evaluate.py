@@ -26,7 +26,7 @@ from training.evaluate import (
     ten_crops,
 )
 from training.figures import THUMB, TRUE_LINE, _feature_batches, conv1_size, nearest
-from training.metrics import topk_errors
+from training.metrics import non_finite_rows, topk_errors
 from training.model import to_grouped
 from training.train import train
 
@@ -65,20 +65,37 @@ def test_view_averaging_groups_each_images_views():
     assert torch.equal(avg[1], probs[1::3].mean(0))
 
 
-def test_topk_errors_by_hand_ties_included():
+def test_topk_errors_by_hand_ties_count_against_the_label():
     scores = torch.tensor(
         [
             [5.0, 1, 1, 1, 1, 1, 0],  # label 0: top-1 right
-            [1.0, 5, 1, 1, 1, 1, 0],  # label 0: rank 1 -> top-1 wrong, top-5 right
+            [1.0, 5, 1, 1, 1, 1, 0],  # label 0: 5 others >= it -> rank 5, both wrong
             [9.0, 8, 7, 6, 5, 4, 0],  # label 6: rank 6 -> both wrong
-            [2.0, 2, 2, 2, 2, 2, 2],  # label 3: all tied -> rank 0, right (ties favour the label)
-            [3.0, 3, 1, 1, 1, 1, 1],  # label 1: tied for first with class 0 -> top-1 right
-            [6.0, 5, 4, 3, 2, 1, 1],  # label 5: rank 5 (one tie below) -> top-5 wrong
+            [2.0, 2, 2, 2, 2, 2, 2],  # label 3: all tied -> rank 6, both wrong
+            [3.0, 3, 1, 1, 1, 1, 1],  # label 1: tied for first with class 0 -> rank 1
+            [6.0, 5, 4, 3, 2, 1, 1],  # label 5: one tie -> rank 5 -> top-5 wrong
+            [9.0, 8, 7, 6, 1, 1, 1],  # label 4: two ties below, none above the 4 -> rank 6
+            [9.0, 1, 2, 3, 4, 5, 6],  # label 3: 9, 4, 5, 6 above -> rank 4, top-5 right
         ]
     )
-    labels = torch.tensor([0, 0, 6, 3, 1, 5])
-    assert topk_errors(scores, labels) == {1: 3, 5: 2}  # rows 1, 2, 5 and rows 2, 5
-    assert topk_errors(scores, labels, ks=(1, 2, 7)) == {1: 3, 2: 2, 7: 0}
+    labels = torch.tensor([0, 0, 6, 3, 1, 5, 4, 3])
+    assert topk_errors(scores, labels) == {1: 7, 5: 5}  # all but row 0; rows 1, 2, 3, 5, 6
+    assert topk_errors(scores, labels, ks=(1, 2, 7)) == {1: 7, 2: 6, 7: 0}
+
+
+def test_a_constant_or_nan_model_scores_chance_or_worse():
+    """A model whose outputs are all equal gets every row wrong (it ranks no class above
+    another); a NaN or infinite row is always wrong, whatever its label's entry says."""
+    labels = torch.arange(10) % 7
+    assert topk_errors(torch.zeros(10, 7), labels) == {1: 10, 5: 10}
+    assert topk_errors(torch.full((10, 7), 1 / 7), labels, ks=(6, 7)) == {6: 10, 7: 0}
+    scores = torch.eye(7)[labels] * 5  # a perfect model ...
+    assert topk_errors(scores, labels) == {1: 0, 5: 0}
+    scores[2] = float("nan")  # ... with a NaN row, an inf entry and one NaN entry
+    scores[4, 0] = float("inf")
+    scores[6, 6] = float("nan")
+    assert topk_errors(scores, labels) == {1: 3, 5: 3}
+    assert int(non_finite_rows(scores)) == 3
 
 
 def test_ensemble_averages_softmax_not_logits():
@@ -427,3 +444,42 @@ def test_top5_figure_leaves_each_image_untouched_and_names_the_true_class_beside
         assert np.array_equal(panel[top : top + THUMB, :THUMB], thumb)  # nothing drawn over it
         label = panel[top + 4 + 5 * 18 : top + THUMB + TRUE_LINE, THUMB + 8 :]
         assert (label != 255).any()  # the "true: ..." line, under the bars
+
+
+def _doctored_run(out, name: str, fill: float) -> None:
+    """A copy of run 'a' whose best.pt has every weight set to `fill`."""
+    shutil.copytree(out / "runs" / "a", out / "runs" / name)
+    path = out / "runs" / name / "checkpoints" / "best.pt"
+    payload = load_checkpoint(path)
+    payload["model"] = {k: torch.full_like(v, fill) for k, v in payload["model"].items()}
+    save_checkpoint(path, payload)
+
+
+def test_a_zeroed_checkpoint_scores_chance_or_worse_not_zero_error(trained):
+    """Issue 22.1: all outputs equal scored 0% error; now every top-1 is wrong (4 classes)."""
+    _doctored_run(trained, "zero", 0.0)
+    result = evaluate(trained, "zero", crops=1, figures=False)
+    assert result["top1_error"] == 1.0
+    assert result["top5_error"] == 0.0  # 4 classes: any 4 of them hold the label
+    assert all(
+        c["top1_error"] == 1.0
+        for c in json.loads((trained / "runs/zero/per_class_error.json").read_text()).values()
+    )
+
+
+def test_non_finite_outputs_are_an_error_naming_the_checkpoint(trained, tmp_path):
+    """Issue 22.1: NaN outputs scored 0% error and predict showed nan%; now an error that
+    names the checkpoint, and an earlier eval.json is left as it was."""
+    from flows.predict import predict_files
+    from training.evaluate import NonFiniteOutputs
+
+    _doctored_run(trained, "nan", float("nan"))
+    run = trained / "runs" / "nan"
+    (run / "eval.json").write_text('{"earlier": true}\n')
+    with pytest.raises(NonFiniteOutputs, match=r"nan/checkpoints/best\.pt.*not finite"):
+        evaluate(trained, "nan", crops=1, figures=False)
+    assert json.loads((run / "eval.json").read_text()) == {"earlier": True}
+    image = tmp_path / "one.png"
+    Image.fromarray(np.full((300, 280, 3), 90, np.uint8)).save(image)
+    with pytest.raises(NonFiniteOutputs, match="best.pt"):
+        predict_files(trained, "nan", [str(image)], crops=1)

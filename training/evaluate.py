@@ -27,7 +27,7 @@ from shards.pixels import center_offset, decode_rgb
 from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
 from training.checkpoint import Loaded, load_model
-from training.metrics import topk_errors
+from training.metrics import non_finite_rows, topk_errors
 from training.report import write_report
 
 CROP = 227
@@ -142,6 +142,21 @@ def predict(
     return Predictions([torch.cat(p) for p in probs], torch.tensor(labels), metas, fc7s, kept)
 
 
+class NonFiniteOutputs(ValueError):
+    """A model whose outputs hold NaN or infinity: an error, never a score."""
+
+
+def check_finite(probs: torch.Tensor, checkpoint: Path, what: str = "val images") -> None:
+    """Refuse outputs that hold NaN or infinity, naming the checkpoint that gave them."""
+    bad = int(non_finite_rows(probs))
+    if bad:
+        raise NonFiniteOutputs(
+            f"{checkpoint}: the model's outputs are not finite (NaN or inf) on {bad} of "
+            f"{len(probs)} {what}: its weights diverged or are damaged, or the data root's "
+            "statistics are (check them with `alexnet verify OUT`); no error rate is reported"
+        )
+
+
 def _errors(probs: torch.Tensor, labels: torch.Tensor) -> dict:
     e = topk_errors(probs, labels)
     n = len(labels)
@@ -178,6 +193,8 @@ def evaluate(
     members = [load_model(checkpoint_of(out, r, checkpoint), devices) for r in runs]
     predicted = predict(members, out, crops, batch_size, keep=FIGURE_EXAMPLES if figures else 0)
     probs, labels = predicted.probs, predicted.labels
+    for m, p in zip(members, probs, strict=True):
+        check_finite(p, m.path)
     manifest = read_manifest(out)
     result: dict = {"crops": crops, "n": len(labels)}
     entries = [
