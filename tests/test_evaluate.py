@@ -481,5 +481,5 @@ def test_non_finite_outputs_are_an_error_naming_the_checkpoint(trained, tmp_path
     assert json.loads((run / "eval.json").read_text()) == {"earlier": True}
     image = tmp_path / "one.png"
     Image.fromarray(np.full((300, 280, 3), 90, np.uint8)).save(image)
-    with pytest.raises(NonFiniteOutputs, match="best.pt"):
+    with pytest.raises(NonFiniteOutputs, match=r"best\.pt"):
         predict_files(trained, "nan", [str(image)], crops=1)
