@@ -17,8 +17,17 @@ from pathlib import Path
 import flows
 from shards.settings import add_options, from_options
 from training.config import PIPELINE_PRESET, PRESETS
+from training.runlog import check_run_name, run_folder
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _run_name(value: str) -> str:
+    """argparse's type for a run's name (`training.runlog.check_run_name`)."""
+    try:
+        return check_run_name(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -326,6 +335,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--run",
         "--name",
         dest="run",
+        type=_run_name,
         required=True,
         help="the run's name (its folder under OUT/runs/); under torchrun write --name, "
         "since torchrun's own parser takes --run for its --run-path",
@@ -398,11 +408,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("out", metavar="OUT", help="the data root")
-    p.add_argument("--run", "--name", dest="run", required=True, help="the run to evaluate")
+    p.add_argument(
+        "--run", "--name", dest="run", type=_run_name, required=True, help="the run to evaluate"
+    )
     p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="patches per image")
     p.add_argument(
         "--ensemble",
         nargs="+",
+        type=_run_name,
         default=[],
         metavar="RUN",
         help="more runs whose softmax outputs are averaged with RUN's",
@@ -463,7 +476,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         print(f"{entry['run']:<24} {entry['top1_error']:>12.2%} {entry['top5_error']:>12.2%}")
     if "ensemble" in result:
         print(f"{'ensemble':<24} {result['top1_error']:>12.2%} {result['top5_error']:>12.2%}")
-    run_dir = Path(args.out) / "runs" / args.run
+    run_dir = run_folder(args.out, args.run)
     print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'per_class_error.json'}")
     _print_made(result)
     return 0
@@ -487,7 +500,12 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", metavar="SRC", help="the ImageNet tree")
     p.add_argument("out", metavar="OUT", help="the data root")
     p.add_argument(
-        "--run", "--name", dest="run", default="pipeline", help="the training run's name"
+        "--run",
+        "--name",
+        dest="run",
+        type=_run_name,
+        default="pipeline",
+        help="the training run's name",
     )
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default=PIPELINE_PRESET, help="training preset"
@@ -581,7 +599,9 @@ def _add_reprocess(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--train", action="store_true", help="then train and evaluate, as alexnet pipeline does"
     )
-    p.add_argument("--run", "--name", dest="run", default="pipeline", help="the run (--train)")
+    p.add_argument(
+        "--run", "--name", dest="run", type=_run_name, default="pipeline", help="the run (--train)"
+    )
     p.add_argument("--preset", choices=sorted(PRESETS), default=PIPELINE_PRESET, help="(--train)")
     _add_cluster_options(p)
     p.set_defaults(handler=_run_reprocess)
@@ -698,7 +718,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("out", metavar="OUT", help="the data root the run was trained on")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to classify")
-    p.add_argument("--run", "--name", dest="run", required=True, help="the trained run")
+    p.add_argument(
+        "--run", "--name", dest="run", type=_run_name, required=True, help="the trained run"
+    )
     p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="patches per image")
     p.add_argument("--top", type=_positive_int, default=5, help="classes shown per image")
     p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint's path")

@@ -50,6 +50,7 @@ from shards.atomic import read_json
 from shards.format import sha256_file
 from shards.manifest import find_manifest, train_shard_digests
 from training.config import PIPELINE_PRESET
+from training.runlog import check_run_name, run_folder
 
 
 def _key(*parts: Any) -> str:
@@ -189,7 +190,7 @@ def _train_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
 
 def _fresh_run_dir(out: str, run: str) -> Path | None:
     """Move an earlier run of this name aside (nothing is deleted); return where it went."""
-    run_dir = Path(out) / "runs" / run
+    run_dir = run_folder(out, run)
     if not run_dir.exists():
         return None
     n = 1
@@ -261,7 +262,7 @@ def train_task(
         get_run_logger().info("an earlier run %r had other inputs; kept as %s", run, moved)
     if launcher:
         _launch_training(out, run, config, launcher)
-        run_dir = Path(out) / "runs" / run
+        run_dir = run_folder(out, run)
         last = [{}, *epoch_lines(read_metrics(run_dir))][-1]  # the last epoch line
     else:
         epochs = _ProgressArtifact("alexnet-train-progress", f"training run {run}", every_s=0)
@@ -323,6 +324,7 @@ def alexnet_pipeline(
     """
     from training.config import resolve
 
+    check_run_name(run)  # before anything is made
     settings = prepare_settings(shard_size, quality)
     config = resolve(preset, overrides=overrides or []).to_dict()
     fingerprint = source_fingerprint(src)
@@ -343,10 +345,10 @@ def train_and_evaluate(
 ) -> dict:
     """The train and evaluate tasks, each re-run when its outputs are not on disk."""
     key = _train_key(None, {"out": out, "run": run, "config": config, "stats": stats})
-    marker = Path(out) / "runs" / run / TRAIN_KEY
+    marker = run_folder(out, run) / TRAIN_KEY
     trained_here = marker.is_file() and marker.read_text() == key
     trained = when_missing(train_task, trained_here)(out, run, config, stats, launcher)
-    evaluated = read_json(Path(out) / "runs" / run / "eval.json") or {}
+    evaluated = read_json(run_folder(out, run) / "eval.json") or {}
     of_this = [c.get("sha256") for c in evaluated.get("checkpoints", [])]
     return when_missing(
         evaluate_task, evaluated.get("crops") == crops and trained["checkpoint_sha256"] in of_this

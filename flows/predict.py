@@ -24,6 +24,7 @@ from shards.manifest import read_manifest
 from shards.stats import read_stats
 from training.checkpoint import load_model
 from training.evaluate import check_finite, checkpoint_of, view_probs
+from training.runlog import check_run_name
 
 
 @dataclass
@@ -47,6 +48,7 @@ def predict_files(
     """The `top` classes of each file, in the order given; a file that cannot be read or
     decoded gets its reason in `error`, and the others are still classified."""
     out = Path(out)
+    check_run_name(run)
     manifest = read_manifest(out)
     process = ImageProcessor(PrepareSettings.from_dict(manifest["settings"]).image)
     loaded = load_model(checkpoint_of(out, run, checkpoint), devices)

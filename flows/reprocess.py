@@ -35,6 +35,7 @@ from flows.pipeline import (
 )
 from shards.manifest import find_manifest
 from training.config import PIPELINE_PRESET
+from training.runlog import check_run_name
 
 
 def changes_table(changes: dict) -> str:
@@ -101,6 +102,8 @@ def alexnet_reprocess(
     and the shards rewritten or added), with the statistics' image count, and
     the evaluation when `train` is set.
     """
+    if train:
+        check_run_name(run)  # before anything is made
     base = (find_manifest(out) or {}).get("settings")  # OUT's own, if it has any
     settings = prepare_settings(shard_size, quality, base)
     # Always scan: a cached result would report the last run's changes as this run's.

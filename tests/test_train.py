@@ -122,6 +122,35 @@ def test_clear_errors_before_training(data, tmp_path):
         resolve("smoke", overrides=["epohcs=3"])
 
 
+BAD_RUN_NAMES = ["t2/", "../escaped", "/tmp/x", "a\nb", "", ".", "..", "-x", "a/b", "x" * 101]
+
+
+@pytest.mark.parametrize("name", BAD_RUN_NAMES)
+def test_a_run_name_is_one_safe_folder_name_everywhere(data, tmp_path, name):
+    """Issue 22.2: `t2/` aliased `t2` under a second lock, `../escaped` and `/tmp/x` wrote
+    outside OUT/runs, a newline was accepted; now each is refused before anything is made,
+    by train, evaluate (as the run and as an ensemble member), predict and the command."""
+    from flows.predict import predict_files
+    from training.evaluate import evaluate
+
+    before = sorted(p.name for p in data.parent.iterdir())
+    runs = data / "runs"
+    runs_before = sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
+    for call in (
+        lambda: train(data, name, resolve("smoke"), progress=False),
+        lambda: evaluate(data, name),
+        lambda: evaluate(data, "a", ensemble=[name]),
+        lambda: predict_files(data, name, []),
+    ):
+        with pytest.raises(ValueError, match="not allowed: a run's name is one folder name"):
+            call()
+    assert sorted(p.name for p in data.parent.iterdir()) == before
+    assert (sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []) == runs_before
+    cli = [sys.executable, "-m", "flows.cli", "train", str(data), f"--run={name}"]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not allowed" in done.stderr, done.stderr
+
+
 def test_non_finite_loss_stops_with_the_step_and_last_checkpoint(data):
     config = resolve("smoke", overrides=[*TINY, "epochs=3", "lr=1e6", "input_scale=1e6"])
     with pytest.raises(TrainingDiverged, match=r"at step \d+ \(epoch 1;.*is none \(no epoch"):

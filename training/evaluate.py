@@ -29,6 +29,7 @@ from shards.stats import read_stats
 from training.checkpoint import Loaded, load_model
 from training.metrics import non_finite_rows, topk_errors
 from training.report import write_report
+from training.runlog import check_run_name, run_folder
 
 CROP = 227
 FIGURE_EXAMPLES = 8  # val images shown in Figure 4 (their fc7 kept from the evaluation pass)
@@ -167,7 +168,7 @@ def checkpoint_of(out: Path, run: str, which: str) -> Path:
     path = (
         Path(which)
         if which not in ("best", "last")
-        else out / "runs" / run / "checkpoints" / f"{which}.pt"
+        else run_folder(out, run) / "checkpoints" / f"{which}.pt"
     )
     if not path.is_file():
         raise FileNotFoundError(
@@ -189,7 +190,7 @@ def evaluate(
 ) -> dict:
     """Evaluate run `run` (and an ensemble with it); write eval.json and the rest; return it."""
     out = Path(out)
-    runs = [run, *(ensemble or [])]
+    runs = [check_run_name(r) for r in [run, *(ensemble or [])]]  # before anything is read
     members = [load_model(checkpoint_of(out, r, checkpoint), devices) for r in runs]
     predicted = predict(members, out, crops, batch_size, keep=FIGURE_EXAMPLES if figures else 0)
     probs, labels = predicted.probs, predicted.labels
@@ -206,7 +207,7 @@ def evaluate(
     result["checkpoints"] = entries
     if len(members) > 1:
         result["ensemble"] = runs
-    run_dir = out / "runs" / run
+    run_dir = run_folder(out, run)
     # One set: eval.json is its marker, removed first and written last, listing every
     # file of the set with its sha256. A killed or failed evaluation leaves no eval.json,
     # never an old one beside new files.

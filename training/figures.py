@@ -23,7 +23,7 @@ from shards.stats import read_stats
 from training.architecture import AlexNetConfig
 from training.checkpoint import Loaded
 from training.report import nice_ticks
-from training.runlog import epoch_lines, loss_by_epoch, read_metrics
+from training.runlog import epoch_lines, loss_by_epoch, read_metrics, run_folder
 
 KERNEL_ZOOM, GAP, PER_ROW = 5, 2, 12
 THUMB = 96
@@ -231,7 +231,7 @@ def draw_all(
     kept them (`Predictions`), which Figure 4 shows and searches from. Figure 4's
     neighbours are searched over the whole train split, as the paper's (`train_limit`:
     only its first images, for a quick look)."""
-    folder = out / "runs" / run / "figures"
+    folder = run_folder(out, run) / "figures"
     names = [c["name"] or c["wnid"] for c in read_manifest(out)["classes"]]
     weights = conv1_weights(loaded.model, loaded.config.model)
     paths = [_save(conv1_kernels(weights), folder / "conv1_kernels.png")]
@@ -246,7 +246,7 @@ def draw_all(
     queries = [center_crop(v, crop) for v in val_images[:n_queries]]
     paths.append(_save(neighbour_panel(queries, rows), folder / "nearest_neighbours.png"))
 
-    metrics = read_metrics(out / "runs" / run)
+    metrics = read_metrics(run_folder(out, run))
     if metrics:
         paths.append(_save(curves(metrics), folder / "training_curves.png"))
     return paths

@@ -8,11 +8,36 @@ OUT/runs/NAME/metrics.jsonl   one JSON object per line: a line per logged step
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 from shards.atomic import write_bytes
 
 METRICS = "metrics.jsonl"
+RUNS = "runs"
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_run_name(name: object) -> str:
+    """`name` if it is a run's name: one path component of 1-100 letters, digits, '.', '_'
+    and '-', starting with a letter or digit; else a ValueError saying so.
+
+    So a name can neither leave OUT/runs/ (`../x`, `/tmp/x`), nor alias another
+    (`t2/` and `t2` would be two locks on one folder), nor hide a newline.
+    """
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name):
+        raise ValueError(
+            f"run name {name!r} is not allowed: a run's name is one folder name under "
+            "OUT/runs/ of 1-100 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit (for example: paper-1, smoke_b128)"
+        )
+    return name
+
+
+def run_folder(out: str | os.PathLike, name: str) -> Path:
+    """OUT/runs/NAME, once NAME is checked (`check_run_name`)."""
+    return Path(out) / RUNS / check_run_name(name)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

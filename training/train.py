@@ -62,7 +62,7 @@ from training.metrics import non_finite_rows, topk_error_counts
 from training.model import AlexNet, OneGpuAlexNet, build
 from training.optim import PaperSGD
 from training.report import write_report
-from training.runlog import append_metrics, trim_metrics
+from training.runlog import append_metrics, check_run_name, run_folder, trim_metrics
 
 
 class TrainingDiverged(RuntimeError):
@@ -234,10 +234,12 @@ def train(
     second `train` of the same run is an error naming the holder.
     """
     out = Path(out)
+    check_run_name(run)
     read_manifest(out)  # a clear error before anything is created under OUT
     if int(os.environ.get("RANK", 0)) != 0:
         return _train(out, run, config, resume, stop_after, devices, progress, on_epoch)
-    with one_writer(out / "runs" / f".{run}.lock", f"run {run!r} of {out}"):
+    lock = run_folder(out.resolve(), run).with_name(f".{run}.lock")  # one per real folder
+    with one_writer(lock, f"run {run!r} of {out}"):
         return _train(out, run, config, resume, stop_after, devices, progress, on_epoch)
 
 
@@ -362,7 +364,7 @@ def _setup(
     and schedule (restored on resume), the run folder, and the loaders."""
     manifest, stats = _inputs(out)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    run_dir = out / "runs" / run
+    run_dir = run_folder(out, run)
     config, state = _settings(run_dir, run, config, resume, rank)
     if config.model.num_classes != len(manifest["classes"]):
         model_config = {**config.model.to_dict(), "num_classes": len(manifest["classes"])}
