@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preprocessing.image import ImageProcessor, Processed
+from preprocessing.image import ImageProcessor, Processed, read_image_file
 from preprocessing.plan import PrepareSettings
 from shards.manifest import read_manifest
 from shards.stats import read_stats
@@ -59,7 +59,7 @@ def predict_files(
     ready: list[tuple[Prediction, np.ndarray]] = []
     for result in results:
         try:
-            processed = process(Path(result.path).read_bytes())
+            processed = process(read_image_file(result.path))
         except OSError as err:
             result.error = f"cannot read the file: {err.strerror or err}"
             continue

@@ -26,7 +26,10 @@ does the rest. It changes pixels slightly, so it is a setting.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +49,30 @@ RESAMPLING = {
     "box": Image.Resampling.BOX,
 }
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
+# The longest a side may be against the shorter one. The resize to `size` on the shorter
+# side comes before the crop, so an 80000x1 strip (80k pixels, 312 bytes as a PNG) would
+# be resized to 20,480,000x256: 15 GB. At 64:1 the resized image is at most 64 x 256 x 256
+# pixels (12.6 MB); real photographs, panoramas included, stay far below it.
+MAX_ASPECT = 64
+# The largest input file read (ImageNet's largest JPEG is a few tens of MB): /dev/zero, or
+# a huge file named .JPEG, is a reject, not a worker that reads until memory runs out.
+MAX_FILE_BYTES = 256 << 20
+
+
+def read_image_file(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file at `path`, at most `limit` of them; an OSError with the
+    reason otherwise (a FIFO, a device or a folder is refused before it is opened, so
+    nothing hangs or reads forever)."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a device, FIFO or folder)", str(path))
+    with open(path, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped since the stat
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit >> 20} MiB: not read", str(path))
+    return data
 
 
 @dataclass(frozen=True)
@@ -140,13 +167,17 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def resized_size(w: int, h: int, size: int) -> tuple[int, int]:
+    """(width, height) with the shorter side at `size`, the other in proportion."""
+    if w <= h:
+        return (size, max(size, round(h * size / w)))
+    return (max(size, round(w * size / h)), size)
+
+
 def resize_and_crop(im: Image.Image, size: int, resample: int) -> Image.Image:
     """Shorter side to `size`, then the central `size` x `size` patch."""
     w, h = im.size
-    if w <= h:
-        new = (size, max(size, round(h * size / w)))
-    else:
-        new = (max(size, round(w * size / h)), size)
+    new = resized_size(w, h, size)
     if new != (w, h):
         im = im.resize(new, resample)
     left, top = (new[0] - size) // 2, (new[1] - size) // 2
@@ -185,6 +216,12 @@ class ImageProcessor:
                 )
             if width < 1 or height < 1:
                 return Rejected(f"image has no pixels ({width}x{height})")
+            if max(width, height) > MAX_ASPECT * min(width, height):
+                return Rejected(
+                    f"extreme aspect ratio: {width}x{height} is more than {MAX_ASPECT}:1; its "
+                    f"resize to {s.size} on the shorter side would be "
+                    "{}x{} pixels before the crop".format(*resized_size(width, height, s.size))
+                )
             try:
                 if s.draft and fmt == "JPEG" and min(width, height) >= 2 * s.size:
                     k = s.size / min(width, height)

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from preprocessing.image import ImageProcessor, ImageSettings, Processed
+from preprocessing.image import ImageProcessor, ImageSettings, Processed, read_image_file
 from preprocessing.plan import (
     PrepareSettings,
     ShardPlan,
@@ -105,9 +105,10 @@ def write_shard(
     with ShardWriter(tar) as writer:
         for f in plan.files:
             try:
-                data = (Path(src) / f.relpath).read_bytes()
+                data = read_image_file(Path(src) / f.relpath)
             except OSError as err:
-                rejects.append({"path": f.relpath, "reason": f"could not read the file: {err}"})
+                reason = f"could not read the file: {err.strerror or err}"
+                rejects.append({"path": f.relpath, "reason": reason})
                 continue
             result = process(data)
             if not isinstance(result, Processed):

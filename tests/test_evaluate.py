@@ -483,3 +483,31 @@ def test_non_finite_outputs_are_an_error_naming_the_checkpoint(trained, tmp_path
     Image.fromarray(np.full((300, 280, 3), 90, np.uint8)).save(image)
     with pytest.raises(NonFiniteOutputs, match=r"best\.pt"):
         predict_files(trained, "nan", [str(image)], crops=1)
+
+
+def test_predict_names_each_hostile_file_and_classifies_the_rest(trained, tmp_path):
+    """Issues 22.3 and 22.11: an 80000x1 PNG was a MemoryError traceback, /dev/zero was
+    read until memory ran out, a FIFO hung; now each gets its reason and the good image
+    beside them is still classified."""
+    import os
+
+    from flows.predict import predict_files
+
+    strip, good, fifo = tmp_path / "strip.png", tmp_path / "good.png", tmp_path / "fifo.jpg"
+    Image.fromarray(np.full((1, 80_000, 3), 200, np.uint8)).save(strip)
+    Image.fromarray(np.full((300, 280, 3), 90, np.uint8)).save(good)
+    os.mkfifo(fifo)
+    rows = predict_files(trained, "a", [str(strip), "/dev/zero", str(fifo), str(good)], crops=1)
+    assert "extreme aspect ratio: 80000x1" in rows[0].error
+    assert "not a regular file" in rows[1].error and "not a regular file" in rows[2].error
+    assert rows[3].error is None and len(rows[3].top) == 4
+
+
+def test_a_huge_file_is_refused_after_a_bounded_read(tmp_path):
+    from preprocessing.image import read_image_file
+
+    big = tmp_path / "big.JPEG"
+    big.write_bytes(b"\xff" * 1001)
+    assert read_image_file(big, limit=1001) == b"\xff" * 1001
+    with pytest.raises(OSError, match="larger than"):
+        read_image_file(big, limit=1000)

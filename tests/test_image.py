@@ -195,6 +195,31 @@ def test_pixel_limit_rejects_decompression_bombs():
     assert isinstance(ImageProcessor(ImageSettings(max_pixels=240_000))(data), Processed)
 
 
+def _png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 120, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("width, height", [(80_000, 1), (1, 80_000), (8_000, 1), (6_500, 100)])
+def test_an_extreme_strip_is_rejected_before_its_resize(width, height):
+    """Issue 22.3: an 80000x1 PNG (80k pixels, far under --max-pixels) was resized to
+    20,480,000x256 first: MemoryError, and the whole stage stopped. Now a reject with
+    the reason, decided from the header: the work an image may cause is bounded."""
+    data = _png(width, height)
+    assert len(data) < 4_000  # a small file can ask for a huge resize
+    out = ImageProcessor(ImageSettings())(data)
+    assert isinstance(out, Rejected)
+    assert f"extreme aspect ratio: {width}x{height} is more than 64:1" in out.reason
+    long = round(max(width, height) * 256 / min(width, height))
+    assert (f"{long}x256" if width > height else f"256x{long}") in out.reason
+
+
+def test_the_aspect_limit_is_64_to_1_inclusive():
+    assert isinstance(ImageProcessor(ImageSettings())(_png(64 * 5, 5)), Processed)
+    assert isinstance(ImageProcessor(ImageSettings())(_png(64 * 5 + 1, 5)), Rejected)
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="--quality"):
         ImageProcessor(ImageSettings(quality=0))
