@@ -188,6 +188,8 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         dask_address=args.dask_address,
     )
     m = report.manifest
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for split, entry in m["splits"].items():
         print(
             f"{split}: {entry['count']} images in {len(entry['shards'])} shards, "

@@ -216,6 +216,7 @@ class PrepareReport:
     cluster_started: bool = False
     manifest: dict = field(default_factory=dict)
     changes: dict = field(default_factory=dict)  # added/changed/deleted inputs, shards rewritten
+    warnings: list[str] = field(default_factory=list)  # the source's (SourceTree.warnings)
 
 
 def locked(out: Path) -> contextlib.AbstractContextManager[None]:
@@ -333,7 +334,7 @@ def preprocess(
     settings = settings or PrepareSettings()
     src, out = Path(src), Path(out)
     tree = _scan_checked(src, out, settings, splits, val_labels)
-    report = PrepareReport(out)
+    report = PrepareReport(out, warnings=tree.warnings)
     with locked(out):
         layout, previous, report.layout = previous_layout(out, settings)
         plans = plan_shards(tree, settings, layout)

@@ -52,6 +52,7 @@ class SourceTree:
     files: dict[str, list[SourceFile]] = field(default_factory=dict)
     rejects: list[dict] = field(default_factory=list)  # {"path", "reason"} found while scanning
     val_labels: str | None = None  # the labels file used, relative to SRC
+    warnings: list[str] = field(default_factory=list)  # usable, but probably not meant
 
     def fingerprint(self) -> str:
         """sha256 over the class list and every input's identity (see SourceFile.identity)."""
@@ -73,6 +74,27 @@ class SourceTree:
 def _listdir(folder: Path) -> list[os.DirEntry]:
     with os.scandir(folder) as it:
         return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+
+
+def escaped(name: str) -> str:
+    """A file name that is not valid UTF-8 (its bad bytes came back from the OS as
+    surrogates), as text that can be printed and stored: b'bad\\xff.JPEG'."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _not_utf8(rel: str) -> dict:
+    return {
+        "path": escaped(rel),
+        "reason": "the file or folder name is not valid UTF-8 (rename it to include it)",
+    }
 
 
 def _empty(folder: str) -> bool:
@@ -98,13 +120,16 @@ def _is_file(e: os.DirEntry, rel: str, tree: SourceTree) -> bool:
 def read_synsets(path: Path) -> list[tuple[str, str]]:
     """Parse LOC_synset_mapping.txt: 'wnid name, synonyms' per line."""
     classes = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    # -sig: a byte-order mark is not part of the first wnid (it would lose class 0)
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         wnid, _, name = line.strip().partition(" ")
         if not wnid:
             raise ValueError(f"{path}:{n}: expected 'wnid name', got {line!r}")
         classes.append((wnid, name.strip()))
+    if not classes:
+        raise ValueError(f"{path} is empty: it names no class")
     if len({w for w, _ in classes}) != len(classes):
         raise ValueError(f"{path}: a wnid appears twice")
     return classes
@@ -123,7 +148,7 @@ def read_val_labels(path: Path, wnids: list[str] | None) -> dict[str, str]:
                 tokens = (row.get("PredictionString") or "").split()
                 if not tokens:
                     raise ValueError(f"{path}: no label for {row.get('ImageId')!r}")
-                labels[Path(row["ImageId"]).stem] = tokens[0]
+                _label(labels, Path(row["ImageId"]).stem, tokens[0], f"{path}")
             return labels
         for n, line in enumerate(f, 1):
             parts = line.split()
@@ -138,8 +163,17 @@ def read_val_labels(path: Path, wnids: list[str] | None) -> dict[str, str]:
                         f"{path}:{n}: class index {label} with no class list to map it"
                     )
                 label = wnids[int(label)]
-            labels[Path(name).stem] = label
+            _label(labels, Path(name).stem, label, f"{path}:{n}")
     return labels
+
+
+def _label(labels: dict[str, str], stem: str, wnid: str, where: str) -> None:
+    """Record one label; the same image labelled twice with two classes is an error (the
+    last line silently won before)."""
+    if labels.setdefault(stem, wnid) != wnid:
+        raise ValueError(
+            f"{where}: {stem!r} is labelled both {labels[stem]!r} and {wnid!r}; fix the labels file"
+        )
 
 
 def scan(
@@ -156,13 +190,20 @@ def scan(
         raise ValueError(f"{root} has none of {'/, '.join(splits)}/ (expected an ImageNet tree)")
 
     def class_dirs(split: str) -> list[os.DirEntry]:
-        return [e for e in _listdir(root / split) if _is_dir(e)]
+        return [e for e in _listdir(root / split) if _is_dir(e) and _utf8(e.name)]
 
     mapping = root / SYNSET_MAPPING
+    folders = {e.name: e for s in present for e in class_dirs(s)}
     if mapping.is_file():
         classes = read_synsets(mapping)
+        missing = [w for w, _ in classes if w not in folders]
+        if folders and missing:
+            raise ValueError(
+                f"{mapping} names {len(missing)} class(es) with no folder in "
+                f"{'/ or '.join(present)}/ (the first: {missing[0]!r}): such a class would "
+                "have no images; add its folder, or remove it from the mapping"
+            )
     else:
-        folders = {e.name: e for s in present for e in class_dirs(s)}
         for _, e in sorted(folders.items()):
             if _empty(e.path):
                 raise ValueError(
@@ -173,6 +214,10 @@ def scan(
         classes = [(w, "") for w in sorted(folders)]
 
     tree = SourceTree(root, classes)
+    for split in present:  # class folders whose names cannot be stored
+        for e in _listdir(root / split):
+            if not _utf8(e.name) and _is_dir(e):
+                tree.rejects.append(_not_utf8(f"{split}/{e.name}/"))
     index = {w: i for i, (w, _) in enumerate(classes)}
     for split in present:
         folders = class_dirs(split)
@@ -184,6 +229,14 @@ def scan(
         # a flat val with wnid labels and no mapping or train folders
         raise ValueError(f"{root}: no classes found (no {SYNSET_MAPPING}, no class folders)")
     tree.rejects.sort(key=lambda r: r["path"])
+    if "train" in tree.files and "val" in tree.files:
+        trained = {f.label for f in tree.files["train"]}
+        unseen = sorted({f.label for f in tree.files["val"]} - trained)
+        if unseen:
+            tree.warnings.append(
+                f"{len(unseen)} class(es) have validation images but no training image (the "
+                f"first: {tree.classes[unseen[0]][0]}): a model cannot learn them"
+            )
     return tree
 
 
@@ -194,12 +247,15 @@ def _is_dir(e: os.DirEntry) -> bool:
         return False
 
 
-def _duplicate(rel: str, key: str) -> dict:
-    """The reject of a file whose key another file of its split already has."""
-    return {
-        "path": rel,
-        "reason": f"another file has the same name stem (key {key!r}); only the first is kept",
-    }
+def _unique(key: str, name: str, keys: set[str]) -> str:
+    """`key`, or when another file of the split already has it (`a.b.JPEG` and `a_b.JPEG`
+    both give `a_b`; `a.JPEG` and `a.png` both `a`) `key` + `_` + 8 hex digits of the
+    file's own name: every file keeps a key of its own. Files are listed in name order,
+    so which one carries the suffix does not depend on the machine."""
+    if key in keys:
+        key = f"{key}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    keys.add(key)
+    return key
 
 
 def _file(split: str, relpath: str, key: str, label: int, e: os.DirEntry) -> SourceFile:
@@ -220,6 +276,9 @@ def _scan_class_folders(
             continue
         for e in entries:
             rel = f"{split}/{folder.name}/{e.name}"
+            if not _utf8(e.name):
+                tree.rejects.append(_not_utf8(rel))
+                continue
             if not _is_file(e, rel, tree):
                 continue
             key = sample_key(f"{folder.name}/{e.name}")
@@ -230,10 +289,8 @@ def _scan_class_folders(
                         "reason": f"class folder {folder.name!r} is not in {SYNSET_MAPPING}",
                     }
                 )
-            elif key in keys:
-                tree.rejects.append(_duplicate(rel, key))
             else:
-                keys.add(key)
+                key = _unique(key, e.name, keys)
                 files.append(_file(split, rel, key, index[folder.name], e))
     return files
 
@@ -264,6 +321,9 @@ def _scan_flat_val(
     keys = set()
     for e in _listdir(root / "val"):
         rel, key = f"val/{e.name}", sample_key(e.name)
+        if not _utf8(e.name):
+            tree.rejects.append(_not_utf8(rel))
+            continue
         if not _is_file(e, rel, tree):
             continue
         wnid = labels.get(key) or labels.get(Path(e.name).stem)
@@ -271,11 +331,8 @@ def _scan_flat_val(
             tree.rejects.append({"path": rel, "reason": f"no label in {tree.val_labels}"})
         elif wnid not in index:
             tree.rejects.append({"path": rel, "reason": f"label {wnid!r} is not a known class"})
-        elif key in keys:
-            tree.rejects.append(_duplicate(rel, key))
         else:
-            keys.add(key)
-            files.append(_file("val", rel, key, index[wnid], e))
+            files.append(_file("val", rel, _unique(key, e.name, keys), index[wnid], e))
     if not files and tree.rejects:
         raise ValueError(
             f"no image in {root}/val/ has a usable label in {tree.val_labels} (the first: "

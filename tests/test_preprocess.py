@@ -408,3 +408,81 @@ def test_scale_benchmark_runs_every_step_at_a_tiny_size(tmp_path):
     train_row = next(r for r in result["replan_output"] if r.startswith("train")).split()
     assert train_row[1:3] == ["2000", "2"] and int(train_row[8]) == result["changed_files"] == 1000
     assert sorted(p.name for p in work.iterdir()) == ["scale.json"]  # cleaned up
+
+
+def _tiny_tree(root: Path) -> Path:
+    generate(root, SampleSpec(classes=3, train_per_class=3, val_per_class=2, quirks=0, seed=4))
+    return root
+
+
+def test_hostile_names_and_shapes_are_rejects_not_a_stopped_stage(tmp_path):
+    """Issues 22.3, 22.5, 22.15: an 80000x1 PNG stopped the whole stage (MemoryError,
+    exit 2, no file named), a name that is not UTF-8 refused the whole tree (also with
+    --dry-run), and `a.b.JPEG` beside `a_b.JPEG` lost one of them as a duplicate key. Now
+    the two bad inputs are rejects naming them and every other input is in a shard."""
+    from preprocessing.prepare import dry_run
+
+    root = _tiny_tree(tmp_path / "src")
+    folder = sorted((root / "train").iterdir())[0]
+    one = sorted(folder.iterdir())[0]
+    Image.fromarray(np.full((1, 80_000, 3), 7, np.uint8)).save(folder / "strip.png")
+    bad_name = os.fsdecode(b"bad\xff\xfe.JPEG")
+    shutil.copy(one, folder / bad_name)
+    shutil.copy(one, folder / "a.b.JPEG")
+    shutil.copy(one, folder / "a_b.JPEG")
+    plan = dry_run(root, tmp_path / "out", SETTINGS)
+    assert plan.splits["train"]["inputs"] == 9 + 3 and plan.unlisted == 1
+    report = preprocess(root, tmp_path / "out", SETTINGS, workers=1, progress=False)
+    assert report.written == 9 + 6 + 2 and report.rejected == 2
+    rejects = {
+        r["path"]: r["reason"]
+        for r in map(json.loads, (tmp_path / "out/rejects.jsonl").read_text().splitlines())
+    }
+    assert "extreme aspect ratio: 80000x1" in rejects[f"train/{folder.name}/strip.png"]
+    assert "not valid UTF-8" in rejects[f"train/{folder.name}/bad\\xff\\xfe.JPEG"]
+    keys = [s.key for s in iter_samples(shard_paths(tmp_path / "out", "train"))]
+    assert len(keys) == len(set(keys)) == 11
+    ab = sorted(k for k in keys if k.startswith(f"{folder.name}/a_b"))
+    assert ab[0] == f"{folder.name}/a_b" and len(ab) == 2  # a.b.JPEG first, a_b.JPEG suffixed
+
+
+def test_label_files_with_a_bom_missing_classes_or_conflicts(tmp_path):
+    """Issues 22.4 and 22.15: a BOM in LOC_synset_mapping.txt made class 0's wnid
+    '\\ufeffn01...' and rejected all its images (exit 0); an empty mapping, a mapped class
+    with no folder and an image labelled twice with two classes were silent."""
+    from preprocessing.source import scan
+
+    root = _tiny_tree(tmp_path / "src")
+    mapping = root / "LOC_synset_mapping.txt"
+    text = mapping.read_text()
+    mapping.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    tree = scan(root)
+    assert tree.classes[0][0] == text.split()[0] and not tree.rejects
+    assert {f.label for f in tree.files["train"]} == {0, 1, 2}
+
+    mapping.write_text(text + "n99999999 a class with no folder\n")
+    with pytest.raises(ValueError, match=r"1 class.*no folder.*n99999999"):
+        scan(root)
+    mapping.write_text("")
+    with pytest.raises(ValueError, match="is empty: it names no class"):
+        scan(root)
+    mapping.write_text(text)
+
+    labels = root / "LOC_val_solution.csv"
+    rows = labels.read_text().splitlines()
+    image_id, wnid = rows[1].split(",")[0], rows[1].split(",")[1].split()[0]
+    other = next(w for w in text.split() if w.startswith("n") and w != wnid)
+    labels.write_text("\n".join([*rows, f"{image_id},{other} 1 2 3 4"]) + "\n")
+    with pytest.raises(ValueError, match=f"{image_id}.*labelled both"):
+        scan(root)
+    labels.write_text("\n".join([*rows, rows[1]]) + "\n")  # the same line twice is harmless
+    assert len(scan(root).files["val"]) == 6
+
+
+def test_a_val_class_with_no_training_image_is_a_warning(tmp_path):
+    root = _tiny_tree(tmp_path / "src")
+    lonely = sorted((root / "train").iterdir())[-1]
+    for f in lonely.iterdir():
+        f.unlink()
+    report = preprocess(root, tmp_path / "out", SETTINGS, workers=1, progress=False)
+    assert len(report.warnings) == 1 and lonely.name in report.warnings[0]
