@@ -22,7 +22,7 @@ from preprocessing.image import ImageProcessor, Processed, read_image_file
 from preprocessing.plan import PrepareSettings
 from shards.manifest import read_manifest
 from shards.stats import read_stats
-from training.checkpoint import load_model
+from training.checkpoint import check_classes, load_model
 from training.evaluate import check_finite, checkpoint_of, view_probs
 from training.runlog import check_run_name
 
@@ -52,6 +52,7 @@ def predict_files(
     manifest = read_manifest(out)
     process = ImageProcessor(PrepareSettings.from_dict(manifest["settings"]).image)
     loaded = load_model(checkpoint_of(out, run, checkpoint), devices)
+    check_classes(loaded.path, loaded.wnids, loaded.config.model.num_classes, manifest)
     device = next(loaded.model.parameters()).device
     mean = torch.from_numpy(read_stats(out, manifest).mean).to(device)  # current ones only
     classes = manifest["classes"]

@@ -511,3 +511,34 @@ def test_a_huge_file_is_refused_after_a_bounded_read(tmp_path):
     assert read_image_file(big, limit=1001) == b"\xff" * 1001
     with pytest.raises(OSError, match="larger than"):
         read_image_file(big, limit=1000)
+
+
+def test_a_checkpoint_refuses_a_data_root_with_another_class_list(trained, tmp_path):
+    """Issue 22.6: a run evaluated on a root whose classes are the same four in another
+    order reported 68.75% error as fact, with wrong names. Checkpoints carry the class list
+    (wnids in output order) and evaluate, ensembles, predict and --resume refuse a mismatch."""
+    from flows.predict import predict_files
+    from training.checkpoint import WrongClasses
+
+    payload = load_checkpoint(trained / "runs/a/checkpoints/best.pt")
+    manifest = json.loads((trained / "manifest.json").read_text())
+    assert payload["classes"] == [c["wnid"] for c in manifest["classes"]]
+    other = tmp_path / "other"
+    shutil.copytree(trained, other, ignore=shutil.ignore_patterns(".lock", "*.lock"))
+    manifest["classes"] = manifest["classes"][::-1]
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copytree(trained / "runs/a", trained / "runs/reordered")  # an ensemble member
+    payload["classes"] = payload["classes"][::-1]
+    save_checkpoint(trained / "runs/reordered/checkpoints/best.pt", payload)
+    image = tmp_path / "one.png"
+    Image.fromarray(np.full((300, 280, 3), 90, np.uint8)).save(image)
+    for call in (
+        lambda: evaluate(other, "a", crops=1, figures=False),
+        lambda: evaluate(trained, "a", crops=1, figures=False, ensemble=["reordered"]),
+        lambda: predict_files(other, "a", [str(image)], crops=1),
+        lambda: train(other, "a", resume=True, progress=False),
+    ):
+        with pytest.raises(WrongClasses, match="another class list"):
+            call()
+    with pytest.raises(WrongClasses, match="same classes in another order, the first at index 0"):
+        evaluate(other, "a", crops=1, figures=False)

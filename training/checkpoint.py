@@ -52,6 +52,39 @@ class Loaded:
     config: TrainConfig
     path: Path
     sha256: str
+    wnids: list[str] | None = None  # the classes it was trained on (None: an older checkpoint)
+
+
+class WrongClasses(ValueError):
+    """A checkpoint applied to a data root whose class list is not the one it learnt."""
+
+
+def check_classes(path: Path, wnids: list[str] | None, num_classes: int, manifest: dict) -> None:
+    """Refuse to apply the checkpoint at `path` (trained on `wnids`, in output order) to a
+    data root with another class list: its outputs would be read as the wrong classes.
+    A checkpoint from before the class list was recorded is held to the class count."""
+    ours = [c["wnid"] for c in manifest["classes"]]
+    if wnids is None:  # a checkpoint from before the class list was recorded
+        if num_classes != len(ours):
+            raise WrongClasses(
+                f"{path} outputs {num_classes} classes; this data root has {len(ours)}: "
+                "use the data root it was trained on"
+            )
+        return
+    if wnids != ours:
+        pairs = enumerate(zip(wnids, ours, strict=False))
+        first = next((i for i, (a, b) in pairs if a != b), min(len(wnids), len(ours)))
+        how = (
+            "the same classes in another order"
+            if sorted(wnids) == sorted(ours)
+            else f"{len(set(wnids) ^ set(ours))} class(es) differ"
+        )
+        raise WrongClasses(
+            f"{path} was trained on another class list than this data root's manifest "
+            f"({len(wnids)} classes against {len(ours)}; {how}, the first at index {first}): "
+            "its outputs would be read as the wrong classes; use the data root it was "
+            "trained on"
+        )
 
 
 def load_model(path: str | os.PathLike, devices: list[str] | None = None) -> Loaded:
@@ -69,4 +102,5 @@ def load_model(path: str | os.PathLike, devices: list[str] | None = None) -> Loa
     else:
         model = AlexNet(config.model, devices)
     model.load_state_dict(payload["model"])
-    return Loaded(model.eval(), config, path, sha256_file(path))
+    wnids = payload.get("classes")
+    return Loaded(model.eval(), config, path, sha256_file(path), wnids)

@@ -26,7 +26,7 @@ from shards.manifest import read_manifest
 from shards.pixels import center_offset, decode_rgb
 from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
-from training.checkpoint import Loaded, load_model
+from training.checkpoint import Loaded, check_classes, load_model
 from training.metrics import non_finite_rows, topk_errors
 from training.report import write_report
 from training.runlog import check_run_name, run_folder
@@ -192,11 +192,13 @@ def evaluate(
     out = Path(out)
     runs = [check_run_name(r) for r in [run, *(ensemble or [])]]  # before anything is read
     members = [load_model(checkpoint_of(out, r, checkpoint), devices) for r in runs]
+    manifest = read_manifest(out)
+    for m in members:  # each member's outputs are read as this root's classes
+        check_classes(m.path, m.wnids, m.config.model.num_classes, manifest)
     predicted = predict(members, out, crops, batch_size, keep=FIGURE_EXAMPLES if figures else 0)
     probs, labels = predicted.probs, predicted.labels
     for m, p in zip(members, probs, strict=True):
         check_finite(p, m.path)
-    manifest = read_manifest(out)
     result: dict = {"crops": crops, "n": len(labels)}
     entries = [
         {"run": r, "checkpoint": str(m.path), "sha256": m.sha256, **_errors(p, labels)}

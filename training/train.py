@@ -45,7 +45,7 @@ from shards.manifest import read_manifest
 from shards.progress import Progress
 from shards.reader import shard_paths
 from shards.stats import Stats, read_stats
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import check_classes, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import (
     Augment,
@@ -264,6 +264,7 @@ class _Run:
     counts: dict[str, int]  # samples per train shard (to even out the ranks' steps)
     show: Progress
     events: Events | None  # TensorBoard, on rank 0
+    wnids: list[str]  # the data root's classes, in output order (saved in checkpoints)
     epoch: int = 0
     step: int = 0
     first_epoch: int = 0  # where this process started (for stop_after)
@@ -366,6 +367,10 @@ def _setup(
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     run_dir = run_folder(out, run)
     config, state = _settings(run_dir, run, config, resume, rank)
+    wnids = [c["wnid"] for c in manifest["classes"]]
+    if state is not None:  # a resumed run goes on with the classes it began with
+        last = run_dir / "checkpoints" / "last.pt"
+        check_classes(last, state.get("classes"), config.model.num_classes, manifest)
     if config.model.num_classes != len(manifest["classes"]):
         model_config = {**config.model.to_dict(), "num_classes": len(manifest["classes"])}
         config = TrainConfig.from_dict({**config.to_dict(), "model": model_config})
@@ -401,6 +406,7 @@ def _setup(
         counts,
         show,
         events,
+        wnids,
         epoch=epoch,
         step=step,
         first_epoch=epoch,
@@ -581,6 +587,7 @@ def _save_checkpoints(r: _Run, entry: dict, top1: float) -> None:
         "model_config": c.model.to_dict(),
         "form": "one-gpu" if c.model.columns == 1 else "two-column",
         "metrics": entry,
+        "classes": r.wnids,  # the output order: evaluate, predict and --resume check it
     }
     save_checkpoint(r.ckpt_dir / "last.pt", payload)
     if top1 <= r.schedule.lowest:
