@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from shards.format import IMAGE_EXTS, record_path, sample_checksum, shard_dir
+from shards.atomic import read_json
+from shards.format import IMAGE_EXTS, MANIFEST, record_path, sample_checksum, shard_dir
 from shards.manifest import read_manifest
 
 
@@ -122,20 +123,80 @@ class DamagedShard(ValueError):
 class _Expected:
     count: int
     checksums: list[int] | None  # None in records written before checksums were
+    size: int | None = None  # the tar's size, as the data root's manifest lists it
+
+
+_UNLISTED: dict = {}
+_LISTINGS: dict[Path, tuple[tuple[int, int], dict[tuple[str, str], dict]]] = {}
+
+
+def _listed(path: Path) -> dict | None:
+    """The manifest's entry for the shard at `path` (OUT/shards/SPLIT/NAME.tar), from OUT's
+    manifest; `_UNLISTED` when the manifest does not list it; None when the shard is not in
+    a data root with a manifest (a bare tar). Each manifest is parsed once while it is
+    unchanged (its size and mtime): a loader worker opens many shards."""
+    if path.parent.parent.name != "shards":
+        return None
+    manifest = path.parent.parent.parent / MANIFEST
+    try:
+        st = os.stat(manifest)
+    except OSError:
+        return None
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _LISTINGS.get(manifest)
+    if cached is None or cached[0] != stamp:
+        data = read_json(manifest)
+        if not isinstance(data, dict) or not isinstance(data.get("splits"), dict):
+            return None
+        index = {
+            (split, s["shard"]): s
+            for split, entry in data["splits"].items()
+            if isinstance(entry, dict)
+            for s in entry.get("shards", [])
+            if isinstance(s, dict) and "shard" in s
+        }
+        cached = _LISTINGS[manifest] = (stamp, index)
+    return cached[1].get((path.parent.name, path.name), _UNLISTED)
 
 
 def _expected(path: Path | str) -> _Expected:
-    """What the shard's record says it holds (the record is written after the shard)."""
-    record = record_path(Path(path))
+    """What the shard's record says it holds (the record is written after the shard),
+    once the shard and its record are those the data root's manifest lists: the same
+    size, count and sha256 (a string comparison; no byte is hashed here). A shard and
+    record copied in from another data root are valid, but not this root's."""
+    path = Path(path)
+    record = record_path(path)
     try:
         data = json.loads(record.read_text())
-        return _Expected(int(data["count"]), data.get("checksums"))
+        expected = _Expected(int(data["count"]), data.get("checksums"))
     except FileNotFoundError:
         raise DamagedShard(
             f"{path}: no record ({record.name}): the shard was never completed; {_REDO}"
         ) from None
     except (ValueError, KeyError, TypeError) as err:
         raise DamagedShard(f"{record}: unreadable record ({err!r}); {_REDO}") from None
+    listed = _listed(path)
+    if listed is _UNLISTED:
+        raise DamagedShard(f"{path}: the data root's manifest does not list this shard; {_REDO}")
+    if listed is not None:
+        if expected.count != listed.get("count") or data.get("sha256") != listed.get("sha256"):
+            raise DamagedShard(
+                f"{record}: this record is not the one of the shard the manifest lists (count "
+                f"or sha256 differ: a shard from another data root?); {_REDO}"
+            )
+        expected = _Expected(expected.count, expected.checksums, listed.get("bytes"))
+    return expected
+
+
+def _check_size(path: Path | str, expected: _Expected) -> None:
+    """After a whole read: the tar is the size the manifest lists. (Checked last, so that a
+    short shard is reported by its sample count, which says more.)"""
+    size = os.stat(path).st_size
+    if expected.size is not None and size != expected.size:
+        raise DamagedShard(
+            f"{path}: {size} bytes, the manifest lists {expected.size}: not the shard the "
+            f"manifest describes (one from another data root?); {_REDO}"
+        )
 
 
 _REDO = "re-run `alexnet preprocess` to rewrite it"
@@ -178,6 +239,8 @@ def iter_grouped(
                 f"{path}: {n} samples, its record lists {expected.count}: the shard is "
                 f"truncated; {_REDO}"
             )
+        if expected is not None:
+            _check_size(path, expected)
 
 
 def _grouped(path: Path | str) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -93,6 +93,40 @@ def test_a_flipped_byte_in_an_image_stops_every_reader(data):
     assert any("damaged" in p for p in verify(out, deep=True).problems)
 
 
+def test_a_valid_shard_from_another_data_root_is_refused_by_the_readers(data, tmp_path):
+    """Issue 22.7: a shard and its record copied from another root (valid, intact, the
+    same name) were read by evaluation; only `verify` noticed. Readers now hold each
+    shard to the manifest's size, count and sha256 when they open it."""
+    from preprocessing.image import ImageSettings
+
+    src, out = data
+    other = tmp_path / "other"
+    settings = PrepareSettings(shard_size=10, image=ImageSettings(quality=80))
+    preprocess(src, other, settings, workers=1, progress=False)
+    ours, theirs = shard_paths(out, "val")[0], shard_paths(other, "val")[0]
+    assert ours.name == theirs.name and ours.read_bytes() != theirs.read_bytes()
+    list(iter_samples([ours]))  # intact before
+    kept = ours.read_bytes()
+    pristine_record = tmp_path / "record.json"
+    shutil.copy(ours.with_suffix(".json"), pristine_record)
+    shutil.copy(theirs.with_suffix(".json"), ours.with_suffix(".json"))  # their record alone
+    with pytest.raises(DamagedShard, match="not the one of the shard the manifest lists"):
+        list(iter_samples([ours]))
+    shutil.copy(theirs, ours)  # and their tar: a valid pair, but not the listed one
+    with pytest.raises(DamagedShard, match="not the one of the shard the manifest lists"):
+        list(iter_samples(shard_paths(out, "val")))
+    shutil.copy(pristine_record, ours.with_suffix(".json"))  # their tar under our record
+    with pytest.raises(DamagedShard, match=r"sample 1 of .* is damaged"):
+        list(iter_samples([ours]))
+    old = json.loads(pristine_record.read_text())
+    del old["checksums"]  # a record from before per-sample checksums: the size still tells
+    ours.with_suffix(".json").write_text(json.dumps(old))
+    with pytest.raises(DamagedShard, match=r"bytes, the manifest lists \d+: not the shard"):
+        list(iter_samples([ours]))
+    ours.write_bytes(kept)
+    assert list(iter_samples([theirs]))  # in its own root it is fine
+
+
 def test_evaluation_refuses_a_damaged_val_shard(data):
     _, out = data
     train(out, "ok", resolve("smoke", overrides=TINY), progress=False)
