@@ -68,6 +68,7 @@ from shards.format import (
     REJECTS,
     SPLITS,
     ShardWriter,
+    data_root_lock,
     partials_path,
     record_path,
     sha256_file,
@@ -222,7 +223,7 @@ class PrepareReport:
 def locked(out: Path) -> contextlib.AbstractContextManager[None]:
     """Hold OUT/.lock so that two runs (preprocess, stats) never write a data root at once."""
     out.mkdir(parents=True, exist_ok=True)
-    return one_writer(out / ".lock", f"the data root {out}")
+    return one_writer(data_root_lock(out), f"the data root {out}")
 
 
 def check_out(src: Path, out: Path) -> None:

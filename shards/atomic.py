@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import socket
@@ -104,6 +105,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
 
 
 _HELD: set[int] = set()  # descriptors of the locks this process holds
+_NOTES = itertools.count()  # tells apart two shared holds of one process
 
 
 def _drop_held_locks_in_child() -> None:
@@ -138,17 +140,90 @@ def one_writer(lock: str | os.PathLike, what: str) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            readers = _readers(lock)
+            if readers:
+                raise RuntimeError(
+                    f"{what} is being read: {'; '.join(readers)} (shared, {lock}); wait for "
+                    "it to finish, or stop it: rewriting under it would change its data"
+                ) from None
             f.seek(0)
             holder = f.read().strip() or "another process"
             raise RuntimeError(f"{what} is in use: {holder} holds {lock}") from None
         f.seek(0)
         f.truncate()
-        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        f.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}), since {started}\n")
+        f.write(_whoami())
         f.flush()
         _HELD.add(f.fileno())
         try:
             yield
         finally:
             _HELD.discard(f.fileno())
+
+
+def _whoami() -> str:
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    return f"pid {os.getpid()} on {socket.gethostname()} ({command}), since {started}\n"
+
+
+def _readers_dir(lock: Path) -> Path:
+    return lock.with_name(f"{lock.name}.readers")
+
+
+def _readers(lock: Path) -> list[str]:
+    """Who holds `lock` shared, from the notes the readers left (those of this host whose
+    process is gone are skipped: a killed reader's note outlives it)."""
+    found = []
+    folder = _readers_dir(lock)
+    for note in sorted(folder.glob("*")) if folder.is_dir() else []:
+        pid, _, host = note.name.partition("@")
+        pid = pid.split(".")[0]
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            found.append(note.read_text().strip())
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def shared_reader(lock: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold `lock` shared for the block (any number of readers at once), or fail at once
+    while a writer (`one_writer`) holds it; a writer fails while any reader does, and
+    names them. So training and evaluation never read shards that preprocess or stats are
+    rewriting, nor have them rewritten under them. A data root that cannot be written to
+    (read-only) is read without the lock: nothing can rewrite it either."""
+    lock = Path(lock)
+    try:
+        f = open(lock, "a+")  # noqa: SIM115 (closed below, after the note is removed)
+    except OSError:
+        yield
+        return
+    note = _readers_dir(lock) / f"{os.getpid()}.{next(_NOTES)}@{socket.gethostname()}"
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RuntimeError(
+                f"{what} is being written: {holder} holds {lock}; wait for it to finish"
+            ) from None
+        _HELD.add(f.fileno())
+        try:
+            note.parent.mkdir(exist_ok=True)
+            note.write_text(_whoami())
+            yield
+        finally:
+            _HELD.discard(f.fileno())
+            with contextlib.suppress(OSError):
+                note.unlink()

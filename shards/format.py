@@ -36,6 +36,12 @@ IMAGE_EXTS = ("jpg", "png")
 _SHARD_RE = re.compile(r"^(train|val)-(\d{6})\.tar$")
 
 
+def data_root_lock(out: str | os.PathLike) -> Path:
+    """OUT/.lock: held exclusively by what writes the shards or statistics (preprocess,
+    stats), shared by what reads them (train, evaluate); see `shards.atomic`."""
+    return Path(out) / ".lock"
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """The sha256 of a file, read in 1 MiB blocks (shards, partials, checkpoints)."""
     h = hashlib.sha256()

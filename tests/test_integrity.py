@@ -257,6 +257,55 @@ def test_stats_waits_for_no_one_while_preprocess_holds_the_root(data):
     assert dict(os.environ) == environment
 
 
+def test_a_running_trainer_keeps_preprocess_and_stats_off_its_shards(data):
+    """Issue 22.8: preprocess and stats rewrote the shards under a running trainer (both
+    exit 0; the stats then no longer described the shards). A trainer (and evaluation)
+    holds OUT's lock shared; preprocess and stats refuse, naming it; and while they hold
+    it, training refuses, naming them."""
+    src, out = data
+    trainer = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("alexnet")),
+            "train",
+            str(out),
+            "--run",
+            "reader",
+            "--preset",
+            "smoke",
+            *[a for kv in [*TINY, "epochs=3"] for a in ("--set", kv)],
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    notes = out / ".lock.readers"
+    try:
+        for _ in range(600):  # until the trainer holds the root shared
+            if notes.is_dir() and any(
+                f"pid {trainer.pid}" in n.read_text() for n in notes.iterdir()
+            ):
+                break
+            time.sleep(0.05)
+        before = {p: p.stat().st_mtime_ns for p in (out / "shards").rglob("*")}
+        held = rf"is being read: pid {trainer.pid} on .*alexnet train"
+        with pytest.raises(RuntimeError, match=held):
+            preprocess(src, out, PrepareSettings(shard_size=7), workers=1, progress=False)
+        with pytest.raises(RuntimeError, match=held):
+            compute_stats(out, workers=1)
+        assert {p: p.stat().st_mtime_ns for p in (out / "shards").rglob("*")} == before
+    finally:
+        _, err = trainer.communicate(timeout=300)
+    assert trainer.returncode == 0, err[-2000:]
+    assert not list(notes.iterdir())  # each reader removes its note
+    holder = _hold("root", out)  # as a preprocess of OUT in progress would
+    try:
+        with pytest.raises(RuntimeError, match=rf"is being written: pid {holder.pid} on "):
+            train(out, "blocked", resolve("smoke", overrides=TINY), progress=False)
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
 def test_a_run_that_died_before_its_first_checkpoint_can_be_started_again(data):
     _, out = data
     diverging = resolve("smoke", overrides=[*TINY, "lr=1e6", "input_scale=1e6"])

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shards.atomic import write_json
-from shards.format import sha256_file
+from shards.atomic import shared_reader, write_json
+from shards.format import data_root_lock, sha256_file
 from shards.manifest import read_manifest
 from shards.pixels import center_offset, decode_rgb
 from shards.reader import iter_samples, shard_paths
@@ -191,6 +191,24 @@ def evaluate(
     """Evaluate run `run` (and an ensemble with it); write eval.json and the rest; return it."""
     out = Path(out)
     runs = [check_run_name(r) for r in [run, *(ensemble or [])]]  # before anything is read
+    # shared: no preprocess or stats may rewrite the shards or statistics meanwhile
+    with shared_reader(data_root_lock(out), f"the data root {out}"):
+        return _evaluate(
+            out, runs, crops, checkpoint, devices, batch_size, figures, neighbours_from
+        )
+
+
+def _evaluate(
+    out: Path,
+    runs: list[str],
+    crops: int,
+    checkpoint: str,
+    devices: list[str] | None,
+    batch_size: int,
+    figures: bool,
+    neighbours_from: int | None,
+) -> dict:
+    run = runs[0]
     members = [load_model(checkpoint_of(out, r, checkpoint), devices) for r in runs]
     manifest = read_manifest(out)
     for m in members:  # each member's outputs are read as this root's classes

@@ -40,7 +40,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from shards.atomic import one_writer, write_json
+from shards.atomic import one_writer, shared_reader, write_json
+from shards.format import data_root_lock
 from shards.manifest import read_manifest
 from shards.progress import Progress
 from shards.reader import shard_paths
@@ -239,7 +240,10 @@ def train(
     if int(os.environ.get("RANK", 0)) != 0:
         return _train(out, run, config, resume, stop_after, devices, progress, on_epoch)
     lock = run_folder(out.resolve(), run).with_name(f".{run}.lock")  # one per real folder
-    with one_writer(lock, f"run {run!r} of {out}"):
+    with (
+        one_writer(lock, f"run {run!r} of {out}"),
+        shared_reader(data_root_lock(out), f"the data root {out}"),
+    ):
         return _train(out, run, config, resume, stop_after, devices, progress, on_epoch)
 
 
