@@ -40,6 +40,7 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a power cut
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -47,6 +48,21 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]
             # a failed write() says nothing of the file: name it (same errno, same type)
             raise OSError(err.errno, err.strerror, str(path)) from None
         raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    """fsync a folder, so that a rename in it is on disk (a no-op where folders cannot be
+    opened, as on some network file systems)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

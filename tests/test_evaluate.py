@@ -542,3 +542,25 @@ def test_a_checkpoint_refuses_a_data_root_with_another_class_list(trained, tmp_p
             call()
     with pytest.raises(WrongClasses, match="same classes in another order, the first at index 0"):
         evaluate(other, "a", crops=1, figures=False)
+
+
+def test_a_torn_last_metrics_line_is_skipped_and_a_bad_one_named(trained, tmp_path):
+    """Issue 22.9: a torn last line of metrics.jsonl (what a kill leaves) blocked evaluate
+    and --resume with "Expecting ':' delimiter", naming neither file nor line, and evaluate
+    had already removed eval.json. Now a torn last line is skipped; any other bad line is
+    an error naming file and line, raised before eval.json is touched."""
+    from training.runlog import read_metrics
+
+    run = trained / "runs" / "torn"
+    shutil.copytree(trained / "runs" / "a", run)
+    metrics = run / "metrics.jsonl"
+    whole = metrics.read_text()
+    metrics.write_text(whole + '{"step": 99, "lo')
+    assert read_metrics(run) == [json.loads(x) for x in whole.splitlines()]
+    result = evaluate(trained, "torn", crops=1, figures=True)
+    assert (run / "eval.json").is_file() and result["n"] == 16
+    lines = whole.splitlines()
+    metrics.write_text("\n".join([lines[0], lines[1][:10], *lines[2:]]) + "\n")
+    with pytest.raises(ValueError, match=r"torn/metrics\.jsonl:2: not a metrics line"):
+        evaluate(trained, "torn", crops=1, figures=True)
+    assert (run / "eval.json").is_file()  # the earlier evaluation's set is still there

@@ -29,7 +29,7 @@ from shards.stats import read_stats
 from training.checkpoint import Loaded, check_classes, load_model
 from training.metrics import non_finite_rows, topk_errors
 from training.report import write_report
-from training.runlog import check_run_name, run_folder
+from training.runlog import check_run_name, read_metrics, run_folder
 
 CROP = 227
 FIGURE_EXAMPLES = 8  # val images shown in Figure 4 (their fc7 kept from the evaluation pass)
@@ -209,6 +209,8 @@ def _evaluate(
     neighbours_from: int | None,
 ) -> dict:
     run = runs[0]
+    if figures:  # the curves' input: a damaged line is an error before any work
+        read_metrics(run_folder(out, run))
     members = [load_model(checkpoint_of(out, r, checkpoint), devices) for r in runs]
     manifest = read_manifest(out)
     for m in members:  # each member's outputs are read as this root's classes

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from shards.atomic import write_bytes
+from shards.atomic import append_line, write_bytes
 
 METRICS = "metrics.jsonl"
 RUNS = "runs"
@@ -41,11 +41,37 @@ def run_folder(out: str | os.PathLike, name: str) -> Path:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Every line of the run's metrics, in order ([] before the first)."""
+    """Every line of the run's metrics, in order ([] before the first).
+
+    A last line without its newline is what a kill or a full disk leaves in the middle
+    of an append (appends are not atomic): it is skipped. Any other line that is not a
+    JSON object is an error naming the file and the line.
+    """
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    text = path.read_text(errors="replace")
+    lines = text.split("\n")
+    torn = lines.pop()  # "" after a final newline; else a line cut short
+    entries = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError as err:
+            raise ValueError(f"{path}:{n}: not a metrics line ({err}): {line[:80]!r}") from None
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}:{n}: not a metrics line (not an object): {line[:80]!r}")
+        entries.append(entry)
+    if torn.strip():
+        try:  # a complete object that only lacks its newline is kept
+            entry = json.loads(torn)
+            if isinstance(entry, dict):
+                entries.append(entry)
+        except ValueError:
+            pass
+    return entries
 
 
 def epoch_lines(metrics: list[dict]) -> list[dict]:
@@ -71,8 +97,8 @@ def loss_by_epoch(metrics: list[dict]) -> list[tuple[float, float]]:
 
 
 def append_metrics(run_dir: str | Path, entry: dict) -> None:
-    with open(Path(run_dir) / METRICS, "a") as f:
-        f.write(json.dumps(entry) + "\n")
+    """Append one line and fsync it (a line a crash cuts is the last, and readers skip it)."""
+    append_line(Path(run_dir) / METRICS, entry)
 
 
 def trim_metrics(run_dir: str | Path, step: int) -> None:
