@@ -18,13 +18,14 @@ and the flows read them through `read_manifest` (checked, a clear error) or
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from shards.atomic import append_line, json_bytes, read_json, write_if_changed
-from shards.format import HISTORY, MANIFEST, REJECTS
+from shards.format import HISTORY, MANIFEST, REJECTS, SPLITS
 
 FORMAT_VERSION = 1
 # What the manifest keeps of each shard's record.
@@ -54,21 +55,40 @@ def find_manifest(out: str | os.PathLike) -> dict | None:
     return manifest if _manifest_problem(manifest) is None else None
 
 
+def classes_digest(classes: list[dict]) -> str:
+    """sha256 of the class list (index, wnid, name of each, in order): a manifest whose list
+    was cut or reordered no longer matches the digest written with it."""
+    return hashlib.sha256(json.dumps(classes, sort_keys=True).encode()).hexdigest()
+
+
 def _manifest_problem(manifest: object) -> str | None:
-    """What is missing or of the wrong kind in a manifest, or None."""
+    """What is missing, of the wrong kind or inconsistent in a manifest, or None."""
     if not isinstance(manifest, dict):
         return "not a JSON object"
-    if not isinstance(manifest.get("classes"), list) or not isinstance(
-        manifest.get("splits"), dict
-    ):
+    classes, splits = manifest.get("classes"), manifest.get("splits")
+    if not isinstance(classes, list) or not isinstance(splits, dict):
         return "no 'classes' list or no 'splits' object"
-    for split, entry in manifest["splits"].items():
+    if not classes or not splits:
+        return "it lists no class" if not classes else "it lists no split"
+    for i, c in enumerate(classes):
+        if not isinstance(c, dict) or c.get("index") != i or not isinstance(c.get("wnid"), str):
+            return f"class {i} is not an object with its index and wnid"
+    if len({c["wnid"] for c in classes}) != len(classes):
+        return "a wnid is listed twice"
+    digest = manifest.get("classes_sha256")  # absent in manifests written before it was
+    if digest is not None and digest != classes_digest(classes):
+        return "the class list is not the one written with it (cut, reordered or edited)"
+    for split, entry in splits.items():
+        if split not in SPLITS:
+            return f"unknown split {split!r}"
         shards = entry.get("shards") if isinstance(entry, dict) else None
-        if not isinstance(shards, list):
-            return f"split {split!r} has no 'shards' list"
+        if not isinstance(shards, list) or not isinstance(entry.get("count"), int):
+            return f"split {split!r} has no 'shards' list or no count"
         for s in shards:
             if not isinstance(s, dict) or not {"shard", "count", "sha256", "bytes"} <= set(s):
                 return f"a shard of {split!r} lacks its name, count, sha256 or size"
+    if not isinstance(manifest.get("settings"), dict):
+        return "no 'settings' object"
     return None
 
 
@@ -139,9 +159,11 @@ def build_manifest(
     }
     if counts["inputs"] != counts["written"] + counts["rejected"]:
         raise AssertionError(f"counts do not add up: {counts}")
+    listed = [{"index": i, "wnid": w, "name": n} for i, (w, n) in enumerate(classes)]
     manifest = {
         "format_version": FORMAT_VERSION,
-        "classes": [{"index": i, "wnid": w, "name": n} for i, (w, n) in enumerate(classes)],
+        "classes": listed,
+        "classes_sha256": classes_digest(listed),
         "settings": settings,
         "source": source,
         "splits": dict(sorted(splits.items())),

@@ -19,6 +19,7 @@ manifest so that stale statistics are an error, not a silent mistake.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -72,6 +73,39 @@ def fix_signs(vectors: np.ndarray) -> np.ndarray:
     return vectors
 
 
+def _check_values(
+    out: str | os.PathLike,
+    folder: Path,
+    stats: Stats,
+    meta: dict,
+    mean_bytes: bytes,
+    manifest: dict | None,
+) -> None:
+    """The statistics hold numbers a model can use: mean.npy is the file pca.json was
+    written with, every value is finite, the eigenvalues are not negative, and the mean
+    image is the size of the stored images."""
+    again = f"run `alexnet stats {out}` again"
+    recorded = meta.get("mean_sha256")  # absent in statistics written before it was
+    if recorded is not None and recorded != hashlib.sha256(mean_bytes).hexdigest():
+        raise ValueError(f"{folder / MEAN} is not the mean image written with {PCA}; {again}")
+    for name, values in (
+        (MEAN, stats.mean),
+        ("eigenvalues", stats.eigenvalues),
+        ("eigenvectors", stats.eigenvectors),
+        ("covariance", stats.covariance),
+    ):
+        bad = int(np.size(values) - np.isfinite(values).sum())
+        if bad:
+            raise ValueError(f"{folder}: {name} holds {bad} NaN or infinite value(s); {again}")
+    if (stats.eigenvalues < -1e-9).any():
+        raise ValueError(f"{folder / PCA}: a negative eigenvalue; {again}")
+    size = ((manifest or {}).get("settings") or {}).get("size")
+    if size is not None and stats.mean.shape != (size, size, 3):
+        raise ValueError(
+            f"{folder / MEAN}: a {stats.mean.shape} mean image for {size}x{size} images; {again}"
+        )
+
+
 def write_stats(out: str | os.PathLike, stats: Stats) -> None:
     """Write mean.npy and then pca.json, each atomically."""
     buf = io.BytesIO()
@@ -81,6 +115,7 @@ def write_stats(out: str | os.PathLike, stats: Stats) -> None:
         stats_dir(out) / PCA,
         {
             "format_version": 1,
+            "mean_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),  # mean.npy's bytes
             "eigenvalues": stats.eigenvalues.tolist(),
             "eigenvectors": stats.eigenvectors.tolist(),
             "sign_rule": SIGN_RULE,
@@ -99,7 +134,8 @@ def read_stats(out: str | os.PathLike, manifest: dict | None = None) -> Stats:
     folder = stats_dir(out)
     try:
         meta = json.loads((folder / PCA).read_text())
-        mean = np.load(folder / MEAN, allow_pickle=False)
+        mean_bytes = (folder / MEAN).read_bytes()
+        mean = np.load(io.BytesIO(mean_bytes), allow_pickle=False)
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"{err.filename} not found: run `alexnet stats {out}` first"
@@ -130,6 +166,7 @@ def read_stats(out: str | os.PathLike, manifest: dict | None = None) -> Stats:
         raise ValueError(f"{folder / PCA}: expected 3 eigenvalues and a 3x3 eigenvector matrix")
     if stats.scale not in SCALES:
         raise ValueError(f"{folder / PCA}: unknown scale {stats.scale!r}")
+    _check_values(out, folder, stats, meta, mean_bytes, manifest)
     if manifest is not None:
         expected = [
             {"shard": s["shard"], "sha256": s["sha256"]}

@@ -30,7 +30,9 @@ class Verification:
     problems: list[str] = field(default_factory=list)
 
 
-def _check_samples(tar: Path, expected: int, problems: list[str]) -> int:
+def _check_samples(tar: Path, expected: int, n_classes: int, problems: list[str]) -> int:
+    """Parse every sample; one line per problem (a read that stops early is one line, not
+    also a count that contradicts it)."""
     n = 0
     try:
         for key, fields, _ in iter_grouped([tar]):
@@ -40,11 +42,24 @@ def _check_samples(tar: Path, expected: int, problems: list[str]) -> int:
                 missing.append("jpg or png")
             if missing:
                 problems.append(f"{tar.name}: sample {key!r} has no {', '.join(missing)}")
+            elif not _label_ok(fields["cls"], n_classes):
+                problems.append(
+                    f"{tar.name}: sample {key!r} has label {fields['cls'][:20]!r}, not a "
+                    f"class index below the manifest's {n_classes} classes"
+                )
     except ValueError as err:
         problems.append(str(err))
+        return n
     if n != expected:
         problems.append(f"{tar.name}: {n} samples, the manifest says {expected}")
     return n
+
+
+def _label_ok(data: bytes, n_classes: int) -> bool:
+    try:
+        return 0 <= int(data) < n_classes
+    except ValueError:
+        return False
 
 
 def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
@@ -74,7 +89,8 @@ def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
                 elif sha256_file(own) != s["partials_sha256"]:
                     problems.append(f"{split}/{own.name}: sha256 differs from the manifest's")
             if deep:
-                result.samples += _check_samples(tar, s["count"], problems)
+                n_classes = len(manifest["classes"])
+                result.samples += _check_samples(tar, s["count"], n_classes, problems)
     if stats_dir(out).is_dir():  # once `alexnet stats` has run, both files must be there
         try:
             read_stats(out, manifest)

@@ -527,3 +527,69 @@ def test_evaluation_writes_its_outputs_as_one_set(data):
     assert "File too large" in res.stderr and "png" in res.stderr  # it failed on a figure
     assert (run_dir / "per_class_error.json").stat().st_mtime_ns > first_written
     assert not (run_dir / "eval.json").exists()
+
+
+@pytest.mark.parametrize(
+    "doctor, problem",
+    [
+        (lambda m: {"classes": [], "splits": {}}, "it lists no class"),
+        (lambda m: {**m, "classes": [c["wnid"] for c in m["classes"]]}, "class 0 is not"),
+        (lambda m: {**m, "classes": m["classes"][:2]}, "the class list is not the one written"),
+        (lambda m: {**m, "splits": {}}, "it lists no split"),
+    ],
+    ids=["empty", "strings", "cut", "no-splits"],
+)
+def test_a_malformed_manifest_is_one_clear_line_everywhere(data, doctor, problem):
+    """Issue 22.10: these gave KeyError/TypeError/IndexError tracebacks (and verify said
+    ok for two of them); each is now the same clear error from every reader."""
+    from training.evaluate import evaluate
+
+    _, out = data
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps(doctor(manifest)))
+    for call in (lambda: verify(out), lambda: evaluate(out, "x"), lambda: compute_stats(out)):
+        with pytest.raises(ValueError, match=f"not a data root's manifest: {problem}"):
+            call()
+    cli = [str(Path(sys.executable).with_name("alexnet")), "verify", str(out)]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert problem in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def _write_mean(out: Path, mean) -> None:
+    import numpy as np
+
+    np.save(out / "stats" / "mean.npy", np.asarray(mean, dtype=np.float32))
+
+
+@pytest.mark.parametrize("damage", ["nan-eigenvalue", "nan-mean", "shape", "other-mean"])
+def test_verify_checks_the_statistics_values_and_the_mean_images_hash(data, damage):
+    """Issue 22.10: NaN eigenvalues, a mean of the wrong shape or all NaN passed verify (and
+    a NaN mean made every output NaN: 0% error). mean.npy is now hashed in pca.json."""
+    import numpy as np
+
+    _, out = data
+    pca = json.loads((out / "stats/pca.json").read_text())
+    mean = np.load(out / "stats/mean.npy")
+    assert pca["mean_sha256"] and not verify(out).problems
+    if damage == "nan-eigenvalue":
+        pca["eigenvalues"][1] = float("nan")
+        (out / "stats/pca.json").write_text(json.dumps(pca))
+        expected = "eigenvalues holds 1 NaN"
+    else:
+        pca.pop("mean_sha256")  # as statistics from before the hash: the values still tell
+        (out / "stats/pca.json").write_text(json.dumps(pca))
+        if damage == "nan-mean":
+            _write_mean(out, np.full_like(mean, np.nan))
+            expected = "mean.npy holds 196608 NaN"
+        elif damage == "shape":
+            _write_mean(out, mean[:128])
+            expected = r"a \(128, 256, 3\) mean image for 256x256 images"
+        else:
+            pca["mean_sha256"] = "0" * 64
+            (out / "stats/pca.json").write_text(json.dumps(pca))
+            expected = "is not the mean image written with pca.json"
+    problems = verify(out).problems
+    assert len(problems) == 1 and re.search(expected, problems[0]), problems
+    with pytest.raises(ValueError, match=expected):
+        train(out, "on-bad-stats", resolve("smoke", overrides=TINY), progress=False)

@@ -211,8 +211,8 @@ def _evaluate(
     run = runs[0]
     if figures:  # the curves' input: a damaged line is an error before any work
         read_metrics(run_folder(out, run))
+    manifest = read_manifest(out)  # a clear error before any checkpoint is read
     members = [load_model(checkpoint_of(out, r, checkpoint), devices) for r in runs]
-    manifest = read_manifest(out)
     for m in members:  # each member's outputs are read as this root's classes
         check_classes(m.path, m.wnids, m.config.model.num_classes, manifest)
     predicted = predict(members, out, crops, batch_size, keep=FIGURE_EXAMPLES if figures else 0)
