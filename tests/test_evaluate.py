@@ -525,8 +525,11 @@ def test_a_checkpoint_refuses_a_data_root_with_another_class_list(trained, tmp_p
     assert payload["classes"] == [c["wnid"] for c in manifest["classes"]]
     other = tmp_path / "other"
     shutil.copytree(trained, other, ignore=shutil.ignore_patterns(".lock", "*.lock"))
-    manifest["classes"] = manifest["classes"][::-1]
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    from shards.manifest import classes_digest
+
+    reordered = [{**c, "index": i} for i, c in enumerate(manifest["classes"][::-1])]
+    manifest |= {"classes": reordered, "classes_sha256": classes_digest(reordered)}
+    (other / "manifest.json").write_text(json.dumps(manifest))  # as if made in that order
     shutil.copytree(trained / "runs/a", trained / "runs/reordered")  # an ensemble member
     payload["classes"] = payload["classes"][::-1]
     save_checkpoint(trained / "runs/reordered/checkpoints/best.pt", payload)
