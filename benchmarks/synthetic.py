@@ -117,6 +117,7 @@ def write_data_root(
             for split, shards in splits.items()
         },
         "source": {"path": "synthetic (benchmarks/synthetic.py)"},
+        "settings": {"size": 256, "format": "jpg"},  # what readers look up; no preprocess ran
     }
     write_stats(out, _stats(splits["train"], train_dir))
     write_json(out / MANIFEST, manifest)
