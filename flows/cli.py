@@ -71,12 +71,22 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_shard_options(p: argparse.ArgumentParser, inherit: bool = False) -> None:
-    """--shard-size and --quality, as the preprocess stage declares them."""
+    """--shard-size and --quality, as the preprocess stage declares them, and --rewrite."""
     from preprocessing.image import ImageSettings
     from preprocessing.plan import PrepareSettings
 
     add_options(p, PrepareSettings, only=("shard_size",), inherit=inherit)
     add_options(p, ImageSettings, only=("quality",), inherit=inherit)
+    _add_rewrite(p)
+
+
+def _add_rewrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="allow settings other than those OUT's shards were made with, which rewrites "
+        "every shard (without it, such a run is refused before anything is written)",
+    )
 
 
 # --- alexnet sample-data -------------------------------------------------------
@@ -160,6 +170,7 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     )
     add_options(p, PrepareSettings)
     add_options(p, ImageSettings)
+    _add_rewrite(p)
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -186,6 +197,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         val_labels=args.val_labels,
         workers=args.workers,
         dask_address=args.dask_address,
+        rewrite=args.rewrite,
     )
     m = report.manifest
     for warning in report.warnings:
@@ -520,7 +532,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override one training setting (repeatable)",
     )
-    _add_shard_options(p)
+    _add_shard_options(p, inherit=True)
     p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="evaluation patches")
     p.add_argument(
         "--launcher",
@@ -570,6 +582,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         workers=args.workers,
         dask_address=args.dask_address,
         launcher=_launcher(args.launcher),
+        rewrite=args.rewrite,
     )
     print(
         f"pipeline {args.run}: top-1 error {result['top1_error']:.2%}, "
@@ -623,6 +636,7 @@ def _run_reprocess(args: argparse.Namespace) -> int:
         train=args.train,
         run=args.run,
         preset=args.preset,
+        rewrite=args.rewrite,
     )
     print(changes_table(summary["changes"]), end="")
     print(

@@ -120,6 +120,7 @@ def preprocess_task(
     workers: int | None,
     dask_address: str | None,
     fingerprint: str | None = None,  # the source's, when the caller has it (the cache key)
+    rewrite: bool = False,
 ) -> dict:
     """ImageNet tree -> shards, manifest, rejects (alexnet preprocess)."""
     from preprocessing.prepare import PrepareSettings, preprocess
@@ -134,6 +135,7 @@ def preprocess_task(
         dask_address=dask_address,
         progress=False,
         on_progress=progress,
+        rewrite=rewrite,
     )
     progress(1, 1)
     m = report.manifest
@@ -257,9 +259,20 @@ def train_task(
     from training.runlog import epoch_lines, read_metrics
     from training.train import train
 
+    key = _train_key(None, {"out": out, "run": run, "config": config, "stats": stats})
+    done = _trained_on_disk(out, run, key)
+    if done is not None:  # e.g. trained by a run whose Prefect cache is in another home
+        get_run_logger().info("run %r is already trained with these inputs; reused", run)
+        return done
+    marker = run_folder(out, run) / TRAIN_KEY
+    why = (
+        "was trained with other settings or data"
+        if marker.is_file()
+        else "was not made by this pipeline (no cache key in it)"
+    )
     moved = _fresh_run_dir(out, run)
     if moved:
-        get_run_logger().info("an earlier run %r had other inputs; kept as %s", run, moved)
+        get_run_logger().info("an earlier run %r %s; kept as %s", run, why, moved)
     if launcher:
         _launch_training(out, run, config, launcher)
         run_dir = run_folder(out, run)
@@ -279,10 +292,21 @@ def train_task(
     if not ckpt.is_file():
         raise RuntimeError(f"training ended without a checkpoint: {ckpt} is missing")
     sha = sha256_file(ckpt)
-    (run_dir / TRAIN_KEY).write_text(
-        _train_key(None, {"out": out, "run": run, "config": config, "stats": stats})
-    )
+    (run_dir / TRAIN_KEY).write_text(key)
     return {"run_dir": str(run_dir), "checkpoint_sha256": sha, "last": last}
+
+
+def _trained_on_disk(out: str, run: str, key: str) -> dict | None:
+    """train_task's result from the run folder, when a pipeline trained it with the inputs
+    of `key` (its marker) and its best checkpoint is there; else None."""
+    from training.runlog import epoch_lines, read_metrics
+
+    run_dir = run_folder(out, run)
+    marker, ckpt = run_dir / TRAIN_KEY, run_dir / "checkpoints" / "best.pt"
+    if not (marker.is_file() and marker.read_text() == key and ckpt.is_file()):
+        return None
+    last = [{}, *epoch_lines(read_metrics(run_dir))][-1]
+    return {"run_dir": str(run_dir), "checkpoint_sha256": sha256_file(ckpt), "last": last}
 
 
 def _evaluate_key(context: TaskRunContext, p: dict[str, Any]) -> str:
@@ -294,6 +318,10 @@ def evaluate_task(out: str, run: str, crops: int, trained: dict) -> dict:
     """A trained run -> eval.json, per-class errors, figures (alexnet evaluate)."""
     from training.evaluate import evaluate
 
+    earlier = _evaluated_on_disk(out, run, crops, trained["checkpoint_sha256"])
+    if earlier is not None:  # e.g. evaluated by a run whose Prefect cache is elsewhere
+        get_run_logger().info("run %r is already evaluated for this checkpoint; reused", run)
+        return earlier
     result = evaluate(out, run, crops=crops)
     get_run_logger().info(
         "evaluate: top-1 %.4f, top-5 %.4f", result["top1_error"], result["top5_error"]
@@ -308,15 +336,20 @@ def alexnet_pipeline(
     run: str = "pipeline",
     preset: str = PIPELINE_PRESET,
     overrides: list[str] | None = None,
-    shard_size: int | None = None,  # None: the preprocess stage's default
+    shard_size: int | None = None,  # None: OUT's own (for a new OUT, the stage's default)
     quality: int | None = None,
     scale: str = "pixel/255",
     crops: int = 10,
     workers: int | None = None,
     dask_address: str | None = None,
     launcher: list[str] | None = None,
+    rewrite: bool = False,
 ) -> dict:
     """preprocess -> stats -> train -> evaluate, each a cached task; returns eval.json.
+
+    Settings not given are OUT's own (those of its manifest), so a run never re-shards a
+    data root by accident; settings that would rewrite its shards are refused unless
+    `rewrite` is set.
 
     `dask_address`: run preprocess and stats on this Dask scheduler instead of a
     local cluster of `workers`. `launcher`: start training with this command
@@ -325,12 +358,13 @@ def alexnet_pipeline(
     from training.config import resolve
 
     check_run_name(run)  # before anything is made
-    settings = prepare_settings(shard_size, quality)
+    base = (find_manifest(out) or {}).get("settings")  # OUT's own, if it has any
+    settings = prepare_settings(shard_size, quality, base)
     config = resolve(preset, overrides=overrides or []).to_dict()
     fingerprint = source_fingerprint(src)
     made = has_manifest(out, fingerprint, settings)
     manifest = when_missing(preprocess_task, made)(
-        src, out, settings, workers, dask_address, fingerprint
+        src, out, settings, workers, dask_address, fingerprint, rewrite
     )
     stats = when_missing(stats_task, has_stats(out, manifest["train_shards"], scale))(
         out, manifest, scale, workers, dask_address
@@ -348,11 +382,18 @@ def train_and_evaluate(
     marker = run_folder(out, run) / TRAIN_KEY
     trained_here = marker.is_file() and marker.read_text() == key
     trained = when_missing(train_task, trained_here)(out, run, config, stats, launcher)
+    evaluated = _evaluated_on_disk(out, run, crops, trained["checkpoint_sha256"])
+    return when_missing(evaluate_task, evaluated is not None)(out, run, crops, trained)
+
+
+def _evaluated_on_disk(out: str, run: str, crops: int, checkpoint_sha256: str) -> dict | None:
+    """The run's eval.json when it is an evaluation of this checkpoint with these crops."""
     evaluated = read_json(run_folder(out, run) / "eval.json") or {}
     of_this = [c.get("sha256") for c in evaluated.get("checkpoints", [])]
-    return when_missing(
-        evaluate_task, evaluated.get("crops") == crops and trained["checkpoint_sha256"] in of_this
-    )(out, run, crops, trained)
+    if evaluated.get("crops") == crops and checkpoint_sha256 in of_this:
+        report = run_folder(out, run) / "report.html"
+        return {**evaluated, **({"report": str(report)} if report.is_file() else {})}
+    return None
 
 
 def has_manifest(out: str, fingerprint: str, settings: dict) -> bool:

@@ -95,6 +95,7 @@ def alexnet_reprocess(
     overrides: list[str] | None = None,
     crops: int = 10,
     launcher: list[str] | None = None,
+    rewrite: bool = False,
 ) -> dict:
     """Re-process what changed in SRC since OUT's manifest; update the statistics.
 
@@ -108,7 +109,7 @@ def alexnet_reprocess(
     settings = prepare_settings(shard_size, quality, base)
     # Always scan: a cached result would report the last run's changes as this run's.
     manifest = preprocess_task.with_options(refresh_cache=True)(
-        src, out, settings, workers, dask_address, source_fingerprint(src)
+        src, out, settings, workers, dask_address, source_fingerprint(src), rewrite
     )
     stats = when_missing(stats_task, has_stats(out, manifest["train_shards"], scale))(
         out, manifest, scale, workers, dask_address

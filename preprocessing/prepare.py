@@ -326,8 +326,12 @@ def preprocess(
     dask_address: str | None = None,
     progress: bool | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    rewrite: bool = False,
 ) -> PrepareReport:
     """Run the preprocess stage (see the module docstring); return what it did.
+
+    Settings other than those OUT's shards were made with would rewrite every shard (on
+    ImageNet, hours): that is a `SettingsWouldRewrite` error unless `rewrite` is set.
 
     `on_progress(done, total)` is called with the inputs done so far after each
     shard written (for a progress display elsewhere, such as a Prefect artifact).
@@ -338,6 +342,8 @@ def preprocess(
     report = PrepareReport(out, warnings=tree.warnings)
     with locked(out):
         layout, previous, report.layout = previous_layout(out, settings)
+        if not rewrite:
+            refuse_other_settings(out, previous, settings)
         plans = plan_shards(tree, settings, layout)
         records: dict[str, list[dict | None]] = {}
         todo: list[ShardPlan] = []
@@ -369,6 +375,31 @@ def preprocess(
         counts["rejected"],
     )
     return report
+
+
+class SettingsWouldRewrite(ValueError):
+    """Settings that differ from those a populated data root was made with."""
+
+
+def refuse_other_settings(out: Path, previous: dict | None, settings: PrepareSettings) -> None:
+    """A `SettingsWouldRewrite` error when OUT holds shards made with other settings."""
+    if previous is None or not isinstance(previous.get("settings"), dict):
+        return
+    had, wanted = previous["settings"], settings.as_dict()
+    shards = sum(len(e.get("shards", [])) for e in previous["splits"].values())
+    if had == wanted or not shards:
+        return
+    changed = ", ".join(
+        f"{k}={had.get(k)!r} -> {wanted.get(k)!r}"
+        for k in sorted(set(had) | set(wanted))
+        if had.get(k) != wanted.get(k)
+    )
+    raise SettingsWouldRewrite(
+        f"{out} holds {shards} shards made with other settings ({changed}): these settings "
+        "would rewrite every one of them (on ImageNet, hours). Give the settings OUT was "
+        "made with (`alexnet reprocess`, and the pipeline, use OUT's own when none are "
+        "given), or pass --rewrite (rewrite=True) to rewrite them"
+    )
 
 
 def _remove_unplanned(folder: Path, n_planned: int) -> int:

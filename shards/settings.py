@@ -103,7 +103,7 @@ def add_options(
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         default = None if inherit else f.default
         if inherit:
-            helptext += " (default: the data root's own)"
+            helptext += f" (default: the data root's own; {f.default} for a new one)"
         if kind == "bool":
             action = argparse.BooleanOptionalAction
             parser.add_argument(flag, dest=f.name, action=action, default=default, help=helptext)

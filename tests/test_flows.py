@@ -48,10 +48,10 @@ def src(tmp_path_factory):
 
 
 def run_flow(src, out, overrides=TINY, **kw):
+    kw.setdefault("shard_size", 20)
     state = alexnet_pipeline(
         str(src),
         str(out),
-        shard_size=20,
         crops=1,
         workers=1,
         overrides=overrides,
@@ -112,8 +112,29 @@ def test_pipeline_graph_caching_and_changed_settings(harness, src, tmp_path):
     )
     assert (out / "runs/pipeline.superseded-1/eval.json").is_file()  # the earlier run is kept
 
-    requality, _ = run_flow(src, out, quality=90)  # a preprocessing setting: everything re-runs
-    assert all(r.state.name == "Completed" for r in requality.values())
+    from preprocessing.prepare import SettingsWouldRewrite
+
+    with pytest.raises(SettingsWouldRewrite):  # issue 22.13: not without being told
+        alexnet_pipeline(str(src), str(out), quality=90, crops=1, workers=1, overrides=TINY)
+    requality, _ = run_flow(src, out, quality=90, rewrite=True)  # a preprocessing setting:
+    assert all(r.state.name == "Completed" for r in requality.values())  # everything re-runs
+
+
+def test_a_cache_kept_in_another_prefect_home_is_still_a_hit_on_disk(harness, src, tmp_path):
+    """Issue 22.14: after a deployment run, `alexnet pipeline` with the same inputs
+    retrained from scratch ("had other inputs"): the cache records live in each
+    PREFECT_HOME. Without them (removed here), each task finds its outputs on disk for
+    these inputs and reuses them: no retraining, nothing moved aside."""
+    from prefect.settings import get_current_settings
+
+    out = tmp_path / "out"
+    _, first = run_flow(src, out, shard_size=None)
+    best = out / "runs/pipeline/checkpoints/best.pt"
+    stamp = best.stat().st_mtime_ns
+    shutil.rmtree(get_current_settings().results.local_storage_path)  # another home's cache
+    tasks, again = run_flow(src, out, shard_size=None)  # OUT's own settings: unchanged
+    assert best.stat().st_mtime_ns == stamp and not list(out.glob("runs/*superseded*"))
+    assert again["top1_error"] == first["top1_error"] and tasks["train"].state.is_completed()
 
 
 def samples(out: Path) -> dict[str, dict[str, dict[str, bytes]]]:

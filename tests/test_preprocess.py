@@ -185,9 +185,23 @@ def test_unchanged_rerun_does_no_work_and_changes_no_byte(src, done):
 
 def test_changed_settings_rewrite_and_shrinking_removes_stale_shards(src, done, tmp_path):
     out, _ = done
+    from preprocessing.prepare import SettingsWouldRewrite
+
     work = tmp_path / "work"
     preprocess(src, work, SETTINGS, workers=1, progress=False)
-    report = preprocess(src, work, PrepareSettings(shard_size=20), workers=1, progress=False)
+    before = digest(work)
+    # Issue 22.13: other settings on a populated OUT rewrote every shard without a word
+    # (the README's deployment example re-sharded the demo's root). Refused unless asked.
+    with pytest.raises(SettingsWouldRewrite, match=r"shard_size=10 -> 20.*--rewrite"):
+        preprocess(src, work, PrepareSettings(shard_size=20), workers=1, progress=False)
+    assert digest(work) == before
+    cli = [sys.executable, "-m", "flows.cli", "preprocess", str(src), str(work), "--workers", "1"]
+    refused = subprocess.run([*cli, "--quality", "90"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "quality=95 -> 90" in refused.stderr
+    assert "Traceback" not in refused.stderr and digest(work) == before
+    report = preprocess(
+        src, work, PrepareSettings(shard_size=20), workers=1, progress=False, rewrite=True
+    )
     assert report.shards_written == 3 + 1 and report.shards_removed == 2 + 1  # train + val
     assert sorted(p.name for p in (work / "shards/train").glob("*.tar")) == [
         f"train-{i:06d}.tar" for i in range(3)

@@ -221,7 +221,7 @@ def _evaluate(
         check_finite(p, m.path)
     result: dict = {"crops": crops, "n": len(labels)}
     entries = [
-        {"run": r, "checkpoint": str(m.path), "sha256": m.sha256, **_errors(p, labels)}
+        {"run": r, "checkpoint": str(m.path.resolve()), "sha256": m.sha256, **_errors(p, labels)}
         for r, m, p in zip(runs, members, probs, strict=True)
     ]
     final = probs[0] if len(members) == 1 else torch.stack(probs).mean(0)  # softmax averages
@@ -249,7 +249,7 @@ def _evaluate(
             predicted.features,
             train_limit=neighbours_from,
         )
-        result["figures"] = [str(p) for p in drawn]
+        result["figures"] = [str(p.resolve()) for p in drawn]  # whatever the cwd
         written += drawn
     result["files"] = {str(p.relative_to(run_dir)): sha256_file(p) for p in written}
     write_json(run_dir / "eval.json", result)
