@@ -354,7 +354,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="the run's name (its folder under OUT/runs/); under torchrun write --name, "
         "since torchrun's own parser takes --run for its --run-path",
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="starting settings")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="starting settings (default: paper)",
+    )
     p.add_argument(
         "--config", default=None, help="a TOML (or JSON) file of settings over the preset"
     )
@@ -370,7 +375,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--resume",
         action="store_true",
         default=False,
-        help="continue the run from its last checkpoint, with its saved settings",
+        help="continue the run from its last checkpoint, with its saved settings (--set may "
+        "change only epochs, checkpoint_every, log_every and loader_workers)",
     )
     p.add_argument(
         "--stop-after",
@@ -390,10 +396,21 @@ def _run_train(args: argparse.Namespace) -> int:
     from training.config import resolve
     from training.train import train
 
-    config = None if args.resume else resolve(args.preset, args.config, args.overrides)
+    if args.resume and (args.preset is not None or args.config is not None):
+        raise ValueError(
+            "--resume continues the run with its saved settings: --preset and --config do "
+            "not apply (--set epochs=N and the like can: see training.config.RESUMABLE)"
+        )
+    config = None if args.resume else resolve(args.preset or "paper", args.config, args.overrides)
     devices = args.devices.split(",") if args.devices else None
     result = train(
-        args.out, args.run, config, resume=args.resume, stop_after=args.stop_after, devices=devices
+        args.out,
+        args.run,
+        config,
+        resume=args.resume,
+        stop_after=args.stop_after,
+        devices=devices,
+        resume_overrides=args.overrides if args.resume else None,
     )
     last = result.last
     if last:

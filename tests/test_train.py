@@ -441,3 +441,41 @@ def test_a_resolved_config_survives_the_file_the_pipeline_hands_to_a_launch(tmp_
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not a valid settings file"):
         resolve("paper", bad)
+
+
+def test_odd_inputs_are_clear_errors_not_tracebacks(data, tmp_path, monkeypatch):
+    """Issue 22.12: `--set epochs.x=1` was a TypeError; an empty or pickled checkpoint an
+    EOFError/UnpicklingError whose text advised weights_only=False; more ranks than train
+    shards crashed every rank on a NoneType format string."""
+    import pickle
+
+    with pytest.raises(ValueError, match="epochs is a setting, not a group"):
+        resolve("smoke", overrides=["epochs.x=1"])
+    with pytest.raises(ValueError, match=r"model\.width is a setting, not a group"):
+        resolve("smoke", overrides=["model.width.x=1"])
+    empty, pickled = tmp_path / "empty.pt", tmp_path / "pickled.pt"
+    empty.write_bytes(b"")
+    pickled.write_bytes(pickle.dumps({"model": Path("x"), "config": {}}))
+    for path in (empty, pickled):
+        with pytest.raises(ValueError, match="not a checkpoint alexnet train wrote") as err:
+            load_checkpoint(path)
+        assert "weights_only" not in str(err.value)
+    monkeypatch.setenv("WORLD_SIZE", "40")  # 600 images in shards of 50: 12 train shards
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ValueError, match=r"40 processes but .* has 12 train shard"):
+        train(data, "many-ranks", resolve("smoke", overrides=TINY), progress=False)
+
+
+def test_resume_applies_the_settings_a_run_may_change_and_refuses_the_rest(data):
+    """Issue 22.12: `--resume --set epochs=8` silently ignored the override."""
+    config = resolve("smoke", overrides=[*TINY, "epochs=1", "log_every=5"])
+    train(data, "extend", config, progress=False)
+    with pytest.raises(ValueError, match="lr cannot change in the middle of a run"):
+        train(data, "extend", resume=True, progress=False, resume_overrides=["lr=0.1"])
+    more = train(data, "extend", resume=True, progress=False, resume_overrides=["epochs=2"])
+    assert more.epochs_done == 2
+    saved = json.loads((more.run_dir / "config.json").read_text())
+    assert saved["epochs"] == 2 and saved["lr"] == config.lr
+    cli = [sys.executable, "-m", "flows.cli", "train", str(data), "--run", "extend", "--resume"]
+    done = subprocess.run([*cli, "--preset", "smoke"], capture_output=True, text=True)
+    assert done.returncode != 0 and "--preset and --config do not apply" in done.stderr

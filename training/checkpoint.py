@@ -42,8 +42,26 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load with weights_only=True: tensors and plain containers only, no pickled code."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Load with weights_only=True: tensors and plain containers only, no pickled code.
+
+    A file that is not such a checkpoint (empty, cut short, a pickle of objects) is a
+    ValueError naming it. torch's own message would advise `weights_only=False`, which
+    runs whatever code the file holds: never do that with a file you did not write.
+    """
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as err:  # EOFError, UnpicklingError, RuntimeError (zip), ...
+        raise ValueError(
+            f"{path} is not a checkpoint alexnet train wrote, or it is damaged "
+            f"({type(err).__name__}: empty, cut short, or holding objects other than "
+            "tensors, which are not loaded)"
+        ) from None
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise ValueError(f"{path} is not a checkpoint alexnet train wrote (no model or config)")
+    return payload
 
 
 @dataclass

@@ -207,6 +207,7 @@ def parse_overrides(items: list[str]) -> dict:
             raise ValueError(f"--set expects key=value, got {item!r}")
         node = out
         *parents, leaf = key.strip().split(".")
+        _check_groups(key.strip(), parents)
         for p in parents:
             node = node.setdefault(p, {})
         parsed = _parse_value(value.strip())
@@ -214,6 +215,45 @@ def parse_overrides(items: list[str]) -> dict:
             parsed = value.strip()  # `lrn=none` is the string "none", not a missing value
         node[leaf] = parsed
     return out
+
+
+# What a resumed run may change: how long it goes on, and how it reports and reads. The
+# rest (the model, the optimizer, the data's treatment) would make the run another one.
+RESUMABLE = ("epochs", "checkpoint_every", "log_every", "loader_workers")
+
+
+def resume_with(saved: TrainConfig, overrides: list[str]) -> tuple[TrainConfig, list[str]]:
+    """The saved settings of a run being resumed with `--set` overrides applied, and a
+    line per change; a ValueError for a setting a resumed run cannot change."""
+    changes = parse_overrides(overrides)
+    fixed = sorted(k for k in changes if k not in RESUMABLE)
+    if fixed:
+        raise ValueError(
+            f"--resume continues the run with its saved settings; {', '.join(fixed)} cannot "
+            f"change in the middle of a run (only {', '.join(RESUMABLE)} can): start a new "
+            "--run to train with other settings"
+        )
+    config = TrainConfig.from_dict(_merge(saved.to_dict(), changes))  # checked as it is built
+    was = saved.to_dict()
+    return config, [f"{k}={v!r} (was {was[k]!r})" for k, v in changes.items() if was[k] != v]
+
+
+def _check_groups(key: str, parents: list[str]) -> None:
+    """`epochs.x=1` names a part of a setting that has none: an error saying so (it was a
+    TypeError traceback). Unknown names are left to the check of unknown settings."""
+    cls: Any = TrainConfig
+    for i, part in enumerate(parents):
+        kinds = {f.name: f for f in fields(cls)}
+        if part not in kinds:
+            return
+        factory = kinds[part].default_factory
+        if not dataclasses.is_dataclass(factory):
+            groups = [f.name for f in fields(cls) if dataclasses.is_dataclass(f.default_factory)]
+            raise ValueError(
+                f"--set {key}: {'.'.join(parents[: i + 1])} is a setting, not a group of "
+                f"settings (groups: {', '.join(groups) or 'none'})"
+            )
+        cls = factory
 
 
 def _annotation(key: str) -> str:

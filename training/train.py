@@ -47,7 +47,7 @@ from shards.progress import Progress
 from shards.reader import shard_paths
 from shards.stats import Stats, read_stats
 from training.checkpoint import check_classes, load_checkpoint, save_checkpoint
-from training.config import TrainConfig
+from training.config import TrainConfig, resume_with
 from training.data import (
     Augment,
     Batch,
@@ -226,8 +226,12 @@ def train(
     devices: list[str] | None = None,
     progress: bool | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    resume_overrides: list[str] | None = None,
 ) -> TrainResult:
     """Train (or resume) run `run` on data root `out`; see the module docstring.
+
+    `resume_overrides` (`--set` with `--resume`): settings a resumed run may change
+    (`training.config.RESUMABLE`, such as more epochs); any other is an error.
 
     `on_epoch(metrics)` is called on rank 0 after each epoch with that epoch's
     metrics line (for a progress display elsewhere, such as a Prefect artifact).
@@ -238,13 +242,17 @@ def train(
     check_run_name(run)
     read_manifest(out)  # a clear error before anything is created under OUT
     if int(os.environ.get("RANK", 0)) != 0:
-        return _train(out, run, config, resume, stop_after, devices, progress, on_epoch)
+        return _train(
+            out, run, config, resume, stop_after, devices, progress, on_epoch, resume_overrides
+        )
     lock = run_folder(out.resolve(), run).with_name(f".{run}.lock")  # one per real folder
     with (
         one_writer(lock, f"run {run!r} of {out}"),
         shared_reader(data_root_lock(out), f"the data root {out}"),
     ):
-        return _train(out, run, config, resume, stop_after, devices, progress, on_epoch)
+        return _train(
+            out, run, config, resume, stop_after, devices, progress, on_epoch, resume_overrides
+        )
 
 
 @dataclass
@@ -289,9 +297,10 @@ def _train(
     devices: list[str] | None,
     progress: bool | None,
     on_epoch: Callable[[dict], None] | None,
+    resume_overrides: list[str] | None = None,
 ) -> TrainResult:
     """The loop: an epoch, validation, the schedule, checkpoints, until a stop."""
-    r = _setup(out, run, config, resume, devices, progress)
+    r = _setup(out, run, config, resume, devices, progress, resume_overrides)
     c = r.config
     result = TrainResult(r.run_dir, r.epoch, r.step, r.schedule.lowest)
     try:
@@ -364,13 +373,25 @@ def _setup(
     resume: bool,
     devices: list[str] | None,
     progress: bool | None,
+    resume_overrides: list[str] | None = None,
 ) -> _Run:
     """Inputs checked, the settings (fresh, resumed or restarted), the model, optimizer
     and schedule (restored on resume), the run folder, and the loaders."""
     manifest, stats = _inputs(out)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    n_shards = len(manifest["splits"]["train"]["shards"])
+    if world > n_shards:
+        raise ValueError(
+            f"{world} processes but {out} has {n_shards} train shard(s): each rank reads "
+            "shards of its own, so it needs at least one each; run fewer processes, or "
+            "preprocess with a smaller --shard-size (with --rewrite)"
+        )
     run_dir = run_folder(out, run)
     config, state = _settings(run_dir, run, config, resume, rank)
+    if resume and resume_overrides:
+        config, changed = resume_with(config, resume_overrides)
+        if rank == 0 and changed:
+            print(f"{run}: resumed with {', '.join(changed)}", file=sys.stderr)
     wnids = [c["wnid"] for c in manifest["classes"]]
     if state is not None:  # a resumed run goes on with the classes it began with
         last = run_dir / "checkpoints" / "last.pt"
