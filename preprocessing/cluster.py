@@ -61,6 +61,21 @@ def _environment_kept() -> Iterator[None]:
         os.environ.update(saved)
 
 
+class ClusterLost(RuntimeError):
+    """The Dask scheduler (or every worker) went away while a stage was using it."""
+
+
+def _lost_errors() -> tuple[type[BaseException], ...]:
+    """What a client raises when its scheduler dies under it (a killed scheduler cancels
+    every future: FutureCancelledError; a closed connection: CommClosedError)."""
+    from concurrent.futures import CancelledError
+
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    return (CancelledError, FutureCancelledError, CommClosedError)
+
+
 @contextlib.contextmanager
 def dask_client(
     workers: int | None = None, address: str | None = None, tasks: int | None = None
@@ -73,8 +88,18 @@ def dask_client(
     # Dask's own logs are chatty at INFO; our progress line says what matters.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     if address:
-        with Client(address, timeout="30s") as client:
+        client = Client(address, timeout="30s")
+        try:
             yield client
+        except _lost_errors() as err:
+            raise ClusterLost(
+                f"the Dask cluster at {address} went away in the middle of the work "
+                f"({type(err).__name__}); what was finished is kept: run the same command "
+                "again once the scheduler and its workers are back"
+            ) from None
+        finally:
+            with contextlib.suppress(Exception):  # a dead scheduler: do not wait for it
+                client.close(timeout=5)
         return
     n = bounded_workers(workers, tasks)
     with (

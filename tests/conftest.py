@@ -84,12 +84,11 @@ def _stop(proc: subprocess.Popen) -> None:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `dask scheduler` and one `dask worker` on 127.0.0.1; yields the address."""
+def start_dask(logs: Path) -> tuple[str, list[subprocess.Popen]]:
+    """A real `dask scheduler` and one `dask worker` on 127.0.0.1: (address, processes),
+    each process in a session of its own (stop them with `_stop`)."""
     from distributed import Client
 
-    logs = tmp_path_factory.mktemp("dask")
     dask = str(Path(sys.executable).with_name("dask"))
     local = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
     # port 0: the scheduler binds a port of its own and writes its address to a file
@@ -111,7 +110,7 @@ def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             str(logs / "worker"),
         ],
     }
-    procs = []
+    procs: list[subprocess.Popen] = []
     try:
         for name, cmd in commands.items():
             with open(logs / f"{name}.log", "wb") as log:
@@ -127,6 +126,18 @@ def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         address = json.loads(info.read_text())["address"]
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(1, timeout=60)
+    except BaseException:
+        for proc in reversed(procs):
+            _stop(proc)
+        raise
+    return address, procs
+
+
+@pytest.fixture(scope="session")
+def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `dask scheduler` and one `dask worker` on 127.0.0.1; yields the address."""
+    address, procs = start_dask(tmp_path_factory.mktemp("dask"))
+    try:
         yield address
     finally:
         for proc in reversed(procs):

@@ -129,3 +129,32 @@ def test_clear_errors(tmp_path):
         compute_stats(tmp_path / "nothing", workers=1)
     with pytest.raises(FileNotFoundError, match="alexnet stats"):
         read_stats(tmp_path)
+
+
+def _slow(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_scheduler_killed_mid_stage_is_one_clear_error(tmp_path):
+    """Issue 22.12: a scheduler killed during `stats --dask-address` was a
+    FutureCancelledError traceback. Every stage's client (cluster.dask_client) turns the
+    loss of its cluster into one ClusterLost line naming the address."""
+    import os
+    import signal
+
+    from preprocessing.cluster import ClusterLost, dask_client
+    from tests.conftest import _stop, start_dask
+
+    address, procs = start_dask(tmp_path)
+    try:
+        lost = f"the Dask cluster at {address} went away"
+        with pytest.raises(ClusterLost, match=lost), dask_client(address=address) as client:
+            future = client.submit(_slow, 30, pure=False)
+            os.killpg(procs[0].pid, signal.SIGKILL)  # the scheduler, mid-task
+            future.result(timeout=60)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
