@@ -7,10 +7,11 @@ data stages start without paying for torch or Prefect.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -562,21 +563,29 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_pipeline)
 
 
-def _prefect_env(out: str) -> None:
-    """Prefect's settings for a flow run from this command, unless set already.
-
-    With PREFECT_API_URL set, the flow runs on that server, which must answer;
-    without it, Prefect starts a temporary one.
-    """
+@contextlib.contextmanager
+def _prefect(src: str, out: str) -> Iterator[None]:
+    """Prefect's settings for a flow run from this command, unless set already, for the
+    block. With PREFECT_API_URL set, the flow runs on that server, which must answer;
+    without it, on a temporary one of this command's, which dies with it however the
+    command ends (`flows.server`). The source is checked first: a wrong SRC is one line
+    at once, not a server start and then a traceback."""
+    if not Path(src).is_dir():
+        raise FileNotFoundError(f"source folder {src} does not exist")
     if os.environ.get("PREFECT_API_URL"):
         _check_server(os.environ["PREFECT_API_URL"])
     os.environ.setdefault("PREFECT_HOME", str(Path(out).resolve() / ".prefect"))
-    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # its SQLite file goes here
+    home = Path(os.environ["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)  # its SQLite file goes here
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # A first start migrates a new SQLite database: 20 s (Prefect's default) is too
-    # little on a busy 2-core machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from flows.server import temporary_server
+
+    with temporary_server(home):
+        yield
 
 
 def _launcher(text: str | None) -> list[str] | None:
@@ -584,7 +593,11 @@ def _launcher(text: str | None) -> list[str] | None:
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
-    _prefect_env(args.out)
+    with _prefect(args.src, args.out):
+        return _pipeline(args)
+
+
+def _pipeline(args: argparse.Namespace) -> int:
     from flows.pipeline import alexnet_pipeline
 
     result = alexnet_pipeline(
@@ -640,7 +653,11 @@ def _add_reprocess(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_reprocess(args: argparse.Namespace) -> int:
-    _prefect_env(args.out)
+    with _prefect(args.src, args.out):
+        return _reprocess(args)
+
+
+def _reprocess(args: argparse.Namespace) -> int:
     from flows.reprocess import alexnet_reprocess, changes_table
 
     summary = alexnet_reprocess(

@@ -253,3 +253,61 @@ def test_training_under_a_launcher(harness, src, tmp_path):
             workers=1,
             overrides=TINY,
         )
+
+
+def _children(pid: int, marker: str) -> list[int]:
+    """Live processes whose parent is `pid` and whose command line holds `marker`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if int(ppid) == pid and state != "Z" and marker in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_pipeline_takes_its_temporary_server_with_it(src, tmp_path):
+    """Issue 22.12: a killed `alexnet pipeline` (or reprocess) left its temporary Prefect
+    server running with ppid 1. The server now gets SIGTERM from the kernel when the
+    command that started it dies, however it dies."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import _stop
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    command = [str(Path(sys.executable).with_name("alexnet")), "pipeline", str(src)]
+    proc = subprocess.Popen(
+        [*command, str(tmp_path / "out"), "--workers", "1", "--crops", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (servers := _children(proc.pid, "prefect.server.api.server:create_app")):
+            assert time.monotonic() < deadline and proc.poll() is None, "no server started"
+            time.sleep(0.1)
+        time.sleep(2)  # let it get going
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while _running(servers[0]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _running(servers[0]), "the temporary server outlived its command"
+    finally:
+        _stop(proc)
