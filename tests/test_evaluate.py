@@ -567,3 +567,16 @@ def test_a_torn_last_metrics_line_is_skipped_and_a_bad_one_named(trained, tmp_pa
     with pytest.raises(ValueError, match=r"torn/metrics\.jsonl:2: not a metrics line"):
         evaluate(trained, "torn", crops=1, figures=True)
     assert (run / "eval.json").is_file()  # the earlier evaluation's set is still there
+
+
+def test_eval_json_paths_do_not_depend_on_the_working_directory(trained, monkeypatch):
+    """Issue 22.15: eval.json stored paths relative to the directory evaluate ran in."""
+    import os
+    from pathlib import Path
+
+    monkeypatch.chdir(trained.parent)
+    evaluate(os.path.relpath(trained), "a", crops=1, figures=True)
+    saved = json.loads((trained / "runs/a/eval.json").read_text())
+    monkeypatch.chdir("/")
+    paths = [*saved["figures"], *(c["checkpoint"] for c in saved["checkpoints"])]
+    assert paths and all(Path(p).is_absolute() and Path(p).is_file() for p in paths)

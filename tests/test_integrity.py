@@ -593,3 +593,49 @@ def test_verify_checks_the_statistics_values_and_the_mean_images_hash(data, dama
     assert len(problems) == 1 and re.search(expected, problems[0]), problems
     with pytest.raises(ValueError, match=expected):
         train(out, "on-bad-stats", resolve("smoke", overrides=TINY), progress=False)
+
+
+def test_a_failed_start_leaves_no_run_folder_to_resume(data):
+    """Issue 22.15: train made the run folder before checking the shards, so a start that
+    failed left a folder that then demanded --resume."""
+    src, out = data
+    tar = shard_paths(out, "train")[1]
+    tar.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{tar.name} is missing \(1 train shard"):
+        train(out, "fresh", resolve("smoke", overrides=TINY), progress=False)
+    assert not (out / "runs" / "fresh").exists()
+    preprocess(src, out, PrepareSettings(shard_size=10), workers=1, progress=False)
+    result = train(out, "fresh", resolve("smoke", overrides=TINY), progress=False)  # no --resume
+    assert result.epochs_done == 1
+
+
+def test_a_flipped_byte_gives_verify_lines_that_agree(data):
+    """Issue 22.15: a flipped byte gave 'sample 2 is damaged' and '1 samples, the manifest
+    says 10' side by side; a read that stops at damage is now reported once."""
+    _, out = data
+    tar = shard_paths(out, "train")[0]
+    flip_in_second_image(tar)
+    problems = verify(out, deep=True).problems
+    assert [p for p in problems if tar.name in p and "damaged" in p]
+    assert not [p for p in problems if "samples, the manifest says" in p], problems
+
+
+def test_writes_reach_the_disk_with_their_folder_and_metrics_lines(tmp_path, monkeypatch):
+    """Issue 22.15: atomic_writer did not fsync the folder after its rename, and
+    append_metrics did not fsync at all. A spy on os.fsync (the real call still made)
+    records what each call synced."""
+    from shards.atomic import write_bytes
+    from training.runlog import append_metrics
+
+    synced, real = [], os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    write_bytes(tmp_path / "a.json", b"{}")
+    assert synced[-1] == str(tmp_path)  # the folder, after the rename
+    assert any(s.startswith(str(tmp_path / "a.json")) for s in synced)  # the file, before
+    append_metrics(tmp_path, {"step": 1})
+    assert synced[-1] == str(tmp_path / "metrics.jsonl")

@@ -401,12 +401,14 @@ def _setup(
         config = TrainConfig.from_dict({**config.to_dict(), "model": model_config})
     model, model_ddp, opt, sched = _model(config, devices, rank, world, state)
     epoch, step = (state["epoch"], state["step"]) if state is not None else (0, 0)
+    device = model.devices[0]
+    # the loaders (their workers started) before the run folder: a start that fails
+    # leaves no folder that would then demand --resume
+    train_ds, train_loader, val_loader = _loaders(out, manifest, stats, config, device, rank, world)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config.to_dict())
         trim_metrics(run_dir, step)
-    device = model.devices[0]
-    train_ds, train_loader, val_loader = _loaders(out, manifest, stats, config, device, rank, world)
     listed = manifest["splits"]["train"]["shards"]
     counts = {str(p): s["count"] for p, s in zip(train_ds.shards, listed, strict=True)}
     forward = torch.compile(model_ddp) if config.compile else model_ddp
@@ -499,6 +501,12 @@ def _inputs(out: Path) -> tuple[dict, Stats]:
             raise ValueError(
                 f"{out}: the manifest has no {split} shards; "
                 "run `alexnet preprocess` with both splits"
+            )
+        missing = [p for p in shard_paths(out, split, manifest) if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{missing[0]} is missing ({len(missing)} {split} shard(s) the manifest lists "
+                "are); re-run `alexnet preprocess` to write them again"
             )
     return manifest, read_stats(out, manifest)
 
