@@ -570,10 +570,10 @@ def _prefect(src: str, out: str) -> Iterator[None]:
     without it, on a temporary one of this command's, which dies with it however the
     command ends (`flows.server`). The source is checked first: a wrong SRC is one line
     at once, not a server start and then a traceback."""
-    if not Path(src).is_dir():
-        raise FileNotFoundError(f"source folder {src} does not exist")
     if os.environ.get("PREFECT_API_URL"):
         _check_server(os.environ["PREFECT_API_URL"])
+    if not Path(src).is_dir():
+        raise FileNotFoundError(f"source folder {src} does not exist")
     os.environ.setdefault("PREFECT_HOME", str(Path(out).resolve() / ".prefect"))
     home = Path(os.environ["PREFECT_HOME"])
     home.mkdir(parents=True, exist_ok=True)  # its SQLite file goes here

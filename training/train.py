@@ -502,13 +502,15 @@ def _inputs(out: Path) -> tuple[dict, Stats]:
                 f"{out}: the manifest has no {split} shards; "
                 "run `alexnet preprocess` with both splits"
             )
+    stats = read_stats(out, manifest)
+    for split in ("train", "val"):
         missing = [p for p in shard_paths(out, split, manifest) if not p.is_file()]
         if missing:
             raise FileNotFoundError(
                 f"{missing[0]} is missing ({len(missing)} {split} shard(s) the manifest lists "
                 "are); re-run `alexnet preprocess` to write them again"
             )
-    return manifest, read_stats(out, manifest)
+    return manifest, stats
 
 
 def _settings(
