@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,9 +61,14 @@ def test_ten_crops_are_the_five_positions_and_their_mirrors():
 
 
 def test_view_averaging_groups_each_images_views():
-    probs = torch.arange(10 * 3 * 2, dtype=torch.float32).reshape(10 * 3, 2)
+    """Random values: with arange data a wrong grouping (ten consecutive rows) has the same
+    mean as the right one (rows i, i + B, i + 2B, ...), and hid it (issue 23)."""
+    probs = torch.rand(10 * 3, 2, generator=torch.Generator().manual_seed(3))
     avg = average_views(probs, 10)
-    assert torch.equal(avg[1], probs[1::3].mean(0))
+    for i in range(3):
+        by_hand = sum(probs[v * 3 + i] for v in range(10)) / 10
+        torch.testing.assert_close(avg[i], by_hand)
+    assert not torch.allclose(avg[1], probs[10:20].mean(0))  # the wrong grouping differs
 
 
 def test_topk_errors_by_hand_ties_count_against_the_label():
@@ -580,3 +586,52 @@ def test_eval_json_paths_do_not_depend_on_the_working_directory(trained, monkeyp
     monkeypatch.chdir("/")
     paths = [*saved["figures"], *(c["checkpoint"] for c in saved["checkpoints"])]
     assert paths and all(Path(p).is_absolute() and Path(p).is_file() for p in paths)
+
+
+def _topk_by_sorting(probs: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """Errors counted a second way: the label among the first k of a descending argsort."""
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return int(sum(label not in row for row, label in zip(order, labels, strict=True)))
+
+
+def test_an_ensembles_errors_are_those_of_its_members_mean_softmax(trained):
+    """Issue 23: `evaluate` returning the first member only, or a geometric mean of the
+    members' softmax, changed no test (the only ensemble test ensembled a run with its own
+    copy). Members here disagree by construction: one with fc8 negated (its logits are the
+    original's, negated), one with fc8's bias pushed towards class 2 by the first amount
+    at which both wrong answers differ from the right one (so the test can tell them
+    apart). The expected errors come from each member's probabilities alone, averaged,
+    and counted a second way."""
+    from training.evaluate import predict
+
+    def doctor(name: str, change) -> Path:
+        shutil.copytree(trained / "runs/a", trained / "runs" / name, dirs_exist_ok=True)
+        path = trained / "runs" / name / "checkpoints/best.pt"
+        payload = load_checkpoint(trained / "runs/a/checkpoints/best.pt")
+        payload["model"] = {k: change(k, v) for k, v in payload["model"].items()}
+        save_checkpoint(path, payload)
+        return path
+
+    def alone(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        p = predict([load_model(path)], trained, crops=1, batch_size=5)
+        return p.probs[0].numpy().astype(np.float64), p.labels.numpy()
+
+    (a, labels), n = alone(trained / "runs/a/checkpoints/best.pt"), 16
+    negated, _ = alone(doctor("negated", lambda k, v: -v if ".fc8." in k else v))
+    for amount in (0.25, 0.5, 0.75, 1.0, 1.5):  # column 1's half of fc8: classes 2 and 3
+        push = torch.tensor([amount, 0.0])
+        path = doctor("pushed", lambda k, v, p=push: v + p if k == "columns.1.fc8.bias" else v)
+        pushed, _ = alone(path)
+        probs = [a, negated, pushed]
+        mean = sum(probs) / 3
+        geometric = np.exp(sum(np.log(p) for p in probs) / 3)
+        right = _topk_by_sorting(mean, labels, 1)
+        if right not in (_topk_by_sorting(geometric, labels, 1), _topk_by_sorting(a, labels, 1)):
+            break
+    else:
+        pytest.fail("no push made the three answers differ: the test could not tell them")
+    result = evaluate(trained, "a", crops=1, figures=False, ensemble=["negated", "pushed"])
+    assert result["top1_error"] == pytest.approx(right / n)
+    assert result["top5_error"] == 0.0  # 4 classes
+    per_member = [c["top1_error"] for c in result["checkpoints"]]
+    assert per_member == pytest.approx([_topk_by_sorting(p, labels, 1) / n for p in probs])

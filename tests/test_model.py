@@ -399,3 +399,63 @@ def test_the_ablation_table_in_the_readme_counts_right(settings, count):
     assert sum(p.numel() for p in model.parameters()) == count
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"{count:,}" in readme
+
+
+def test_the_papers_numbers_are_the_defaults():
+    """Issue 23: dropout 0.5 -> 0.4, 3x3/2 pooling -> 2x2/2 (every map size the same), the
+    lighting sigma 0.1 -> 1.0 and the odd class split survived every test. Each number the
+    paper gives, read from the defaults, the paper preset, and the built nets."""
+    from training.architecture import CONV_SPEC, FC_WIDTH, INPUT_SIZE
+    from training.config import TrainConfig, resolve
+
+    m = AlexNetConfig()
+    assert (m.num_classes, m.input_size, m.dropout, m.pool, m.activation) == (
+        1000,
+        227,
+        0.5,
+        "overlapping",
+        "relu",
+    )
+    assert (m.lrn, m.lrn_size, m.lrn_alpha, m.lrn_beta, m.lrn_k) == ("paper", 5, 1e-4, 0.75, 2.0)
+    assert INPUT_SIZE == 227 and FC_WIDTH == 2048  # 4096 units over the two columns
+    assert CONV_SPEC == {  # per column: kernels, size, stride, padding, sees both columns
+        "conv1": (48, 11, 4, 0, False),
+        "conv2": (128, 5, 1, 2, False),
+        "conv3": (192, 3, 1, 1, True),
+        "conv4": (192, 3, 1, 1, False),
+        "conv5": (128, 3, 1, 1, False),
+    }
+    paper = resolve("paper")
+    assert paper == TrainConfig()
+    assert (paper.batch_size, paper.lr, paper.momentum, paper.weight_decay) == (
+        128,
+        0.01,
+        0.9,
+        5e-4,
+    )
+    assert (paper.lr_factor, paper.max_lr_drops, paper.epochs) == (0.1, 3, 90)
+    assert (paper.init, paper.lighting, paper.lighting_sigma) == ("paper", "paper", 0.1)
+    assert (paper.crop, paper.flip, paper.decay_biases) == (227, True, False)
+    assert AlexNetConfig(num_classes=1000).class_split() == (500, 500)
+    assert AlexNetConfig(num_classes=1001).class_split() == (501, 500)
+    assert AlexNetConfig(num_classes=5).class_split() == (3, 2)
+
+
+@pytest.mark.parametrize("form", ["two-column", "grouped"])
+def test_the_built_nets_pool_3x3_by_2_and_drop_half(form):
+    """The layers themselves, in both forms: max-pooling over 3x3 windows every 2 pixels
+    (checked on random values against a by-hand max) and dropout p = 0.5."""
+    config = AlexNetConfig(num_classes=10, width=0.0625)
+    net = AlexNet(config) if form == "two-column" else GroupedAlexNet(config, "cpu")
+    pools = [m for m in net.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    drops = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(pools) == (6 if form == "two-column" else 3) and drops
+    assert all(p.p == 0.5 for p in drops)
+    x = torch.rand(1, 2, 9, 9, generator=torch.Generator().manual_seed(5))
+    for pool in pools:
+        got = pool(x)
+        assert got.shape == (1, 2, 4, 4)
+        for i in range(4):
+            for j in range(4):
+                window = x[0, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3]
+                assert torch.equal(got[0, :, i, j], window.amax((1, 2)))

@@ -64,9 +64,9 @@ def test_every_input_is_in_a_shard_or_rejected(src, done):
     reasons = {
         q["kind"]: r["reason"] for q in meta["quirks"] for r in rejects if r["path"] == q["path"]
     }
-    assert "truncated" in reasons["truncated"]
-    assert "empty" in reasons["empty"]
-    assert "not an image" in reasons["not-an-image"]
+    assert reasons["truncated"].startswith("truncated file: the image data ends early")
+    assert reasons["empty"].startswith("empty file")
+    assert reasons["not-an-image"].startswith("not an image")
 
     stored = {
         s.meta["path"] for split in ("train", "val") for s in iter_samples(shard_paths(out, split))
@@ -500,3 +500,39 @@ def test_a_val_class_with_no_training_image_is_a_warning(tmp_path):
         f.unlink()
     report = preprocess(root, tmp_path / "out", SETTINGS, workers=1, progress=False)
     assert len(report.warnings) == 1 and lonely.name in report.warnings[0]
+
+
+def test_the_train_order_is_the_seeds_and_val_keeps_source_order(src, done, tmp_path):
+    """Issue 23: a train order that ignored --seed survived every test (none preprocessed
+    with another seed). The order is sha256(seed, key), computed here independently."""
+    out, _ = done
+    other = tmp_path / "seed1"
+    preprocess(src, other, PrepareSettings(shard_size=10, seed=1), workers=1, progress=False)
+
+    def keys(root: Path, split: str) -> list[str]:
+        return [s.key for s in iter_samples(shard_paths(root, split))]
+
+    def by_seed(seed: int, ks: list[str]) -> list[str]:
+        return sorted(ks, key=lambda k: hashlib.sha256(f"{seed}\0{k}".encode()).digest())
+
+    zero, one = keys(out, "train"), keys(other, "train")
+    assert sorted(zero) == sorted(one) and zero != one
+    assert zero == by_seed(0, zero) and one == by_seed(1, zero)
+    assert keys(out, "val") == keys(other, "val") == sorted(keys(out, "val"))
+
+
+def test_a_flat_val_image_without_a_label_is_a_reject_not_dropped(tmp_path):
+    """Issue 23: dropping an unlabelled flat-val image silently survived every test."""
+    root = _tiny_tree(tmp_path / "src")
+    extra = root / "val" / "ILSVRC2012_val_99999999.JPEG"
+    shutil.copy(sorted((root / "val").glob("*.JPEG"))[0], extra)
+    report = preprocess(root, tmp_path / "out", SETTINGS, workers=1, progress=False)
+    rejects = [json.loads(x) for x in (tmp_path / "out/rejects.jsonl").read_text().splitlines()]
+    assert rejects == [
+        {
+            "path": "val/ILSVRC2012_val_99999999.JPEG",
+            "reason": "no label in LOC_val_solution.csv",
+            "split": "val",
+        }
+    ]
+    assert report.inputs == report.written + 1

@@ -59,6 +59,14 @@ def test_crops_stay_inside_cover_every_offset_and_flip_half_the_time():
     assert abs(flips / n - 0.5) < 0.03
 
 
+def test_flip_false_never_flips_and_the_default_is_the_papers_half():
+    """Issue 23: `flip=false` ignored by the augmentation survived every test."""
+    img, rng = coords_image(), np.random.default_rng(1)
+    flips = [augment(img, rng, Augment(flip=False), None)[3] for _ in range(400)]
+    assert not any(flips)
+    assert Augment().flip and Augment().sigma == 0.1 and Augment().crop == 227
+
+
 def test_flips_reverse_the_width_of_the_prepared_batch():
     img, rng = coords_image(), np.random.default_rng(5)
     views = [augment(img, rng, Augment(), None) for _ in range(32)]
