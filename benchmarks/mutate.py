@@ -46,10 +46,15 @@ class Mutant:
     old: str  # must occur exactly once in the file
     new: str
     tests: tuple[str, ...]  # pytest arguments: files, node ids, -k expressions
+    equivalent: str = ""  # why no output can change, for a mutant no test can catch
 
 
 def m(name: str, path: str, old: str, new: str, *tests: str) -> Mutant:
     return Mutant(name, path, old, new, tests)
+
+
+def equivalent(mutant: Mutant, why: str) -> Mutant:
+    return Mutant(mutant.name, mutant.path, mutant.old, mutant.new, mutant.tests, why)
 
 
 IMAGE = "tests/test_image.py"
@@ -116,12 +121,17 @@ MUTANTS = [
         'white = Image.new("RGBA", rgba.size, (0, 0, 0, 255))',
         IMAGE,
     ),
-    m(
-        "draft-from-the-size-not-twice",
-        "preprocessing/image.py",
-        'if s.draft and fmt == "JPEG" and min(width, height) >= 2 * s.size:',
-        'if s.draft and fmt == "JPEG" and min(width, height) >= s.size:',
-        IMAGE,
+    equivalent(
+        m(
+            "draft-from-the-size-not-twice",
+            "preprocessing/image.py",
+            'if s.draft and fmt == "JPEG" and min(width, height) >= 2 * s.size:',
+            'if s.draft and fmt == "JPEG" and min(width, height) >= s.size:',
+            IMAGE,
+        ),
+        "draft() only picks a DCT scale whose result keeps every requested side, and the "
+        "request never goes below `size` on the shorter side: below 2 x size no scale "
+        "(1/2 at least) qualifies, so the draft call changes nothing there",
     ),
     m(
         "truncated-reason-lost",
@@ -383,9 +393,8 @@ MUTANTS = [
         "if stats.shards != expected:",
         "if len(stats.shards) != len(expected):",
         STATS,
-        INTEG,
         "-k",
-        "incremental or stale or reprocess",
+        "incremental or count_matches",
     ),
     # --- the loader's augmentations --------------------------------------------
     m(
@@ -521,6 +530,8 @@ MUTANTS = [
         '_LRN_AFTER = ("conv1", "conv2")',
         '_LRN_AFTER = ("conv1",)',
         MODEL,
+        "-k",
+        "normalisation",
     ),
     m(
         "no-pool-after-conv5",
@@ -593,7 +604,7 @@ MUTANTS = [
         "if error <= self.best * (1 - self.threshold):",
         TRAIN,
         "-k",
-        "plateau",
+        "plateau or threshold",
     ),
     m(
         "plateau-patience-off-by-one",
@@ -802,6 +813,8 @@ def run(mutant: Mutant, scratch: Path, timeout: int) -> tuple[str, float]:
             command, cwd=scratch, env=env, capture_output=True, text=True, timeout=timeout
         )
         verdict = _verdict(done.returncode, done.stdout + done.stderr)
+        if verdict == "survived" and mutant.equivalent:
+            verdict = "equivalent"
     except subprocess.TimeoutExpired:
         verdict = "caught (timeout)"
     finally:
@@ -830,6 +843,8 @@ def main() -> int:
             verdict, seconds = run(x, scratch, args.timeout)
             results.append({"name": x.name, "path": x.path, "verdict": verdict, "s": seconds})
             print(f"[{i:>2}/{len(chosen)}] {x.name:<36} {verdict:<16} {seconds:6.1f} s", flush=True)
+            if verdict == "equivalent":
+                print(f"        equivalent: {x.equivalent}", flush=True)
     counts: dict[str, int] = {}
     for r in results:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1

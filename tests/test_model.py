@@ -459,3 +459,29 @@ def test_the_built_nets_pool_3x3_by_2_and_drop_half(form):
             for j in range(4):
                 window = x[0, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3]
                 assert torch.equal(got[0, :, i, j], window.amax((1, 2)))
+
+
+@pytest.mark.parametrize("form", ["two-column", "grouped"])
+def test_response_normalisation_follows_conv1_and_conv2_only(form):
+    """Issue 23: LRN after conv1 only survived every test (the parameter count and map
+    sizes are the same). The paper: conv - ReLU - LRN - pool for conv1 and conv2; conv3
+    and conv4 have neither; conv5 is pooled only."""
+    from training.model import LRN
+
+    config = AlexNetConfig(num_classes=10, width=0.0625)
+    net = AlexNet(config) if form == "two-column" else GroupedAlexNet(config, "cpu")
+    kinds = {"conv1": [], "conv2": [], "conv3": [], "conv4": [], "conv5": []}
+    for name, module in net.named_modules():
+        layer = name.rsplit(".", 1)[-1]
+        if layer in kinds and isinstance(module, nn.Sequential):
+            kinds[layer].append([type(m).__name__ for m in module])
+    pooled = ["Conv2d", "ReLU", "LRN", "MaxPool2d"]
+    for layer, blocks in kinds.items():
+        assert blocks, layer
+        want = {
+            "conv1": pooled,
+            "conv2": pooled,
+            "conv5": ["Conv2d", "ReLU", "MaxPool2d"],
+        }.get(layer, ["Conv2d", "ReLU"])
+        assert all(b == want for b in blocks), (layer, blocks)
+    assert sum(isinstance(m, LRN) for m in net.modules()) == (4 if form == "two-column" else 2)

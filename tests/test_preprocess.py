@@ -448,6 +448,9 @@ def test_hostile_names_and_shapes_are_rejects_not_a_stopped_stage(tmp_path):
     assert plan.splits["train"]["inputs"] == 9 + 3 and plan.unlisted == 1
     report = preprocess(root, tmp_path / "out", SETTINGS, workers=1, progress=False)
     assert report.written == 9 + 6 + 2 and report.rejected == 2
+    for split, entry in report.manifest["splits"].items():  # the listing's reject counts too
+        assert entry["inputs"] == entry["count"] + entry["rejected"], split
+    assert report.manifest["splits"]["train"]["rejected"] == 2
     rejects = {
         r["path"]: r["reason"]
         for r in map(json.loads, (tmp_path / "out/rejects.jsonl").read_text().splitlines())

@@ -158,3 +158,15 @@ def test_a_scheduler_killed_mid_stage_is_one_clear_error(tmp_path):
     finally:
         for proc in reversed(procs):
             _stop(proc)
+
+
+def test_statistics_of_other_shards_are_refused_even_when_the_count_matches(data):
+    """Issue 23: a staleness check by shard count survived. One train shard's sha256
+    differs, the count is the same: the statistics do not describe these shards."""
+    root, _ = data
+    manifest = read_manifest(root / "out")
+    read_stats(root / "out", manifest)  # current
+    shards = manifest["splits"]["train"]["shards"]
+    shards[-1] = {**shards[-1], "sha256": "0" * 64}
+    with pytest.raises(ValueError, match="does not describe the train shards"):
+        read_stats(root / "out", manifest)

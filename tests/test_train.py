@@ -479,3 +479,14 @@ def test_resume_applies_the_settings_a_run_may_change_and_refuses_the_rest(data)
     cli = [sys.executable, "-m", "flows.cli", "train", str(data), "--run", "extend", "--resume"]
     done = subprocess.run([*cli, "--preset", "smoke"], capture_output=True, text=True)
     assert done.returncode != 0 and "--preset and --config do not apply" in done.stderr
+
+
+def test_an_epoch_exactly_at_the_threshold_is_not_an_improvement():
+    """Issue 23: `<` vs `<=` in the plateau rule survived: "improves" means strictly below
+    (1 - threshold) of the best, so an error exactly there is a bad epoch."""
+    from training.train import Plateau
+
+    p = Plateau(patience=1, threshold=0.01, max_drops=3)
+    assert p.step(0.5) == "keep"
+    assert p.step(0.5 * (1 - 0.01)) == "drop"  # exactly at the line: not an improvement
+    assert p.step(0.5 * (1 - 0.01) * 0.999) == "keep" and p.best < 0.495
