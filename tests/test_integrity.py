@@ -205,23 +205,21 @@ def _hold(lock_of: str, out: Path, run: str = "") -> subprocess.Popen:
     return proc
 
 
-def test_two_trainings_of_one_run_cannot_share_its_folder(data):
-    _, out = data
-    first = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("alexnet")),
-            "train",
-            str(out),
-            "--run",
-            "dup",
-            "--preset",
-            "smoke",
-            *[a for kv in [*TINY, "epochs=3"] for a in ("--set", kv)],
-        ],
+def _start_training(out: Path, run: str) -> subprocess.Popen:
+    """`alexnet train` of a tiny 3-epoch run in another process (its stderr piped)."""
+    settings = [a for kv in [*TINY, "epochs=3"] for a in ("--set", kv)]
+    command = [str(Path(sys.executable).with_name("alexnet")), "train", str(out), "--run", run]
+    return subprocess.Popen(
+        [*command, "--preset", "smoke", *settings],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_two_trainings_of_one_run_cannot_share_its_folder(data):
+    _, out = data
+    first = _start_training(out, "dup")
     lock = out / "runs" / ".dup.lock"
     try:
         for _ in range(600):  # until the first holds the run
@@ -263,21 +261,7 @@ def test_a_running_trainer_keeps_preprocess_and_stats_off_its_shards(data):
     holds OUT's lock shared; preprocess and stats refuse, naming it; and while they hold
     it, training refuses, naming them."""
     src, out = data
-    trainer = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("alexnet")),
-            "train",
-            str(out),
-            "--run",
-            "reader",
-            "--preset",
-            "smoke",
-            *[a for kv in [*TINY, "epochs=3"] for a in ("--set", kv)],
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    trainer = _start_training(out, "reader")
     notes = out / ".lock.readers"
     try:
         for _ in range(600):  # until the trainer holds the root shared
