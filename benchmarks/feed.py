@@ -14,7 +14,7 @@ main process's share of every batch. Two ways, in the same run:
   tensors   the way before: the worker yields the batch's tensors and the
             DataLoader moves them through shared memory to the main process,
             plus a pinning copy by its one thread when pinned (on CUDA)
-  slots     `training.data.Loader`: the worker takes one of its reused
+  slots     `training.loader.workers.Loader`: the worker takes one of its reused
             shared-memory slots and sends only its number; the main process
             views it in place and releases it (on CUDA after copying it to the
             GPU on a side stream, with `device_batches`)
@@ -33,16 +33,13 @@ import torch
 from PIL import Image
 
 from shards.reader import iter_samples
-from training import data as training_data
-from training.data import (
-    Augment,
-    Batch,
-    BatchBuffer,
-    Decoder,
-    Loader,
-    ShardSamples,
-    device_batches,
-)
+from training.loader import decode as training_data
+from training.loader.augment import Augment
+from training.loader.batch import Batch, BatchBuffer
+from training.loader.dataset import ShardSamples
+from training.loader.decode import Decoder
+from training.loader.transport import device_batches
+from training.loader.workers import Loader
 
 CROP = 227
 

@@ -47,10 +47,10 @@ from torch import nn
 
 from shards.reader import shard_paths
 from shards.stats import read_stats
-from training import data as training_data
 from training.architecture import AlexNetConfig
 from training.config import resolve
-from training.data import lighting_basis
+from training.loader import decode as training_data
+from training.loader.augment import lighting_basis
 from training.model import AlexNet
 from training.optim import PaperSGD
 from training.runlog import epoch_lines, read_metrics, step_lines

@@ -41,15 +41,10 @@ from synthetic import write_data_root
 from shards.format import sample_checksum
 from shards.reader import iter_grouped, shard_paths
 from shards.stats import read_stats
-from training.data import (
-    Augment,
-    BatchBuffer,
-    Decoder,
-    _jpeg,
-    augment,
-    lighting_basis,
-    shuffle,
-)
+from training.loader.augment import Augment, augment, lighting_basis
+from training.loader.batch import BatchBuffer
+from training.loader.dataset import shuffle
+from training.loader.decode import Decoder, _jpeg
 
 
 def breakdown(paths: list[Path], basis: np.ndarray, checksum: bool = True) -> dict[str, float]:

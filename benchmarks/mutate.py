@@ -17,6 +17,7 @@ the mutated code too), and restores the file. A mutant is
     python benchmarks/mutate.py --list          # the mutants, one line each
     python benchmarks/mutate.py --only lrn-alpha-over-n,pool-2x2
     python benchmarks/mutate.py --json out.json # the results, for a record
+    python benchmarks/mutate.py --check         # every mutant's line still there (a test runs it)
 
 Exit status 1 when a mutant survives or is stale. A survivor is either a hole
 to close with a test, or an equivalent mutant (one that cannot change any
@@ -399,7 +400,7 @@ MUTANTS = [
     # --- the loader's augmentations --------------------------------------------
     m(
         "crop-offset-range-short",
-        "training/data.py",
+        "training/loader/augment.py",
         "top = int(rng.integers(0, image.shape[0] - aug.crop + 1))",
         "top = int(rng.integers(0, image.shape[0] - aug.crop))",
         DATA,
@@ -408,7 +409,7 @@ MUTANTS = [
     ),
     m(
         "flip-setting-ignored",
-        "training/data.py",
+        "training/loader/augment.py",
         "flipped = bool(aug.flip and rng.random() < 0.5)",
         "flipped = bool(rng.random() < 0.5)",
         DATA,
@@ -417,7 +418,7 @@ MUTANTS = [
     ),
     m(
         "lighting-basis-transposed-in-use",
-        "training/data.py",
+        "training/loader/augment.py",
         "shift = (basis @ rng.normal(0.0, aug.sigma, 3))",
         "shift = (basis.T @ rng.normal(0.0, aug.sigma, 3))",
         DATA,
@@ -426,7 +427,7 @@ MUTANTS = [
     ),
     m(
         "lighting-basis-transposed",
-        "training/data.py",
+        "training/loader/augment.py",
         "return stats.eigenvectors.T @ np.diag(values) * 255.0",
         "return stats.eigenvectors @ np.diag(values) * 255.0",
         DATA,
@@ -435,7 +436,7 @@ MUTANTS = [
     ),
     m(
         "lighting-scale-not-squared",
-        "training/data.py",
+        "training/loader/augment.py",
         "values = stats.eigenvalues * ratio**2",
         "values = stats.eigenvalues * ratio",
         DATA,
@@ -444,7 +445,7 @@ MUTANTS = [
     ),
     m(
         "mean-not-flipped-with-the-crop",
-        "training/data.py",
+        "training/loader/augment.py",
         "torch.where(b.flips[:, None], span.flip(0), span)",
         "torch.where(b.flips[:, None], span, span)",
         DATA,
@@ -453,7 +454,7 @@ MUTANTS = [
     ),
     m(
         "lighting-subtracted",
-        "training/data.py",
+        "training/loader/augment.py",
         "x = crops.float() - means + b.shifts[:, None, None, :]",
         "x = crops.float() - means - b.shifts[:, None, None, :]",
         DATA,
@@ -462,7 +463,7 @@ MUTANTS = [
     ),
     m(
         "nchw-height-width-swapped",
-        "training/data.py",
+        "training/loader/augment.py",
         "return (x * input_scale).permute(0, 3, 1, 2)",
         "return (x * input_scale).permute(0, 3, 2, 1)",
         DATA,
@@ -471,7 +472,7 @@ MUTANTS = [
     ),
     m(
         "ranks-share-shards",
-        "training/data.py",
+        "training/loader/dataset.py",
         "return order[self.rank if rank is None else rank :: self.world][worker::workers]",
         "return order[0 :: self.world][worker::workers]",
         DATA,
@@ -825,11 +826,23 @@ def run(mutant: Mutant, scratch: Path, timeout: int) -> tuple[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="check that each mutant's line is in its file exactly once (runs no test)",
+    )
     ap.add_argument("--only", default="", help="comma-separated mutant names")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per mutant's tests")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args()
     chosen = [x for x in MUTANTS if not args.only or x.name in args.only.split(",")]
+    if args.check:
+        stale = [x.name for x in chosen if (REPO / x.path).read_text().count(x.old) != 1]
+        print(
+            f"{len(chosen)} mutants, {len(stale)} stale"
+            + (f": {', '.join(stale)}" if stale else "")
+        )
+        return 1 if stale else 0
     if args.list:
         for x in chosen:
             print(f"{x.name:<36} {x.path:<28} {' '.join(x.tests)}")

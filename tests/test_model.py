@@ -485,3 +485,20 @@ def test_response_normalisation_follows_conv1_and_conv2_only(form):
         }.get(layer, ["Conv2d", "ReLU"])
         assert all(b == want for b in blocks), (layer, blocks)
     assert sum(isinstance(m, LRN) for m in net.modules()) == (4 if form == "two-column" else 2)
+
+
+def test_the_mutation_list_matches_the_code():
+    """benchmarks/mutate.py's mutants name lines of the code: a refactor that moves one
+    must move the mutant too, or the mutation run would silently test less."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks/mutate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert done.returncode == 0 and "0 stale" in done.stdout, done.stdout + done.stderr
+    assert int(done.stdout.split()[0]) >= 60

@@ -14,20 +14,12 @@ from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from shards.reader import iter_samples, shard_paths
 from shards.stats import Stats
-from training.data import (
-    Augment,
-    Decoder,
-    Loader,
-    ShardSamples,
-    _samples,
-    augment,
-    center,
-    collate,
-    decode,
-    lighting_basis,
-    prepare_batch,
-    shuffle,
-)
+from training.loader import decode as decode_mod
+from training.loader.augment import Augment, augment, center, lighting_basis, prepare_batch
+from training.loader.batch import collate
+from training.loader.dataset import ShardSamples, _samples, shuffle
+from training.loader.decode import Decoder, decode
+from training.loader.workers import Loader
 
 CPU = torch.device("cpu")
 
@@ -373,7 +365,7 @@ def test_the_loader_benchmark_runs(tmp_path):
 
 
 def test_slots_that_cannot_fit_in_shared_memory_are_a_clear_error():
-    from training.data import SlotPool
+    from training.loader.transport import SlotPool
 
     with pytest.raises(MemoryError, match=r"shared memory .* fewer loader workers"):
         SlotPool(10_000, 4, 128, 227, torch.multiprocessing.get_context())
@@ -393,12 +385,10 @@ def _encoded(image, fmt="JPEG", **options):
 
 
 def test_the_c_decoder_is_built_and_gives_pillows_pixels(shards_root):
-    from training import data as data_mod
-
-    assert data_mod._jpeg is not None, "training/_jpeg.c was not built: see setup.py"
+    assert decode_mod._jpeg is not None, "training/_jpeg.c was not built: see setup.py"
     decoder = Decoder()
     for s in iter_samples(shard_paths(shards_root, "train")):
-        assert data_mod._jpeg.decode(s.image, decoder.scratch)[2]  # the C path takes it
+        assert decode_mod._jpeg.decode(s.image, decoder.scratch)[2]  # the C path takes it
         assert np.array_equal(decoder(s.image), decode(s.image))
     variants = [
         _encoded(_smooth(w, h, i), quality=q, subsampling=sub, progressive=prog)
@@ -422,7 +412,7 @@ def test_the_c_decoder_is_built_and_gives_pillows_pixels(shards_root):
         got, want = decoder(data), decode(data)
         assert got.shape == want.shape and np.array_equal(got, want)
     truncated = variants[0][:3000]
-    assert data_mod._jpeg.decode(truncated, decoder.scratch) is None  # a warning: to Pillow
+    assert decode_mod._jpeg.decode(truncated, decoder.scratch) is None  # a warning: to Pillow
     for f in (decoder, decode):
         with pytest.raises(OSError, match="truncated"):
             f(truncated)

@@ -20,7 +20,7 @@ each epoch listed, for all `epochs` (a schedule known in advance).
 
 Beyond one machine: launched by `torchrun`, each process is one replica (a
 two-column model on its own two devices), wrapped in DistributedDataParallel
-(gloo on CPUs, NCCL on GPUs); ranks read disjoint shards (see training/data.py).
+(gloo on CPUs, NCCL on GPUs); ranks read disjoint shards (see training/loader/dataset.py).
 """
 
 from __future__ import annotations
@@ -48,17 +48,13 @@ from shards.reader import shard_paths
 from shards.stats import Stats, read_stats
 from training.checkpoint import check_classes, load_checkpoint, save_checkpoint
 from training.config import TrainConfig, resume_with
-from training.data import (
-    Augment,
-    Batch,
-    Loader,
-    ShardSamples,
-    device_batches,
-    lighting_basis,
-    prepare_batch,
-)
 from training.events import Events, open_events
 from training.figures import conv1_kernels, conv1_weights
+from training.loader.augment import Augment, lighting_basis, prepare_batch
+from training.loader.batch import Batch
+from training.loader.dataset import ShardSamples
+from training.loader.transport import device_batches
+from training.loader.workers import Loader
 from training.metrics import non_finite_rows, topk_error_counts
 from training.model import AlexNet, OneGpuAlexNet, build
 from training.optim import PaperSGD
@@ -546,7 +542,7 @@ def _train_one_epoch(r: _Run) -> tuple[float | None, dict]:
     r.read_log[r.epoch] = [Path(u).name for u in r.train_ds.shards_for()]
     tally = r.consumed.setdefault(r.epoch, [0, 0]) if r.world > 1 else None
     limit = None
-    if r.world > 1:  # all ranks take the same number of steps (see training/data.py)
+    if r.world > 1:  # all ranks take the same number of steps (see training/loader/dataset.py)
         per_rank = [sum(r.counts[u] for u in r.train_ds.shards_for(rank=k)) for k in range(r.world)]
         limit = min(per_rank) // r.train_ds.batch_size  # this replica's batch
     r.model_ddp.train()
