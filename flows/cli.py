@@ -35,8 +35,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     """Show defaults in every option's help and keep descriptions as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if "(default:" in (action.help or ""):  # it says its default in words
-            return action.help
+        if "(default:" in (action.help or "") or action.required or action.default is None:
+            return action.help  # it says its default in words, or has none to say
         return super()._get_help_string(action)
 
 
@@ -54,11 +54,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _add_run(p: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
+    """--run (or --name: torchrun's own parser takes --run for its --run-path), checked by
+    `training.runlog.check_run_name`; required unless it has a default."""
+    extra = {"default": default} if default is not None else {"required": True}
+    p.add_argument("--run", "--name", dest="run", type=_run_name, help=what, **extra)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """--crops, --checkpoint and --devices: how a trained run is applied (evaluate, predict)."""
+    p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="patches per image")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint's path")
+    _add_devices(p)
+
+
+def _add_devices(p: argparse.ArgumentParser, default_help: str = "") -> None:
+    p.add_argument(
+        "--devices",
+        type=lambda text: text.split(","),
+        default=None,
+        help="the two columns' devices, comma-separated" + default_help,
+    )
 
 
 def _add_cluster_options(p: argparse.ArgumentParser) -> None:
@@ -346,15 +362,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("out", metavar="OUT", help="a data root with shards and stats")
-    p.add_argument(
-        "--run",
-        "--name",
-        dest="run",
-        type=_run_name,
-        required=True,
-        help="the run's name (its folder under OUT/runs/); under torchrun write --name, "
-        "since torchrun's own parser takes --run for its --run-path",
-    )
+    _add_run(p, "the run's name (its folder under OUT/runs/); under torchrun write --name")
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -385,11 +393,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="end this invocation after N epochs (resume later with --resume)",
     )
-    p.add_argument(
-        "--devices",
-        default=None,
-        help="the two columns' devices, comma-separated (default: two GPUs, one GPU, or cpu)",
-    )
+    _add_devices(p, " (default: two GPUs, one GPU, or cpu)")
     p.set_defaults(handler=_run_train)
 
 
@@ -403,7 +407,7 @@ def _run_train(args: argparse.Namespace) -> int:
             "not apply (--set epochs=N and the like can: see training.config.RESUMABLE)"
         )
     config = None if args.resume else resolve(args.preset or "paper", args.config, args.overrides)
-    devices = args.devices.split(",") if args.devices else None
+    devices = args.devices
     result = train(
         args.out,
         args.run,
@@ -440,10 +444,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("out", metavar="OUT", help="the data root")
-    p.add_argument(
-        "--run", "--name", dest="run", type=_run_name, required=True, help="the run to evaluate"
-    )
-    p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="patches per image")
+    _add_run(p, "the run to evaluate")
+    _add_model_options(p)
     p.add_argument(
         "--ensemble",
         nargs="+",
@@ -451,10 +453,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="RUN",
         help="more runs whose softmax outputs are averaged with RUN's",
-    )
-    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint's path")
-    p.add_argument(
-        "--devices", default=None, help="devices for the model's columns, comma-separated"
     )
     p.add_argument(
         "--batch-size", type=_positive_int, default=32, help="images per batch (x crops)"
@@ -488,7 +486,7 @@ def _print_made(result: dict) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
 
-    devices = args.devices.split(",") if args.devices else None
+    devices = args.devices
     result = evaluate(
         args.out,
         args.run,
@@ -531,14 +529,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("src", metavar="SRC", help="the ImageNet tree")
     p.add_argument("out", metavar="OUT", help="the data root")
-    p.add_argument(
-        "--run",
-        "--name",
-        dest="run",
-        type=_run_name,
-        default="pipeline",
-        help="the training run's name",
-    )
+    _add_run(p, "the training run's name", default="pipeline")
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default=PIPELINE_PRESET, help="training preset"
     )
@@ -644,9 +635,7 @@ def _add_reprocess(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--train", action="store_true", help="then train and evaluate, as alexnet pipeline does"
     )
-    p.add_argument(
-        "--run", "--name", dest="run", type=_run_name, default="pipeline", help="the run (--train)"
-    )
+    _add_run(p, "the run (--train)", default="pipeline")
     p.add_argument("--preset", choices=sorted(PRESETS), default=PIPELINE_PRESET, help="(--train)")
     _add_cluster_options(p)
     p.set_defaults(handler=_run_reprocess)
@@ -768,15 +757,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("out", metavar="OUT", help="the data root the run was trained on")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to classify")
-    p.add_argument(
-        "--run", "--name", dest="run", type=_run_name, required=True, help="the trained run"
-    )
-    p.add_argument("--crops", type=int, choices=[1, 10], default=10, help="patches per image")
+    _add_run(p, "the trained run")
+    _add_model_options(p)
     p.add_argument("--top", type=_positive_int, default=5, help="classes shown per image")
-    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint's path")
-    p.add_argument(
-        "--devices", default=None, help="devices for the model's columns, comma-separated"
-    )
     p.add_argument("--json", action="store_true", help="one JSON object per image, for scripts")
     p.set_defaults(handler=_run_predict)
 
@@ -787,7 +770,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     from flows.predict import predict_files
 
-    devices = args.devices.split(",") if args.devices else None
+    devices = args.devices
     results = predict_files(
         args.out, args.run, args.images, args.crops, args.top, args.checkpoint, devices
     )

@@ -43,12 +43,9 @@ def data_root_lock(out: str | os.PathLike) -> Path:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """The sha256 of a file, read in 1 MiB blocks (shards, partials, checkpoints)."""
-    h = hashlib.sha256()
+    """The sha256 of a file (shards, partials, checkpoints), read in blocks by hashlib."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def shard_dir(out: str | os.PathLike, split: str) -> Path:

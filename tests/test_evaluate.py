@@ -20,9 +20,9 @@ from training.architecture import AlexNetConfig
 from training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from training.config import resolve
 from training.evaluate import (
+    average_members,
     average_views,
     crop_offsets,
-    ensemble_probs,
     evaluate,
     ten_crops,
 )
@@ -106,12 +106,15 @@ def test_a_constant_or_nan_model_scores_chance_or_worse():
 
 def test_ensemble_averages_softmax_not_logits():
     a = torch.tensor([[4.0, 0.0, 0.0]])
-    assert torch.allclose(ensemble_probs([a, a]), torch.softmax(a, 1))  # a model with itself
+    pa = torch.softmax(a, 1)
+    assert torch.equal(average_members([pa]), pa)
+    assert torch.allclose(average_members([pa, pa]), pa)  # a model with itself
     b = torch.tensor([[-20.0, 1.0, 0.0]])  # logits mean favours class 1; softmax mean class 0
-    probs = ensemble_probs([a, b])
+    probs = average_members([pa, torch.softmax(b, 1)])
     assert probs.argmax().item() == 0
     assert ((a + b) / 2).argmax().item() == 1
-    assert torch.allclose(probs, (torch.softmax(a, 1) + torch.softmax(b, 1)) / 2)
+    by_hand = [(pa[0, c].item() + torch.softmax(b, 1)[0, c].item()) / 2 for c in range(3)]
+    assert probs[0].tolist() == pytest.approx(by_hand)
 
 
 @pytest.fixture(scope="module")

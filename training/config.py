@@ -292,7 +292,3 @@ def read_config_file(path: str | Path) -> dict:
         return json.loads(text) if Path(path).suffix == ".json" else tomllib.loads(text)
     except ValueError as err:  # both parsers' errors are ValueErrors
         raise ValueError(f"{path}: not a valid settings file ({err})") from None
-
-
-def replace(config: TrainConfig, **changes: Any) -> TrainConfig:
-    return dataclasses.replace(config, **changes)

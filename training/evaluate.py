@@ -62,9 +62,11 @@ def average_views(probs: torch.Tensor, n_views: int) -> torch.Tensor:
     return probs.reshape(n_views, -1, probs.shape[1]).mean(0)
 
 
-def ensemble_probs(member_logits: list[torch.Tensor]) -> torch.Tensor:
-    """The mean of the members' softmax outputs (what the paper averages), not of their logits."""
-    return torch.stack([torch.softmax(lg.float(), 1) for lg in member_logits]).mean(0)
+def average_members(member_probs: list[torch.Tensor]) -> torch.Tensor:
+    """An ensemble's (N, C) output: the arithmetic mean of its members' softmax outputs, as
+    the paper's "5 CNNs" row averages predictions (not logits: each member's are the
+    softmax `view_probs` returns)."""
+    return member_probs[0] if len(member_probs) == 1 else torch.stack(member_probs).mean(0)
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -224,7 +226,7 @@ def _evaluate(
         {"run": r, "checkpoint": str(m.path.resolve()), "sha256": m.sha256, **_errors(p, labels)}
         for r, m, p in zip(runs, members, probs, strict=True)
     ]
-    final = probs[0] if len(members) == 1 else torch.stack(probs).mean(0)  # softmax averages
+    final = average_members(probs)
     result |= _errors(final, labels)
     result["checkpoints"] = entries
     if len(members) > 1:
