@@ -14,19 +14,10 @@ mean-subtracted input, PCA lighting with sigma 0.1, 90 epochs at most.
 paper's choices do not train a tiny net on a tiny set: width 0.25, batch 64,
 10 epochs, Kaiming init, inputs scaled by 1/64 (about unit spread), patience 2.
 
-What holds a small net at chance is the init, measured on real images
-(`benchmarks/real_images.py`: 10 classes, 1,500 training images each set:
-scikit-learn's scanned digits at 8x8, 32x32 views of scikit-image's
-photographs, and those at 0.3 and 0.1 of their contrast; the table is in
-benchmarks/README.md). With the paper's N(0, 0.01²) weights at width 0.25 the
-signal shrinks at every layer and the loss stays at ln 10 = 2.30: 89-93% error
-for all 10 epochs on the digits, 90% on the photographs, with the input scaled
-or not. Kaiming's init with the raw 0-255 input diverges (an infinite loss by
-step 5); Kaiming with the input scaled by 1/64 learns from the first epoch on
-every set (digits 59% -> 2.7% error in 10 epochs, photographs 47% -> 16%, and
-on to 3-6% in 20). Lower contrast learns later and noisier (0.1 contrast: 76%
--> 44%); there dropout is what slows a net this narrow most (20% without it),
-so `--set model.dropout=0` is the first thing to try on a small, hard set.
+Why `smoke` departs from the paper's init: the paper's N(0, 0.01²) weights hold a
+net this narrow at chance (its signal shrinks at every layer), and Kaiming's init
+with the raw 0-255 input diverges; the measurements on real images are in
+benchmarks/README.md (`real_images.py`).
 """
 
 from __future__ import annotations
