@@ -600,7 +600,7 @@ MUTANTS = [
     ),
     m(
         "plateau-improvement-inclusive",
-        "training/train.py",
+        "training/schedule.py",
         "if error < self.best * (1 - self.threshold):",
         "if error <= self.best * (1 - self.threshold):",
         TRAIN,
@@ -609,7 +609,7 @@ MUTANTS = [
     ),
     m(
         "plateau-patience-off-by-one",
-        "training/train.py",
+        "training/schedule.py",
         "if self.bad_epochs < self.patience:",
         "if self.bad_epochs <= self.patience:",
         TRAIN,
@@ -618,7 +618,7 @@ MUTANTS = [
     ),
     m(
         "plateau-one-drop-too-many",
-        "training/train.py",
+        "training/schedule.py",
         "if self.drops >= self.max_drops:",
         "if self.drops > self.max_drops:",
         TRAIN,
@@ -654,7 +654,7 @@ MUTANTS = [
     ),
     m(
         "global-batch-not-split",
-        "training/train.py",
+        "training/ranks.py",
         "return config.batch_size // world",
         "return config.batch_size",
         TRAIN,

@@ -35,8 +35,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     """Show defaults in every option's help and keep descriptions as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if "(default:" in (action.help or "") or action.required or action.default is None:
-            return action.help  # it says its default in words, or has none to say
+        if "(default:" in (action.help or "") or action.required:
+            return action.help  # it says its default in words, or must be given
         return super()._get_help_string(action)
 
 

@@ -23,7 +23,8 @@ from shards.reader import iter_samples, shard_paths
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig, parse_overrides, resolve
 from training.events import read_events
-from training.train import TrainingDiverged, keys_digest, train
+from training.ranks import keys_digest
+from training.train import TrainingDiverged, train
 
 TINY = ["model.width=0.0625", "batch_size=16", "loader_workers=1", "log_every=1"]
 
@@ -319,7 +320,7 @@ def test_the_prepared_gpu_training_check_runs():
 
 
 def test_the_plateau_schedule_keeps_drops_and_stops_exactly():
-    from training.train import Plateau
+    from training.schedule import Plateau
 
     p = Plateau(patience=2, threshold=0.01, max_drops=2)  # improve: below 99% of the best
     curve = [0.9, 0.8, 0.795, 0.79, 0.7, 0.71, 0.70, 0.69, 0.695, 0.7, 0.7, 0.7, 0.68]
@@ -352,7 +353,7 @@ def test_the_default_plateau_waits_for_a_noisy_curve_to_flatten():
     """A 90-epoch validation curve that keeps improving slowly, with noise: the defaults
     drop the rate only once it has flattened; the previous ones (patience 1, no threshold)
     dropped it within the first 15 epochs."""
-    from training.train import Plateau
+    from training.schedule import Plateau
 
     epochs = np.arange(1, 91)
     smooth = 0.3 + 0.6 * np.exp(-epochs / 30)
@@ -371,7 +372,7 @@ def test_the_default_plateau_waits_for_a_noisy_curve_to_flatten():
 
 
 def test_fixed_milestones_drop_where_told_and_never_stop(data):
-    from training.train import Milestones, schedule
+    from training.schedule import Milestones, schedule
 
     config = resolve("smoke", overrides=["lr_milestones=[2, 3]", "epochs=4"])
     assert isinstance(schedule(config), Milestones)
@@ -417,7 +418,7 @@ def test_a_run_whose_rate_drops_resumes_across_the_drop_and_stops_after_the_last
 
 
 def test_the_global_batch_is_split_across_replicas():
-    from training.train import replica_batch
+    from training.ranks import replica_batch
 
     paper = resolve("paper")
     assert replica_batch(paper, 1) == 128 and replica_batch(paper, 8) == 16
@@ -484,7 +485,7 @@ def test_resume_applies_the_settings_a_run_may_change_and_refuses_the_rest(data)
 def test_an_epoch_exactly_at_the_threshold_is_not_an_improvement():
     """Issue 23: `<` vs `<=` in the plateau rule survived: "improves" means strictly below
     (1 - threshold) of the best, so an error exactly there is a bad epoch."""
-    from training.train import Plateau
+    from training.schedule import Plateau
 
     p = Plateau(patience=1, threshold=0.01, max_drops=3)
     assert p.step(0.5) == "keep"

@@ -31,7 +31,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,92 +51,21 @@ from training.config import TrainConfig, resume_with
 from training.events import Events, open_events
 from training.figures import conv1_kernels, conv1_weights
 from training.loader.augment import Augment, lighting_basis, prepare_batch
-from training.loader.batch import Batch
 from training.loader.dataset import ShardSamples
 from training.loader.transport import device_batches
 from training.loader.workers import Loader
 from training.metrics import non_finite_rows, topk_error_counts
 from training.model import AlexNet, OneGpuAlexNet, build
 from training.optim import PaperSGD
+from training.ranks import keys_digest, loader_workers, replica_batch
 from training.report import write_report
 from training.runlog import append_metrics, check_run_name, run_folder, trim_metrics
+from training.schedule import Milestones, Plateau, schedule
+from training.steps import Meter, first_batches, timed
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class Plateau:
-    """Divide the rate when validation error stops improving; stop after the last drop.
-
-    An epoch improves when its error is below the best so far by more than
-    `threshold` of the best (relative: 0.01 = 1%); `patience` epochs in a row
-    without one divide the rate. After `max_drops` drops, the next plateau ends
-    training.
-    """
-
-    patience: int
-    threshold: float
-    max_drops: int
-    best: float = math.inf
-    bad_epochs: int = 0
-    drops: int = 0
-
-    lowest: float = math.inf  # the lowest error seen (best.pt), improvement or not
-
-    def step(self, error: float) -> str:
-        """'keep', 'drop' (divide the rate now) or 'stop'."""
-        self.lowest = min(self.lowest, error)
-        if error < self.best * (1 - self.threshold):
-            self.best, self.bad_epochs = error, 0
-            return "keep"
-        self.bad_epochs += 1
-        if self.bad_epochs < self.patience:
-            return "keep"
-        if self.drops >= self.max_drops:
-            return "stop"
-        self.drops, self.bad_epochs = self.drops + 1, 0
-        return "drop"
-
-    def state_dict(self) -> dict:
-        state = {"best": self.best, "bad_epochs": self.bad_epochs, "drops": self.drops}
-        return {**state, "lowest": self.lowest}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best, self.bad_epochs, self.drops = state["best"], state["bad_epochs"], state["drops"]
-        self.lowest = state.get("lowest", self.best)
-
-
-@dataclass
-class Milestones:
-    """A schedule you can predict: divide the rate after each epoch listed; never stop early."""
-
-    milestones: list[int]
-    epochs: int = 0  # epochs stepped so far
-    drops: int = 0
-    lowest: float = math.inf  # the lowest error seen (best.pt)
-
-    def step(self, error: float) -> str:
-        self.epochs += 1
-        self.lowest = min(self.lowest, error)
-        if self.epochs in self.milestones:
-            self.drops += 1
-            return "drop"
-        return "keep"
-
-    def state_dict(self) -> dict:
-        return {"epochs": self.epochs, "drops": self.drops, "lowest": self.lowest}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epochs, self.drops, self.lowest = state["epochs"], state["drops"], state["lowest"]
-
-
-def schedule(config: TrainConfig) -> Plateau | Milestones:
-    """The config's learning-rate schedule: fixed milestones if given, else the plateau rule."""
-    if config.lr_milestones:
-        return Milestones(list(config.lr_milestones))
-    return Plateau(config.lr_patience, config.lr_threshold, config.max_lr_drops)
 
 
 @dataclass
@@ -162,55 +91,6 @@ def _weights_sha(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-class _Meter:
-    """Loss, images and time spent waiting for data since `reset`, read without a sync per step.
-
-    The loss is summed on the training device; reading it (`loss()`) is the one
-    place that waits for the device, so the loop reads it only to log or show.
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.t0, self.wait, self.images, self.steps = time.perf_counter(), 0.0, 0, 0
-        self._loss: torch.Tensor | None = None
-
-    def add(self, loss: torch.Tensor, images: int, wait: float) -> None:
-        value = loss.detach().double()
-        self._loss = value if self._loss is None else self._loss + value
-        self.images, self.steps, self.wait = self.images + images, self.steps + 1, self.wait + wait
-
-    def loss(self) -> float | None:
-        return None if self._loss is None else self._loss.item() / self.steps
-
-    def rates(self) -> dict:
-        """images/s and the fraction of wall time the loop waited for data (after `loss()`)."""
-        elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        return {"images_per_s": self.images / elapsed, "data_wait": min(self.wait / elapsed, 1.0)}
-
-
-def _timed(batches: Iterable[Batch]) -> Iterator[tuple[Batch, float]]:
-    """Each batch with the seconds spent waiting for it."""
-    it = iter(batches)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        yield batch, time.perf_counter() - t0
-
-
-def _first(batches: Iterable[Batch], limit: int | None) -> Iterator[Batch]:
-    """The first `limit` batches; the rest are read and released (the workers finish the epoch)."""
-    for i, batch in enumerate(batches):
-        if limit is None or i < limit:
-            yield batch
-        else:
-            batch.release()
 
 
 def train(
@@ -375,26 +255,9 @@ def _setup(
     and schedule (restored on resume), the run folder, and the loaders."""
     manifest, stats = _inputs(out)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    n_shards = len(manifest["splits"]["train"]["shards"])
-    if world > n_shards:
-        raise ValueError(
-            f"{world} processes but {out} has {n_shards} train shard(s): each rank reads "
-            "shards of its own, so it needs at least one each; run fewer processes, or "
-            "preprocess with a smaller --shard-size (with --rewrite)"
-        )
     run_dir = run_folder(out, run)
-    config, state = _settings(run_dir, run, config, resume, rank)
-    if resume and resume_overrides:
-        config, changed = resume_with(config, resume_overrides)
-        if rank == 0 and changed:
-            print(f"{run}: resumed with {', '.join(changed)}", file=sys.stderr)
+    config, state = _run_settings(out, run_dir, manifest, config, resume, resume_overrides)
     wnids = [c["wnid"] for c in manifest["classes"]]
-    if state is not None:  # a resumed run goes on with the classes it began with
-        last = run_dir / "checkpoints" / "last.pt"
-        check_classes(last, state.get("classes"), config.model.num_classes, manifest)
-    if config.model.num_classes != len(manifest["classes"]):
-        model_config = {**config.model.to_dict(), "num_classes": len(manifest["classes"])}
-        config = TrainConfig.from_dict({**config.to_dict(), "model": model_config})
     model, model_ddp, opt, sched = _model(config, devices, rank, world, state)
     epoch, step = (state["epoch"], state["step"]) if state is not None else (0, 0)
     device = model.devices[0]
@@ -434,6 +297,39 @@ def _setup(
         step=step,
         first_epoch=epoch,
     )
+
+
+def _run_settings(
+    out: Path,
+    run_dir: Path,
+    manifest: dict,
+    config: TrainConfig | None,
+    resume: bool,
+    resume_overrides: list[str] | None,
+) -> tuple[TrainConfig, dict | None]:
+    """The settings this process trains with, and the checkpoint it resumes from (or None):
+    checked against the data root (enough shards for the ranks; on resume, the classes
+    the run began with), with `--set` applied on resume, and fc8 sized to the classes."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    n_shards = len(manifest["splits"]["train"]["shards"])
+    if world > n_shards:
+        raise ValueError(
+            f"{world} processes but {out} has {n_shards} train shard(s): each rank reads "
+            "shards of its own, so it needs at least one each; run fewer processes, or "
+            "preprocess with a smaller --shard-size (with --rewrite)"
+        )
+    config, state = _settings(run_dir, run_dir.name, config, resume, rank)
+    if resume and resume_overrides:
+        config, changed = resume_with(config, resume_overrides)
+        if rank == 0 and changed:
+            print(f"{run_dir.name}: resumed with {', '.join(changed)}", file=sys.stderr)
+    if state is not None:  # a resumed run goes on with the classes it began with
+        last = run_dir / "checkpoints" / "last.pt"
+        check_classes(last, state.get("classes"), config.model.num_classes, manifest)
+    if config.model.num_classes != len(manifest["classes"]):
+        model_config = {**config.model.to_dict(), "num_classes": len(manifest["classes"])}
+        config = TrainConfig.from_dict({**config.to_dict(), "model": model_config})
+    return config, state
 
 
 def _model(
@@ -485,7 +381,7 @@ def _loaders(
     val_ds = ShardSamples(
         shard_paths(out, "val", manifest), False, aug, None, batch_size=config.batch_size
     )
-    pin, workers = device.type == "cuda", _loader_workers(config.loader_workers, rank)
+    pin, workers = device.type == "cuda", loader_workers(config.loader_workers, rank)
     return train_ds, Loader(train_ds, workers, pin=pin), Loader(val_ds, workers, pin=pin)
 
 
@@ -550,8 +446,8 @@ def _train_one_epoch(r: _Run) -> tuple[float | None, dict]:
     if limit is not None:
         images = limit * r.train_ds.batch_size
     r.show.reset(f"epoch {r.epoch + 1}/{c.epochs}", images)
-    whole, window, shown = _Meter(), _Meter(), time.perf_counter()
-    for batch, wait in _timed(device_batches(_first(r.train_loader, limit), r.device)):
+    whole, window, shown = Meter(), Meter(), time.perf_counter()
+    for batch, wait in timed(device_batches(first_batches(r.train_loader, limit), r.device)):
         x = prepare_batch(batch, r.mean, c.input_scale, r.device)
         if c.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -583,7 +479,7 @@ def _train_one_epoch(r: _Run) -> tuple[float | None, dict]:
     return _read_loss(r, whole), whole.rates()
 
 
-def _read_loss(r: _Run, meter: _Meter) -> float | None:
+def _read_loss(r: _Run, meter: Meter) -> float | None:
     """The meter's mean loss (a device sync); a non-finite one stops training."""
     value = meter.loss()
     if value is not None and not math.isfinite(value):
@@ -677,43 +573,6 @@ def _validate(
             f"of {int(errors[2])} images; no checkpoint of this epoch is written"
         )
     return float(errors[0] / errors[2]), float(errors[1] / errors[2])
-
-
-def replica_batch(config: TrainConfig, world: int) -> int:
-    """Each replica's batch: the global batch split across `world` replicas (the paper
-    trained one model on 128, and DDP's mean of the replicas' gradients is then the
-    gradient of that batch), or `batch_size` each with `global_batch=false`."""
-    if not config.global_batch or world == 1:
-        return config.batch_size
-    if config.batch_size % world:
-        raise ValueError(
-            f"batch_size {config.batch_size} does not split across {world} replicas; choose a "
-            "multiple of the replica count, or --set global_batch=false (batch_size each)"
-        )
-    return config.batch_size // world
-
-
-def keys_digest(keys: list[str]) -> int:
-    """An order-free digest of sample keys: the sum of each key's 64-bit hash, mod 2^64.
-
-    Ranks' digests add up to the digest of all keys they read together, so a
-    test can check that DDP ranks consumed disjoint sets that cover the data.
-    """
-    total = 0
-    for key in keys:
-        total += int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
-    return total % 2**64
-
-
-def _loader_workers(requested: int, rank: int) -> int:
-    """At most one loader worker per core this process may use (more only cost memory)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if requested > (cores or 1):
-        if rank == 0:
-            note = f"loader_workers={requested} is more than the {cores} cores: using {cores}"
-            print(note, file=sys.stderr)
-        return cores or 1
-    return requested
 
 
 def _read_config(path: Path) -> dict:
