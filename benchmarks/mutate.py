@@ -645,7 +645,7 @@ MUTANTS = [
     ),
     m(
         "validation-labels-shifted",
-        "training/train.py",
+        "training/validate.py",
         "counts[:2] += topk_error_counts(logits, batch.labels).to(device)",
         "counts[:2] += topk_error_counts(logits, (batch.labels + 1) % logits.shape[1]).to(device)",
         EVAL,

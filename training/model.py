@@ -388,3 +388,11 @@ def flops_per_image(config: AlexNetConfig) -> int:
         2 * 2 * fc * _fc6_inputs(config) + 2 * 2 * fc * 2 * fc + 2 * 2 * fc * config.num_classes
     )
     return total
+
+
+def kaiming_init(model: nn.Module) -> None:
+    """He-normal weights and zero biases (the `smoke` preset's init, `init=kaiming`)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)

@@ -6,6 +6,8 @@ import hashlib
 import os
 import sys
 
+import torch
+
 from training.config import TrainConfig
 
 
@@ -44,3 +46,12 @@ def loader_workers(requested: int, rank: int) -> int:
             print(note, file=sys.stderr)
         return cores or 1
     return requested
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """A hash of a model's weights: equal on every DDP replica, or they diverged."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -25,11 +25,8 @@ two-column model on its own two devices), wrapped in DistributedDataParallel
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,27 +42,24 @@ from shards.format import data_root_lock
 from shards.manifest import read_manifest
 from shards.progress import Progress
 from shards.reader import shard_paths
-from shards.stats import Stats, read_stats
-from training.checkpoint import check_classes, load_checkpoint, save_checkpoint
-from training.config import TrainConfig, resume_with
+from shards.stats import Stats
+from training.checkpoint import save_checkpoint
+from training.config import TrainConfig
 from training.events import Events, open_events
 from training.figures import conv1_kernels, conv1_weights
 from training.loader.augment import Augment, lighting_basis, prepare_batch
 from training.loader.dataset import ShardSamples
 from training.loader.transport import device_batches
 from training.loader.workers import Loader
-from training.metrics import non_finite_rows, topk_error_counts
-from training.model import AlexNet, OneGpuAlexNet, build
+from training.model import build, kaiming_init
 from training.optim import PaperSGD
-from training.ranks import keys_digest, loader_workers, replica_batch
+from training.ranks import keys_digest, loader_workers, replica_batch, weights_sha256
 from training.report import write_report
 from training.runlog import append_metrics, check_run_name, run_folder, trim_metrics
 from training.schedule import Milestones, Plateau, schedule
+from training.starting import read_inputs, run_settings
 from training.steps import Meter, first_batches, timed
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+from training.validate import TrainingDiverged, validate
 
 
 @dataclass
@@ -76,21 +70,6 @@ class TrainResult:
     best_top1_error: float
     last: dict = field(default_factory=dict)  # the last epoch's metrics
     stopped: str = ""  # why training ended
-
-
-def _kaiming(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-
-
-def _weights_sha(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def train(
@@ -216,7 +195,7 @@ def _end_epoch(
     """Validate, apply the schedule, log, and write the checkpoints of the epoch just
     trained; return its metrics line and the schedule's verdict (keep, drop or stop)."""
     c = r.config
-    top1, top5 = _validate(r.model, r.val_loader, r.mean, c, r.device, r.rank, r.world)
+    top1, top5 = validate(r.model, r.val_loader, r.mean, c, r.device, r.rank, r.world)
     action = r.schedule.step(top1)
     lr = r.opt.param_groups[0]["lr"]
     entry = {"step": r.step, "epoch": r.epoch, "loss": loss, "lr": lr, **rates}
@@ -253,10 +232,10 @@ def _setup(
 ) -> _Run:
     """Inputs checked, the settings (fresh, resumed or restarted), the model, optimizer
     and schedule (restored on resume), the run folder, and the loaders."""
-    manifest, stats = _inputs(out)
+    manifest, stats = read_inputs(out)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     run_dir = run_folder(out, run)
-    config, state = _run_settings(out, run_dir, manifest, config, resume, resume_overrides)
+    config, state = run_settings(out, run_dir, manifest, config, resume, resume_overrides)
     wnids = [c["wnid"] for c in manifest["classes"]]
     model, model_ddp, opt, sched = _model(config, devices, rank, world, state)
     epoch, step = (state["epoch"], state["step"]) if state is not None else (0, 0)
@@ -299,39 +278,6 @@ def _setup(
     )
 
 
-def _run_settings(
-    out: Path,
-    run_dir: Path,
-    manifest: dict,
-    config: TrainConfig | None,
-    resume: bool,
-    resume_overrides: list[str] | None,
-) -> tuple[TrainConfig, dict | None]:
-    """The settings this process trains with, and the checkpoint it resumes from (or None):
-    checked against the data root (enough shards for the ranks; on resume, the classes
-    the run began with), with `--set` applied on resume, and fc8 sized to the classes."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    n_shards = len(manifest["splits"]["train"]["shards"])
-    if world > n_shards:
-        raise ValueError(
-            f"{world} processes but {out} has {n_shards} train shard(s): each rank reads "
-            "shards of its own, so it needs at least one each; run fewer processes, or "
-            "preprocess with a smaller --shard-size (with --rewrite)"
-        )
-    config, state = _settings(run_dir, run_dir.name, config, resume, rank)
-    if resume and resume_overrides:
-        config, changed = resume_with(config, resume_overrides)
-        if rank == 0 and changed:
-            print(f"{run_dir.name}: resumed with {', '.join(changed)}", file=sys.stderr)
-    if state is not None:  # a resumed run goes on with the classes it began with
-        last = run_dir / "checkpoints" / "last.pt"
-        check_classes(last, state.get("classes"), config.model.num_classes, manifest)
-    if config.model.num_classes != len(manifest["classes"]):
-        model_config = {**config.model.to_dict(), "num_classes": len(manifest["classes"])}
-        config = TrainConfig.from_dict({**config.to_dict(), "model": model_config})
-    return config, state
-
-
 def _model(
     config: TrainConfig, devices: list[str] | None, rank: int, world: int, state: dict | None
 ) -> tuple[nn.Module, nn.Module, PaperSGD, Plateau | Milestones]:
@@ -341,7 +287,7 @@ def _model(
     torch.manual_seed(config.seed + rank)
     model = build(config.model, devices)  # the two-column net, or (columns=1) the one-GPU one
     if config.init == "kaiming":
-        _kaiming(model)
+        kaiming_init(model)
     # same initial weights everywhere: DDP broadcasts rank 0's
     model_ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if config.channels_last:
@@ -383,52 +329,6 @@ def _loaders(
     )
     pin, workers = device.type == "cuda", loader_workers(config.loader_workers, rank)
     return train_ds, Loader(train_ds, workers, pin=pin), Loader(val_ds, workers, pin=pin)
-
-
-def _inputs(out: Path) -> tuple[dict, Stats]:
-    """The manifest (with both splits) and the statistics: every input error before training."""
-    manifest = read_manifest(out)
-    for split in ("train", "val"):
-        if split not in manifest["splits"] or not manifest["splits"][split]["shards"]:
-            raise ValueError(
-                f"{out}: the manifest has no {split} shards; "
-                "run `alexnet preprocess` with both splits"
-            )
-    stats = read_stats(out, manifest)
-    for split in ("train", "val"):
-        missing = [p for p in shard_paths(out, split, manifest) if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{missing[0]} is missing ({len(missing)} {split} shard(s) the manifest lists "
-                "are); re-run `alexnet preprocess` to write them again"
-            )
-    return manifest, stats
-
-
-def _settings(
-    run_dir: Path, run: str, config: TrainConfig | None, resume: bool, rank: int
-) -> tuple[TrainConfig, dict | None]:
-    """The run's settings and, when resuming, its last checkpoint. A run that died before
-    its first checkpoint starts again with its saved settings; a run folder in use is an
-    error without --resume."""
-    last = run_dir / "checkpoints" / "last.pt"
-    if resume and last.is_file():
-        state = load_checkpoint(last)
-        return TrainConfig.from_dict(state["config"]), state
-    if resume:  # killed, diverged or out of disk before its first checkpoint
-        saved = run_dir / "config.json"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{last} not found: nothing to resume")
-        if rank == 0:
-            again = f"{run}: no checkpoint yet; starting it again from the beginning"
-            print(f"{again}, with its saved settings", file=sys.stderr)
-        return TrainConfig.from_dict(_read_config(saved)), None
-    if run_dir.exists() and any(run_dir.iterdir()) and rank == 0:
-        again = "" if last.is_file() else " (it has no checkpoint: --resume starts it again)"
-        raise FileExistsError(
-            f"{run_dir} exists{again}: pass --resume to continue it, or choose another --run"
-        )
-    return config or TrainConfig(), None
 
 
 def _train_one_epoch(r: _Run) -> tuple[float | None, dict]:
@@ -535,48 +435,6 @@ def _write_rank_record(r: _Run) -> None:
             "world_size": r.world,
             "shards_read": {str(k): v for k, v in r.read_log.items()},
             "consumed": consumed,
-            "weights_sha256": _weights_sha(r.model),
+            "weights_sha256": weights_sha256(r.model),
         },
     )
-
-
-@torch.no_grad()
-def _validate(
-    model: AlexNet | OneGpuAlexNet,
-    val_loader: Loader,
-    mean: torch.Tensor,
-    config: TrainConfig,
-    device: torch.device,
-    rank: int,
-    world: int,
-) -> tuple[float, float]:
-    """Centre-crop top-1 and top-5 error on the val shards (rank 0 computes, all receive)."""
-    errors = torch.zeros(4, dtype=torch.float64)
-    if rank == 0:
-        model.eval()
-        counts = torch.zeros(4, dtype=torch.int64, device=device)  # summed on the device
-        for batch in device_batches(val_loader, device):
-            x = prepare_batch(batch, mean, config.input_scale, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(x).float()
-            counts[:2] += topk_error_counts(logits, batch.labels).to(device)
-            counts[2] += len(batch)
-            counts[3] += non_finite_rows(logits)
-            batch.release()
-        errors = counts.cpu().double()
-        model.train()
-    if world > 1:
-        dist.broadcast(errors, 0)
-    if errors[3] > 0:  # a collapsed model must not look like a good one to best.pt
-        raise TrainingDiverged(
-            f"the model's validation outputs are not finite (NaN or inf) on {int(errors[3])} "
-            f"of {int(errors[2])} images; no checkpoint of this epoch is written"
-        )
-    return float(errors[0] / errors[2]), float(errors[1] / errors[2])
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{path}: unreadable settings ({err})") from None
