@@ -33,7 +33,6 @@ usable earlier manifest, or with other settings, the layout starts afresh.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import functools
 import hashlib
@@ -54,24 +53,16 @@ from preprocessing.plan import (
 )
 from preprocessing.source import SourceTree, scan
 from shards.atomic import (
-    json_bytes,
-    one_writer,
-    read_json,
     remove_stale_temporaries,
     write_bytes,
-    write_if_changed,
     write_json,
 )
+from shards.dataroot import check_out, completed_record, locked, note_written, read_seen
 from shards.format import (
-    HISTORY,
-    MANIFEST,
-    REJECTS,
     SPLITS,
     ShardWriter,
-    data_root_lock,
     partials_path,
     record_path,
-    sha256_file,
     shard_dir,
     shard_index,
 )
@@ -84,10 +75,6 @@ from shards.manifest import (
 )
 from shards.partials import Partials
 from shards.progress import Progress
-
-# What a data root may hold besides hidden files; anything else means OUT is
-# somebody's folder, not ours, and we refuse to write into it.
-OWNED_ENTRIES = {"shards", MANIFEST, REJECTS, HISTORY, "stats", "runs"}
 
 
 @functools.lru_cache(maxsize=4)
@@ -152,58 +139,6 @@ def write_shard(
     return record
 
 
-def completed_record(
-    out: str | os.PathLike, plan: ShardPlan, seen: dict[str, list[int]] | None = None
-) -> dict | None:
-    """The record of `plan`'s shard if it is on disk, complete and intact, else None.
-
-    Intact, cheaply: the tar has the recorded size, and the size and modification
-    time `seen` (OUT/.shards-seen.json) noted when it was last known good; if the
-    time moved (an edit, or a copied data root) its sha256 must match the record's,
-    and `seen` is updated. Records from before per-sample checksums count as
-    incomplete (the shard is rewritten once).
-    """
-    tar = shard_dir(out, plan.split) / plan.name
-    try:
-        record = json.loads(record_path(tar).read_text())
-        if record.get("plan") != plan.digest or "checksums" not in record:
-            return None
-        st = tar.stat()
-        if st.st_size != record["bytes"]:
-            return None
-        stamp, key = [st.st_size, st.st_mtime_ns], f"{plan.split}/{plan.name}"
-        if seen is None or seen.get(key) != stamp:
-            if sha256_file(tar) != record["sha256"]:
-                return None
-            if seen is not None:
-                seen[key] = stamp
-        if "partials" in record and not partials_path(tar).is_file():
-            return None
-    except (OSError, ValueError, KeyError):
-        return None
-    return record
-
-
-SEEN = ".shards-seen.json"  # this disk's (size, mtime) of each shard known to be intact
-
-
-def _read_seen(out: Path) -> dict[str, list[int]]:
-    seen = read_json(out / SEEN)
-    return seen if isinstance(seen, dict) else {}
-
-
-def _note_written(out: Path, seen: dict[str, list[int]], records: dict) -> None:
-    for split, recs in records.items():
-        for r in recs:
-            key = f"{split}/{r['shard']}"
-            if key not in seen:
-                st = (shard_dir(out, split) / r["shard"]).stat()
-                seen[key] = [st.st_size, st.st_mtime_ns]
-    live = {f"{split}/{r['shard']}" for split, recs in records.items() for r in recs}
-    kept = {k: v for k, v in sorted(seen.items()) if k in live}
-    write_if_changed(out / SEEN, json_bytes(kept))
-
-
 @dataclass
 class PrepareReport:
     out: Path
@@ -218,32 +153,6 @@ class PrepareReport:
     manifest: dict = field(default_factory=dict)
     changes: dict = field(default_factory=dict)  # added/changed/deleted inputs, shards rewritten
     warnings: list[str] = field(default_factory=list)  # the source's (SourceTree.warnings)
-
-
-def locked(out: Path) -> contextlib.AbstractContextManager[None]:
-    """Hold OUT/.lock so that two runs (preprocess, stats) never write a data root at once."""
-    out.mkdir(parents=True, exist_ok=True)
-    return one_writer(data_root_lock(out), f"the data root {out}")
-
-
-def check_out(src: Path, out: Path) -> None:
-    """Refuse an OUT that is not ours to write, or that lies inside the source."""
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a directory")
-    if out.is_dir():
-        foreign = sorted(
-            p.name
-            for p in out.iterdir()
-            if p.name not in OWNED_ENTRIES and not p.name.startswith(".")
-        )
-        if foreign:
-            raise FileExistsError(
-                f"{out} holds files that are not a data root's ({', '.join(foreign[:5])}); "
-                "choose an empty or new folder"
-            )
-    s, o = src.resolve(), out.resolve()
-    if o == s or any(o.is_relative_to(s / split) for split in SPLITS):
-        raise ValueError(f"output {out} must not be inside the source's train/ or val/ folders")
 
 
 def _scan_checked(
@@ -294,13 +203,15 @@ def dry_run(
     tree = _scan_checked(src, out, settings, splits, val_labels)
     layout, _, why = previous_layout(out, settings)
     plans = plan_shards(tree, settings, layout)
-    seen = _read_seen(out)  # updated in memory only: never written back here
+    seen = read_seen(out)  # updated in memory only: never written back here
     changes = diff_layout(layout, tree) if layout is not None else {}
     result = {}
     for split, split_plans in plans.items():
         folder = shard_dir(out, split)
         on_disk = {shard_index(p.name) for p in folder.glob("*.tar")} if folder.is_dir() else set()
-        complete = [completed_record(out, p, seen) is not None for p in split_plans]
+        complete = [
+            completed_record(out, p.split, p.name, p.digest, seen) is not None for p in split_plans
+        ]
         todo = [p.index for p, done in zip(split_plans, complete, strict=True) if not done]
         counts = {
             "inputs": len(tree.files[split]),
@@ -347,12 +258,14 @@ def preprocess(
         plans = plan_shards(tree, settings, layout)
         records: dict[str, list[dict | None]] = {}
         todo: list[ShardPlan] = []
-        seen = _read_seen(out)
+        seen = read_seen(out)
         for split, split_plans in plans.items():
             folder = shard_dir(out, split)
             remove_stale_temporaries(folder)
             report.shards_removed += _remove_unplanned(folder, len(split_plans))
-            records[split] = [completed_record(out, p, seen) for p in split_plans]
+            records[split] = [
+                completed_record(out, p.split, p.name, p.digest, seen) for p in split_plans
+            ]
             todo += [p for p, r in zip(split_plans, records[split], strict=True) if r is None]
         report.shards_reused = sum(r is not None for rs in records.values() for r in rs)
         if todo:
@@ -363,7 +276,7 @@ def preprocess(
                 records[record["split"]][record["index"]] = record
                 seen.pop(f"{record['split']}/{record['shard']}", None)  # stamped below
                 report.shards_written += 1
-        _note_written(out, seen, records)
+        note_written(out, seen, records)
         report.changes = layout_changes(previous, layout, tree, records, report.layout)
         report.manifest, wrote = _finish(src, out, tree, settings, records)
         if wrote or report.shards_written or report.shards_removed:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing.prepare import locked
+from shards.dataroot import locked
 from shards.format import partials_path, sha256_file, shard_dir
 from shards.manifest import read_manifest
 from shards.partials import Partials

@@ -191,7 +191,7 @@ def _hold(lock_of: str, out: Path, run: str = "") -> subprocess.Popen:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from preprocessing.prepare import locked\n"
+        "from shards.dataroot import locked\n"
         "from shards.atomic import one_writer\n"
         f"out = Path({str(out)!r})\n"
         f"ctx = locked(out) if {lock_of!r} == 'root' else "

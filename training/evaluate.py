@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shards.atomic import shared_reader, write_json
-from shards.format import data_root_lock, sha256_file
+from shards.atomic import write_json
+from shards.dataroot import reading
+from shards.format import sha256_file
 from shards.manifest import read_manifest
 from shards.pixels import center_offset, decode_rgb
 from shards.reader import iter_samples, shard_paths
@@ -194,7 +195,7 @@ def evaluate(
     out = Path(out)
     runs = [check_run_name(r) for r in [run, *(ensemble or [])]]  # before anything is read
     # shared: no preprocess or stats may rewrite the shards or statistics meanwhile
-    with shared_reader(data_root_lock(out), f"the data root {out}"):
+    with reading(out):
         return _evaluate(
             out, runs, crops, checkpoint, devices, batch_size, figures, neighbours_from
         )

@@ -37,8 +37,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from shards.atomic import one_writer, shared_reader, write_json
-from shards.format import data_root_lock
+from shards.atomic import one_writer, write_json
+from shards.dataroot import reading
 from shards.manifest import read_manifest
 from shards.progress import Progress
 from shards.reader import shard_paths
@@ -103,7 +103,7 @@ def train(
     lock = run_folder(out.resolve(), run).with_name(f".{run}.lock")  # one per real folder
     with (
         one_writer(lock, f"run {run!r} of {out}"),
-        shared_reader(data_root_lock(out), f"the data root {out}"),
+        reading(out),
     ):
         return _train(
             out, run, config, resume, stop_after, devices, progress, on_epoch, resume_overrides
