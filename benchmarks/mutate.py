@@ -175,8 +175,8 @@ MUTANTS = [
     m(
         "classes-reverse-sorted",
         "preprocessing/source.py",
-        'classes = [(w, "") for w in sorted(folders)]',
-        'classes = [(w, "") for w in sorted(folders, reverse=True)]',
+        'return [(w, "") for w in sorted(folders)]',
+        'return [(w, "") for w in sorted(folders, reverse=True)]',
         PREP,
         "-k",
         "other_layouts",

@@ -256,17 +256,8 @@ def preprocess(
         if not rewrite:
             refuse_other_settings(out, previous, settings)
         plans = plan_shards(tree, settings, layout)
-        records: dict[str, list[dict | None]] = {}
-        todo: list[ShardPlan] = []
         seen = read_seen(out)
-        for split, split_plans in plans.items():
-            folder = shard_dir(out, split)
-            remove_stale_temporaries(folder)
-            report.shards_removed += _remove_unplanned(folder, len(split_plans))
-            records[split] = [
-                completed_record(out, p.split, p.name, p.digest, seen) for p in split_plans
-            ]
-            todo += [p for p, r in zip(split_plans, records[split], strict=True) if r is None]
+        records, todo = _what_is_done(out, plans, seen, report)
         report.shards_reused = sum(r is not None for rs in records.values() for r in rs)
         if todo:
             report.cluster_started = True
@@ -288,6 +279,24 @@ def preprocess(
         counts["rejected"],
     )
     return report
+
+
+def _what_is_done(
+    out: Path, plans: dict[str, list[ShardPlan]], seen: dict, report: PrepareReport
+) -> tuple[dict[str, list[dict | None]], list[ShardPlan]]:
+    """Per split, the record of each planned shard already complete (else None), and the
+    plans still to write; temporaries and shards beyond the plan are removed."""
+    records: dict[str, list[dict | None]] = {}
+    todo: list[ShardPlan] = []
+    for split, split_plans in plans.items():
+        folder = shard_dir(out, split)
+        remove_stale_temporaries(folder)
+        report.shards_removed += _remove_unplanned(folder, len(split_plans))
+        records[split] = [
+            completed_record(out, p.split, p.name, p.digest, seen) for p in split_plans
+        ]
+        todo += [p for p, r in zip(split_plans, records[split], strict=True) if r is None]
+    return records, todo
 
 
 class SettingsWouldRewrite(ValueError):

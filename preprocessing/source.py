@@ -192,27 +192,7 @@ def scan(
     def class_dirs(split: str) -> list[os.DirEntry]:
         return [e for e in _listdir(root / split) if _is_dir(e) and _utf8(e.name)]
 
-    mapping = root / SYNSET_MAPPING
-    folders = {e.name: e for s in present for e in class_dirs(s)}
-    if mapping.is_file():
-        classes = read_synsets(mapping)
-        missing = [w for w, _ in classes if w not in folders]
-        if folders and missing:
-            raise ValueError(
-                f"{mapping} names {len(missing)} class(es) with no folder in "
-                f"{'/ or '.join(present)}/ (the first: {missing[0]!r}): such a class would "
-                "have no images; add its folder, or remove it from the mapping"
-            )
-    else:
-        for _, e in sorted(folders.items()):
-            if _empty(e.path):
-                raise ValueError(
-                    f"{e.path}/ is empty: without {SYNSET_MAPPING} every class folder is a "
-                    "class, so an empty one would shift the index of every class after it; "
-                    f"remove it, or add {SYNSET_MAPPING}"
-                )
-        classes = [(w, "") for w in sorted(folders)]
-
+    classes = _classes(root, present, {e.name: e for s in present for e in class_dirs(s)})
     tree = SourceTree(root, classes)
     for split in present:  # class folders whose names cannot be stored
         for e in _listdir(root / split):
@@ -229,6 +209,36 @@ def scan(
         # a flat val with wnid labels and no mapping or train folders
         raise ValueError(f"{root}: no classes found (no {SYNSET_MAPPING}, no class folders)")
     tree.rejects.sort(key=lambda r: r["path"])
+    _warn_unlearnable(tree)
+    return tree
+
+
+def _classes(root: Path, present: list[str], folders: dict[str, os.DirEntry]) -> list:
+    """(wnid, name) in class-index order: the mapping file's, whose every class must have a
+    folder when there are class folders; else every class folder, sorted."""
+    mapping = root / SYNSET_MAPPING
+    if mapping.is_file():
+        classes = read_synsets(mapping)
+        missing = [w for w, _ in classes if w not in folders]
+        if folders and missing:
+            raise ValueError(
+                f"{mapping} names {len(missing)} class(es) with no folder in "
+                f"{'/ or '.join(present)}/ (the first: {missing[0]!r}): such a class would "
+                "have no images; add its folder, or remove it from the mapping"
+            )
+        return classes
+    for _, e in sorted(folders.items()):
+        if _empty(e.path):
+            raise ValueError(
+                f"{e.path}/ is empty: without {SYNSET_MAPPING} every class folder is a "
+                "class, so an empty one would shift the index of every class after it; "
+                f"remove it, or add {SYNSET_MAPPING}"
+            )
+    return [(w, "") for w in sorted(folders)]
+
+
+def _warn_unlearnable(tree: SourceTree) -> None:
+    """A warning for classes with validation images but no training image."""
     if "train" in tree.files and "val" in tree.files:
         trained = {f.label for f in tree.files["train"]}
         unseen = sorted({f.label for f in tree.files["val"]} - trained)
@@ -237,7 +247,6 @@ def scan(
                 f"{len(unseen)} class(es) have validation images but no training image (the "
                 f"first: {tree.classes[unseen[0]][0]}): a model cannot learn them"
             )
-    return tree
 
 
 def _is_dir(e: os.DirEntry) -> bool:

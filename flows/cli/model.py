@@ -1,0 +1,213 @@
+"""The stages that train or apply a model: `alexnet train`, `evaluate` and `predict`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flows.cli.options import (
+    Formatter,
+    add_devices,
+    add_model_options,
+    add_run,
+    positive_int,
+    print_made,
+    run_name,
+)
+from training.config import PRESETS
+from training.runlog import run_folder
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        formatter_class=Formatter,
+        help="train the two-column AlexNet on OUT's shards (paper or smoke preset)",
+        description=(
+            "Train AlexNet as the paper does (section 5 of the spec) on OUT's shards and\n"
+            "statistics, writing OUT/runs/RUN/: config.json, metrics.jsonl, checkpoints/.\n"
+            "Settings: --preset, then --config FILE.toml, then --set key=value (for example\n"
+            "--set epochs=5 --set model.width=0.5). Under torchrun, each process is one\n"
+            "two-column replica and ranks read disjoint shards."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="a data root with shards and stats")
+    add_run(p, "the run's name (its folder under OUT/runs/); under torchrun write --name")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="starting settings (default: paper)",
+    )
+    p.add_argument(
+        "--config", default=None, help="a TOML (or JSON) file of settings over the preset"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        default=False,
+        help="continue the run from its last checkpoint, with its saved settings (--set may "
+        "change only epochs, checkpoint_every, log_every and loader_workers)",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=positive_int,
+        default=None,
+        help="end this invocation after N epochs (resume later with --resume)",
+    )
+    add_devices(p, " (default: two GPUs, one GPU, or cpu)")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from training.config import resolve
+    from training.train import train
+
+    if args.resume and (args.preset is not None or args.config is not None):
+        raise ValueError(
+            "--resume continues the run with its saved settings: --preset and --config do "
+            "not apply (--set epochs=N and the like can: see training.config.RESUMABLE)"
+        )
+    config = None if args.resume else resolve(args.preset or "paper", args.config, args.overrides)
+    devices = args.devices
+    result = train(
+        args.out,
+        args.run,
+        config,
+        resume=args.resume,
+        stop_after=args.stop_after,
+        devices=devices,
+        resume_overrides=args.overrides if args.resume else None,
+    )
+    last = result.last
+    if last:
+        print(f"run {args.run}: {result.epochs_done} epochs, {result.step} steps; {result.stopped}")
+        print(
+            f"last epoch: val top-1 error {last['val_top1_error']:.2%}, "
+            f"top-5 {last['val_top5_error']:.2%}; best top-1 {result.best_top1_error:.2%}"
+        )
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        formatter_class=Formatter,
+        help="10-crop top-1/top-5 error on the val shards, ensembles, the paper's figures",
+        description=(
+            "Evaluate a trained run as the paper reports it: the softmax outputs of ten\n"
+            "227x227 patches (four corners, centre, and their reflections) averaged per image;\n"
+            "top-1 and top-5 error. Writes OUT/runs/RUN/eval.json, per_class_error.json and\n"
+            "figures/*.png (conv1 kernels, top-5 predictions, fc7 nearest neighbours, curves)."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="the data root")
+    add_run(p, "the run to evaluate")
+    add_model_options(p)
+    p.add_argument(
+        "--ensemble",
+        nargs="+",
+        type=run_name,
+        default=[],
+        metavar="RUN",
+        help="more runs whose softmax outputs are averaged with RUN's",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (x crops)")
+    p.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        default=True,
+        help="skip drawing the figures",
+    )
+    p.add_argument(
+        "--neighbours-from",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="search Figure 4's nearest neighbours among the first N training images only, "
+        "for a quick look (default: the whole train split, as the paper)",
+    )
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
+
+    devices = args.devices
+    result = evaluate(
+        args.out,
+        args.run,
+        crops=args.crops,
+        ensemble=args.ensemble,
+        checkpoint=args.checkpoint,
+        devices=devices,
+        batch_size=args.batch_size,
+        figures=args.figures,
+        neighbours_from=args.neighbours_from,
+    )
+    print(
+        f"{'model':<24} {'top-1 error':>12} {'top-5 error':>12}   ({result['n']} val images, "
+        f"{result['crops']} crops)"
+    )
+    for entry in result["checkpoints"]:
+        print(f"{entry['run']:<24} {entry['top1_error']:>12.2%} {entry['top5_error']:>12.2%}")
+    if "ensemble" in result:
+        print(f"{'ensemble':<24} {result['top1_error']:>12.2%} {result['top5_error']:>12.2%}")
+    run_dir = run_folder(args.out, args.run)
+    print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'per_class_error.json'}")
+    print_made(result)
+    return 0
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        formatter_class=Formatter,
+        help="classify image files with a trained run",
+        description=(
+            "Classify image files (any format the preprocess stage accepts) with a run's\n"
+            "checkpoint, through exactly the path OUT's shards were made with: the shorter\n"
+            "side to 256, the central 256x256, the run's mean image, then 10 patches (or\n"
+            "the centre one) averaged. Prints the top classes with their names and\n"
+            "probabilities; a file that cannot be read gets a line saying why (exit 1)."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="the data root the run was trained on")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to classify")
+    add_run(p, "the trained run")
+    add_model_options(p)
+    p.add_argument("--top", type=positive_int, default=5, help="classes shown per image")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, for scripts")
+    p.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from flows.predict import predict_files
+
+    devices = args.devices
+    results = predict_files(
+        args.out, args.run, args.images, args.crops, args.top, args.checkpoint, devices
+    )
+    for r in results:
+        if args.json:
+            print(json.dumps(asdict(r)))
+        elif r.error:
+            print(f"{r.path}: cannot classify: {r.error}", file=sys.stderr)
+        else:
+            print(r.path)
+            for c in r.top:
+                print(f"  {c['probability']:6.2%}  {c['wnid']}  {c['name']}")
+    return 1 if any(r.error for r in results) else 0
