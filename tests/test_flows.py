@@ -94,6 +94,19 @@ def test_pipeline_graph_caching_and_changed_settings(harness, src, tmp_path):
     again, _ = run_flow(src, out)  # unchanged source and settings: every task a cache hit
     assert {k: r.state.name for k, r in again.items()} == dict.fromkeys(first, "Cached")
 
+    # Issue 22.14: a deployment run and `alexnet pipeline` keep their cache records in
+    # different PREFECT_HOMEs, and the second retrained from scratch ("had other
+    # inputs"). Without the records (removed here), each task finds its outputs on disk
+    # for these inputs and reuses them: no retraining, nothing moved aside.
+    from prefect.settings import get_current_settings
+
+    best = out / "runs/pipeline/checkpoints/best.pt"
+    stamp = best.stat().st_mtime_ns
+    shutil.rmtree(get_current_settings().results.local_storage_path)
+    elsewhere, again_result = run_flow(src, out)
+    assert best.stat().st_mtime_ns == stamp and not list(out.glob("runs/*superseded*"))
+    assert elsewhere["train"].state.is_completed() and again_result == result
+
     shutil.rmtree(out / "stats")  # a cache hit needs its outputs on disk: these re-run
     (out / "runs/pipeline/eval.json").unlink()
     lost, _ = run_flow(src, out)
@@ -118,23 +131,6 @@ def test_pipeline_graph_caching_and_changed_settings(harness, src, tmp_path):
         alexnet_pipeline(str(src), str(out), quality=90, crops=1, workers=1, overrides=TINY)
     requality, _ = run_flow(src, out, quality=90, rewrite=True)  # a preprocessing setting:
     assert all(r.state.name == "Completed" for r in requality.values())  # everything re-runs
-
-
-def test_a_cache_kept_in_another_prefect_home_is_still_a_hit_on_disk(harness, src, tmp_path):
-    """Issue 22.14: after a deployment run, `alexnet pipeline` with the same inputs
-    retrained from scratch ("had other inputs"): the cache records live in each
-    PREFECT_HOME. Without them (removed here), each task finds its outputs on disk for
-    these inputs and reuses them: no retraining, nothing moved aside."""
-    from prefect.settings import get_current_settings
-
-    out = tmp_path / "out"
-    _, first = run_flow(src, out, shard_size=None)
-    best = out / "runs/pipeline/checkpoints/best.pt"
-    stamp = best.stat().st_mtime_ns
-    shutil.rmtree(get_current_settings().results.local_storage_path)  # another home's cache
-    tasks, again = run_flow(src, out, shard_size=None)  # OUT's own settings: unchanged
-    assert best.stat().st_mtime_ns == stamp and not list(out.glob("runs/*superseded*"))
-    assert again["top1_error"] == first["top1_error"] and tasks["train"].state.is_completed()
 
 
 def samples(out: Path) -> dict[str, dict[str, dict[str, bytes]]]:
