@@ -15,6 +15,7 @@ Prefect reads PREFECT_API_URL once, when it is.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import importlib.util
@@ -114,7 +115,9 @@ def _stop(proc: subprocess.Popen) -> None:
 @contextlib.contextmanager
 def temporary_server(home: Path) -> Iterator[str]:
     """A Prefect server for the block, its state in `home` (PREFECT_HOME); yields its API
-    URL and sets PREFECT_API_URL to it. It dies with this process, however that ends."""
+    URL and sets PREFECT_API_URL to it. It dies with this process, however that ends:
+    stopped at exit (after Prefect's own exit handlers, registered later and so run
+    first, have sent their last logs and events to it), or killed with it."""
     log = home / "temporary-server.log"
     for _ in range(3):  # the port may be taken between picking and binding it
         proc, api = _start(log)
@@ -124,8 +127,5 @@ def temporary_server(home: Path) -> Iterator[str]:
         tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
         raise RuntimeError(f"the temporary Prefect server did not start (log: {log}):\n{tail}")
     os.environ["PREFECT_API_URL"] = api
-    try:
-        yield api
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        _stop(proc)
+    atexit.register(_stop, proc)
+    yield api

@@ -199,6 +199,13 @@ def test_changed_settings_rewrite_and_shrinking_removes_stale_shards(src, done, 
     refused = subprocess.run([*cli, "--quality", "90"], capture_output=True, text=True)
     assert refused.returncode != 0 and "quality=95 -> 90" in refused.stderr
     assert "Traceback" not in refused.stderr and digest(work) == before
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    flow_cli = [sys.executable, "-m", "flows.cli", "reprocess", str(src), str(work)]
+    early = subprocess.run(
+        [*flow_cli, "--shard-size", "20"], capture_output=True, text=True, env=env
+    )
+    assert early.returncode == 2 and "shard_size=10 -> 20" in early.stderr  # before any server:
+    assert not (work / ".prefect").exists() and digest(work) == before  # nothing started
     report = preprocess(
         src, work, PrepareSettings(shard_size=20), workers=1, progress=False, rewrite=True
     )

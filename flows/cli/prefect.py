@@ -89,7 +89,31 @@ def _launcher(text: str | None) -> list[str] | None:
     return shlex.split(text) if text else None
 
 
+def _data_options(args: argparse.Namespace) -> dict:
+    """What the pipeline and reprocess flows both take from the command line."""
+    names = ("shard_size", "quality", "workers", "dask_address", "rewrite", "run", "preset")
+    return {n: getattr(args, n) for n in names}
+
+
+def _refuse_a_rewrite_first(args: argparse.Namespace) -> None:
+    """The flows refuse settings that would rewrite OUT's shards (unless --rewrite); say so
+    before a Prefect server is started for nothing."""
+    from preprocessing.plan import PrepareSettings
+    from preprocessing.prepare import refuse_other_settings
+    from shards.manifest import find_manifest
+
+    manifest = find_manifest(args.out)
+    if manifest is None or args.rewrite or not isinstance(manifest.get("settings"), dict):
+        return
+    given = {k: v for k in ("shard_size", "quality") if (v := getattr(args, k)) is not None}
+    settings = dict(manifest["settings"])
+    settings.update({"shard_size": given["shard_size"]} if "shard_size" in given else {})
+    settings.update({"quality": given["quality"]} if "quality" in given else {})
+    refuse_other_settings(Path(args.out), manifest, PrepareSettings.from_dict(settings))
+
+
 def _run_pipeline(args: argparse.Namespace) -> int:
+    _refuse_a_rewrite_first(args)
     with _prefect(args.src, args.out):
         return _pipeline(args)
 
@@ -100,16 +124,10 @@ def _pipeline(args: argparse.Namespace) -> int:
     result = alexnet_pipeline(
         args.src,
         args.out,
-        run=args.run,
-        preset=args.preset,
         overrides=args.overrides,
-        shard_size=args.shard_size,
-        quality=args.quality,
         crops=args.crops,
-        workers=args.workers,
-        dask_address=args.dask_address,
         launcher=_launcher(args.launcher),
-        rewrite=args.rewrite,
+        **_data_options(args),
     )
     print(
         f"pipeline {args.run}: top-1 error {result['top1_error']:.2%}, "
@@ -145,6 +163,7 @@ def add_reprocess(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_reprocess(args: argparse.Namespace) -> int:
+    _refuse_a_rewrite_first(args)
     with _prefect(args.src, args.out):
         return _reprocess(args)
 
@@ -152,18 +171,7 @@ def _run_reprocess(args: argparse.Namespace) -> int:
 def _reprocess(args: argparse.Namespace) -> int:
     from flows.reprocess import alexnet_reprocess, changes_table
 
-    summary = alexnet_reprocess(
-        args.src,
-        args.out,
-        shard_size=args.shard_size,
-        quality=args.quality,
-        workers=args.workers,
-        dask_address=args.dask_address,
-        train=args.train,
-        run=args.run,
-        preset=args.preset,
-        rewrite=args.rewrite,
-    )
+    summary = alexnet_reprocess(args.src, args.out, train=args.train, **_data_options(args))
     print(changes_table(summary["changes"]), end="")
     print(
         f"{summary['shards_written']} shards written; statistics over "
