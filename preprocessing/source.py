@@ -189,20 +189,21 @@ def scan(
     if not present:
         raise ValueError(f"{root} has none of {'/, '.join(splits)}/ (expected an ImageNet tree)")
 
-    def class_dirs(split: str) -> list[os.DirEntry]:
-        return [e for e in _listdir(root / split) if _is_dir(e) and _utf8(e.name)]
-
-    classes = _classes(root, present, {e.name: e for s in present for e in class_dirs(s)})
+    # each split's folder listed once (a flat val/ holds 50,000 files)
+    top = {split: _listdir(root / split) for split in present}
+    dirs = {split: [e for e in top[split] if _is_dir(e)] for split in present}
+    class_dirs = {split: [e for e in dirs[split] if _utf8(e.name)] for split in present}
+    classes = _classes(root, present, {e.name: e for s in present for e in class_dirs[s]})
     tree = SourceTree(root, classes)
     for split in present:  # class folders whose names cannot be stored
-        for e in _listdir(root / split):
-            if not _utf8(e.name) and _is_dir(e):
+        for e in dirs[split]:
+            if not _utf8(e.name):
                 tree.rejects.append(_not_utf8(f"{split}/{e.name}/"))
     index = {w: i for i, (w, _) in enumerate(classes)}
     for split in present:
-        folders = class_dirs(split)
+        folders = class_dirs[split]
         if split == "val" and not folders:
-            tree.files[split] = _scan_flat_val(root, tree, index, val_labels)
+            tree.files[split] = _scan_flat_val(root, top[split], tree, index, val_labels)
         else:
             tree.files[split] = _scan_class_folders(root, split, folders, tree, index)
     if not tree.classes:
@@ -305,7 +306,11 @@ def _scan_class_folders(
 
 
 def _scan_flat_val(
-    root: Path, tree: SourceTree, index: dict[str, int], val_labels: str | os.PathLike | None
+    root: Path,
+    entries: list[os.DirEntry],
+    tree: SourceTree,
+    index: dict[str, int],
+    val_labels: str | os.PathLike | None,
 ) -> list[SourceFile]:
     if val_labels is not None:
         label_path = Path(val_labels)
@@ -328,7 +333,7 @@ def _scan_flat_val(
         index.update({w: i for i, (w, _) in enumerate(tree.classes)})
     files = []
     keys = set()
-    for e in _listdir(root / "val"):
+    for e in entries:  # val/'s listing
         rel, key = f"val/{e.name}", sample_key(e.name)
         if not _utf8(e.name):
             tree.rejects.append(_not_utf8(rel))
