@@ -256,14 +256,12 @@ def train_task(
 ) -> dict:
     """Shards + stats -> a trained run (alexnet train), here or under `launcher`."""
     from training.config import TrainConfig
-    from training.runlog import epoch_lines, read_metrics
     from training.train import train
 
     key = _train_key(None, {"out": out, "run": run, "config": config, "stats": stats})
-    done = _trained_on_disk(out, run, key)
-    if done is not None:  # e.g. trained by a run whose Prefect cache is in another home
+    if _trained_with(out, run, key):  # e.g. by a run whose Prefect cache is in another home
         get_run_logger().info("run %r is already trained with these inputs; reused", run)
-        return done
+        return _train_result(run_folder(out, run), _last_epoch(run_folder(out, run)))
     marker = run_folder(out, run) / TRAIN_KEY
     why = (
         "was trained with other settings or data"
@@ -276,7 +274,7 @@ def train_task(
     if launcher:
         _launch_training(out, run, config, launcher)
         run_dir = run_folder(out, run)
-        last = [{}, *epoch_lines(read_metrics(run_dir))][-1]  # the last epoch line
+        last = _last_epoch(run_dir)
     else:
         epochs = _ProgressArtifact("alexnet-train-progress", f"training run {run}", every_s=0)
         result = train(
@@ -288,24 +286,31 @@ def train_task(
         )
         get_run_logger().info("train: %d epochs, %s", result.epochs_done, result.stopped)
         run_dir, last = result.run_dir, result.last
+    made = _train_result(run_dir, last)
+    (run_dir / TRAIN_KEY).write_text(key)
+    return made
+
+
+def _trained_with(out: str, run: str, key: str) -> bool:
+    """Whether the run folder holds a best checkpoint that a pipeline trained with the
+    inputs of `key` (its marker)."""
+    run_dir = run_folder(out, run)
+    marker = run_dir / TRAIN_KEY
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    return marker.is_file() and marker.read_text() == key and ckpt.is_file()
+
+
+def _last_epoch(run_dir: Path) -> dict:
+    from training.runlog import epoch_lines, read_metrics
+
+    return [{}, *epoch_lines(read_metrics(run_dir))][-1]
+
+
+def _train_result(run_dir: Path, last: dict) -> dict:
+    """What train_task returns: the run folder, its best checkpoint's sha256, the last epoch."""
     ckpt = run_dir / "checkpoints" / "best.pt"
     if not ckpt.is_file():
         raise RuntimeError(f"training ended without a checkpoint: {ckpt} is missing")
-    sha = sha256_file(ckpt)
-    (run_dir / TRAIN_KEY).write_text(key)
-    return {"run_dir": str(run_dir), "checkpoint_sha256": sha, "last": last}
-
-
-def _trained_on_disk(out: str, run: str, key: str) -> dict | None:
-    """train_task's result from the run folder, when a pipeline trained it with the inputs
-    of `key` (its marker) and its best checkpoint is there; else None."""
-    from training.runlog import epoch_lines, read_metrics
-
-    run_dir = run_folder(out, run)
-    marker, ckpt = run_dir / TRAIN_KEY, run_dir / "checkpoints" / "best.pt"
-    if not (marker.is_file() and marker.read_text() == key and ckpt.is_file()):
-        return None
-    last = [{}, *epoch_lines(read_metrics(run_dir))][-1]
     return {"run_dir": str(run_dir), "checkpoint_sha256": sha256_file(ckpt), "last": last}
 
 
@@ -379,8 +384,7 @@ def train_and_evaluate(
 ) -> dict:
     """The train and evaluate tasks, each re-run when its outputs are not on disk."""
     key = _train_key(None, {"out": out, "run": run, "config": config, "stats": stats})
-    marker = run_folder(out, run) / TRAIN_KEY
-    trained_here = marker.is_file() and marker.read_text() == key
+    trained_here = _trained_with(out, run, key)
     trained = when_missing(train_task, trained_here)(out, run, config, stats, launcher)
     evaluated = _evaluated_on_disk(out, run, crops, trained["checkpoint_sha256"])
     return when_missing(evaluate_task, evaluated is not None)(out, run, crops, trained)

@@ -27,7 +27,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -58,7 +57,8 @@ def _healthy(api: str) -> bool:
 
 
 def _start(log: Path) -> tuple[subprocess.Popen, str]:
-    """One try: the server on a port free a moment ago; (process, API URL) once healthy."""
+    """One try: the server on a port free a moment ago; (process, API URL) once healthy,
+    or (process, "") if it exited at once (its port was taken meanwhile)."""
     spec = importlib.util.find_spec("prefect")
     assert spec is not None and spec.origin is not None, "prefect is not installed"
     port = _free_port()
@@ -99,7 +99,9 @@ def _start(log: Path) -> tuple[subprocess.Popen, str]:
             return proc, api
         time.sleep(0.5)
     _stop(proc)
-    return proc, ""
+    raise RuntimeError(
+        f"the temporary Prefect server did not answer in {STARTUP_TIMEOUT_S:.0f} s (log: {log})"
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -112,10 +114,9 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-@contextlib.contextmanager
-def temporary_server(home: Path) -> Iterator[str]:
-    """A Prefect server for the block, its state in `home` (PREFECT_HOME); yields its API
-    URL and sets PREFECT_API_URL to it. It dies with this process, however that ends:
+def start_temporary_server(home: Path) -> str:
+    """Start a Prefect server, its state in `home` (PREFECT_HOME); set PREFECT_API_URL to
+    its API URL and return it. It lives as long as this process, however that ends:
     stopped at exit (after Prefect's own exit handlers, registered later and so run
     first, have sent their last logs and events to it), or killed with it."""
     log = home / "temporary-server.log"
@@ -128,4 +129,4 @@ def temporary_server(home: Path) -> Iterator[str]:
         raise RuntimeError(f"the temporary Prefect server did not start (log: {log}):\n{tail}")
     os.environ["PREFECT_API_URL"] = api
     atexit.register(_stop, proc)
-    yield api
+    return api

@@ -68,6 +68,7 @@ def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
     manifest = read_manifest(out)
     result = Verification()
     problems = result.problems
+    n_classes = len(manifest["classes"])
     for split, entry in manifest["splits"].items():
         for s in entry["shards"]:
             tar = shard_dir(out, split) / s["shard"]
@@ -89,7 +90,6 @@ def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
                 elif sha256_file(own) != s["partials_sha256"]:
                     problems.append(f"{split}/{own.name}: sha256 differs from the manifest's")
             if deep:
-                n_classes = len(manifest["classes"])
                 result.samples += _check_samples(tar, s["count"], n_classes, problems)
     if stats_dir(out).is_dir():  # once `alexnet stats` has run, both files must be there
         try:

@@ -105,4 +105,5 @@ def trim_metrics(run_dir: str | Path, step: int) -> None:
     """On resume, drop the lines logged after the checkpoint being resumed from."""
     if (Path(run_dir) / METRICS).is_file():
         kept = [m for m in read_metrics(run_dir) if m["step"] <= step]
-        write_bytes(Path(run_dir) / METRICS, "".join(json.dumps(m) + "\n" for m in kept).encode())
+        lines = "".join(json.dumps(m, sort_keys=True) + "\n" for m in kept)  # as append_line
+        write_bytes(Path(run_dir) / METRICS, lines.encode())

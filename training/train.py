@@ -100,7 +100,7 @@ def train(
         return _train(
             out, run, config, resume, stop_after, devices, progress, on_epoch, resume_overrides
         )
-    lock = run_folder(out.resolve(), run).with_name(f".{run}.lock")  # one per real folder
+    lock = run_folder(out, run).with_name(f".{run}.lock")  # the name checked: one per folder
     with (
         one_writer(lock, f"run {run!r} of {out}"),
         reading(out),

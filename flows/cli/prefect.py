@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
 import flows
@@ -60,12 +58,11 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_pipeline)
 
 
-@contextlib.contextmanager
-def _prefect(src: str, out: str) -> Iterator[None]:
-    """Prefect's settings for a flow run from this command, unless set already, for the
-    block. With PREFECT_API_URL set, the flow runs on that server, which must answer;
-    without it, on a temporary one of this command's, which dies with it however the
-    command ends (`flows.server`). The source is checked first: a wrong SRC is one line
+def _prefect(src: str, out: str) -> None:
+    """Prefect's settings for a flow run from this command, unless set already, before
+    Prefect is imported. With PREFECT_API_URL set, the flow runs on that server, which
+    must answer; without it, on a temporary one of this command's, which dies with it
+    however the command ends (`flows.server`). The source is checked first: a wrong SRC is one line
     at once, not a server start and then a traceback."""
     if os.environ.get("PREFECT_API_URL"):
         _check_server(os.environ["PREFECT_API_URL"])
@@ -76,13 +73,10 @@ def _prefect(src: str, out: str) -> Iterator[None]:
     home.mkdir(parents=True, exist_ok=True)  # its SQLite file goes here
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    from flows.server import temporary_server
+    if not os.environ.get("PREFECT_API_URL"):
+        from flows.server import start_temporary_server
 
-    with temporary_server(home):
-        yield
+        start_temporary_server(home)  # stopped at exit, or killed with this process
 
 
 def _launcher(text: str | None) -> list[str] | None:
@@ -114,11 +108,7 @@ def _refuse_a_rewrite_first(args: argparse.Namespace) -> None:
 
 def _run_pipeline(args: argparse.Namespace) -> int:
     _refuse_a_rewrite_first(args)
-    with _prefect(args.src, args.out):
-        return _pipeline(args)
-
-
-def _pipeline(args: argparse.Namespace) -> int:
+    _prefect(args.src, args.out)
     from flows.pipeline import alexnet_pipeline
 
     result = alexnet_pipeline(
@@ -164,11 +154,7 @@ def add_reprocess(sub: argparse._SubParsersAction) -> None:
 
 def _run_reprocess(args: argparse.Namespace) -> int:
     _refuse_a_rewrite_first(args)
-    with _prefect(args.src, args.out):
-        return _reprocess(args)
-
-
-def _reprocess(args: argparse.Namespace) -> int:
+    _prefect(args.src, args.out)
     from flows.reprocess import alexnet_reprocess, changes_table
 
     summary = alexnet_reprocess(args.src, args.out, train=args.train, **_data_options(args))
