@@ -17,7 +17,7 @@ help:
 	@echo "make format   apply ruff's formatter and safe fixes"
 	@echo "make clean    remove .venv/ and data/"
 
-$(VENV)/.installed: pyproject.toml setup.py shards/_sums.c training/_jpeg.c scripts/bootstrap.sh
+$(VENV)/.installed: pyproject.toml setup.py shards/_sums.c scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
 	touch $@
 
@@ -50,4 +50,4 @@ demo: install
 	$(BIN)/alexnet predict $(DEMO_OUT) --run demo --top 3 $$(ls $(DEMO_SRC)/val/*.JPEG | head -1)
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache build shards/*.so
+	rm -rf $(VENV) data .pytest_cache .ruff_cache build shards/*.so .whl

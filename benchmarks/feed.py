@@ -33,7 +33,6 @@ import torch
 from PIL import Image
 
 from shards.reader import iter_samples
-from training.loader import decode as training_data
 from training.loader.augment import Augment
 from training.loader.batch import Batch, BatchBuffer
 from training.loader.dataset import ShardSamples
@@ -48,10 +47,10 @@ def jpegs_of(paths: list[Path] | list[str]) -> list[bytes]:
     return [s.image for s in iter_samples([str(p) for p in paths])]
 
 
-def bare(jpegs: list[bytes], batch: int = 128, libjpeg: bool = False) -> float:
+def bare(jpegs: list[bytes], batch: int = 128, simplejpeg: bool = False) -> float:
     """Decode + 227 crop copy into a batch array, in this process; returns seconds.
 
-    Decoded with Pillow, or with `libjpeg=True` as the loader decodes (training/_jpeg.c).
+    Decoded with Pillow, or with `simplejpeg=True` as the loader decodes (`Decoder`).
     """
     rng = np.random.default_rng(0)
     out = np.empty((batch, CROP, CROP, 3), np.uint8)
@@ -59,7 +58,7 @@ def bare(jpegs: list[bytes], batch: int = 128, libjpeg: bool = False) -> float:
     decoder = Decoder()
     t0 = time.perf_counter()
     for i, data in enumerate(jpegs):
-        if libjpeg:
+        if simplejpeg:
             image = decoder(data)
         else:
             with Image.open(io.BytesIO(data)) as im:
@@ -83,30 +82,13 @@ def bare_parallel(paths: list[Path], processes: int) -> float:
 
 
 def run_loader(
-    paths: list[Path],
-    basis: np.ndarray | None,
-    workers: int,
-    device: str = "cpu",
-    pillow: bool = False,
+    paths: list[Path], basis: np.ndarray | None, workers: int, device: str = "cpu"
 ) -> tuple[float, float, int]:
     """(seconds end to end, seconds from the first batch, images after the first batch).
 
     On CUDA every batch is copied to the GPU (`device_batches`), as training does.
-    `pillow=True` makes the workers decode with Pillow even where training/_jpeg.c
-    is built (they are forked from here, so they inherit the switch).
     """
-    built = training_data._jpeg
-    if pillow:
-        training_data._jpeg = None
-    try:
-        return _run_loader(paths, basis, workers, torch.device(device))
-    finally:
-        training_data._jpeg = built
-
-
-def _run_loader(
-    paths: list[Path], basis: np.ndarray | None, workers: int, dev: torch.device
-) -> tuple[float, float, int]:
+    dev = torch.device(device)
     ds = ShardSamples(paths, True, Augment(), basis, batch_size=128)
     t0 = time.perf_counter()
     first, after = None, 0

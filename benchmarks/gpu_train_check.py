@@ -21,12 +21,12 @@ On a CUDA host (one GPU, all its cores), in one run, each printed in one JSON:
    images/s and data_wait from its own metrics, after the first log window
    (compilation); and the target ratio train / min(step at 128, bare_decode).
 
-Imports only torch, NumPy, Pillow and the project's `shards` and `training`
-packages: on a host without the project's venv, run it from the repository
-root with PYTHONPATH=. (its own folder is on the path as for any script).
-The loader's workers decode with training/_jpeg.c where it is built (where
-the host has a compiler and libjpeg's headers: `python3 setup.py build_ext
---inplace`), else with Pillow; "decoder" in the JSON says which.
+On a host without the project's venv, install the wheel folder that
+scripts/gpu_wheels.py builds (what the host's own Python lacks) and run it
+from the repository root, as docs/gpu.md shows:
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+    PYTHONPATH=.:/tmp/site python3 benchmarks/gpu_train_check.py
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from shards.reader import shard_paths
 from shards.stats import read_stats
 from training.architecture import AlexNetConfig
 from training.config import resolve
-from training.loader import decode as training_data
 from training.loader.augment import lighting_basis
 from training.model import AlexNet
 from training.optim import PaperSGD
@@ -125,7 +124,6 @@ def main() -> None:
         "device": "cpu (dry run)" if dry else torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "cores": cores,
-        "decoder": "Pillow" if training_data._jpeg is None else "libjpeg (training/_jpeg.c)",
         "data_s": round(time.perf_counter() - t0, 1),
     }
     listed = json.loads((out / "manifest.json").read_text())["splits"]["train"]["shards"]

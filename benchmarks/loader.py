@@ -14,8 +14,8 @@ in shards of 250 (as the preprocess stage stores them). Interleaved, medians:
                in one process over the same JPEGs (already in memory), end to
                end and steady (from the first batch); with the per-step
                breakdown of a loader worker's time, measured in this process
-               step by step (the loader decodes with training/_jpeg.c where it
-               is built, else with Pillow)
+               step by step; and against the same decode (simplejpeg) + crop
+               copy
   all cores    the loader with one worker per core against the bare decode +
                crop copy on as many processes
 
@@ -44,7 +44,7 @@ from shards.stats import read_stats
 from training.loader.augment import Augment, augment, lighting_basis
 from training.loader.batch import BatchBuffer
 from training.loader.dataset import shuffle
-from training.loader.decode import Decoder, _jpeg
+from training.loader.decode import Decoder
 
 
 def breakdown(paths: list[Path], basis: np.ndarray, checksum: bool = True) -> dict[str, float]:
@@ -136,9 +136,8 @@ def main() -> None:
     names = [
         *ways,
         "bare_1",
-        "bare_1_libjpeg",
+        "bare_1_simplejpeg",
         "loader_1",
-        "loader_1_pillow",
         "bare_all",
         "loader_all",
     ]
@@ -149,9 +148,8 @@ def main() -> None:
         for name, (way, copy) in ways.items():
             runs[name].append(absorb(way, cores, args.replay_batches, copy=copy)["images_per_s"])
         runs["bare_1"].append(bare(jpegs))
-        runs["bare_1_libjpeg"].append(bare(jpegs, libjpeg=True))
+        runs["bare_1_simplejpeg"].append(bare(jpegs, simplejpeg=True))
         runs["loader_1"].append(run_loader(paths, basis, 1))
-        runs["loader_1_pillow"].append(run_loader(paths, basis, 1, pillow=True))
         runs["bare_all"].append(bare_parallel(paths, cores))
         runs["loader_all"].append(run_loader(paths, basis, cores))
         steps.append(breakdown(paths, basis))
@@ -182,18 +180,15 @@ def main() -> None:
         },
         "per_worker": {
             "bare_pillow_images_per_s": round(bare_1, 1),
-            "bare_libjpeg_images_per_s": round(rate("bare_1_libjpeg"), 1),
+            "bare_simplejpeg_images_per_s": round(rate("bare_1_simplejpeg"), 1),
             "loader_images_per_s": round(rate("loader_1"), 1),
-            "loader_pillow_images_per_s": round(rate("loader_1_pillow"), 1),
             "loader_over_bare_pillow_end_to_end": round(rate("loader_1") / bare_1, 3),
             "loader_over_bare_pillow_steady": round(steady("loader_1") / bare_1, 3),
-            "same_decoder_pillow_steady": round(steady("loader_1_pillow") / bare_1, 3),
-            "same_decoder_libjpeg_steady": round(steady("loader_1") / rate("bare_1_libjpeg"), 3),
+            "same_decoder_steady": round(steady("loader_1") / rate("bare_1_simplejpeg"), 3),
             "breakdown_ms_per_image": per_image,
             "checksum_share_of_worker_time": round(checksum_share, 4),
             "checksum_marginal_share": round(checksum_marginal, 4),
             "bare_pillow_ms_per_image": round(1e3 / bare_1, 4),
-            "loader_decodes_with": "Pillow" if _jpeg is None else "libjpeg (training/_jpeg.c)",
         },
         "all_cores": {
             "processes": cores,

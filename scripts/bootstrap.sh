@@ -13,7 +13,7 @@ VENV="${VENV:-.venv}"
 say() { printf '[bootstrap] %s\n' "$*"; }
 
 # 1. System packages for compiling pillow-simd and our C extensions
-#    (shards/_sums.c, training/_jpeg.c): a C compiler, Python's headers and the
+#    (shards/_sums.c): a C compiler, Python's headers and the
 #    JPEG, zlib and PNG headers; and Chromium for one test. Installed only when
 #    missing.
 missing=()

@@ -47,19 +47,16 @@ class Progress:
             self._bar = self._rich_bar(label, total, transient)
 
     def _rich_bar(self, label: str, total: int | None, transient: bool) -> Any:
-        """rich's live bar; None where rich is not installed (the GPU host's own Python,
-        which runs our GPU scripts): then a terminal gets the log's plain lines."""
-        try:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-            from rich.progress import Progress as RichProgress
-        except ImportError:
-            return None
+        """rich's live bar (imported here, where a terminal shows one: 45 ms to import)."""
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgress
+
         console = Console(file=self.stream, force_terminal=True)
         bar = RichProgress(
             TextColumn("{task.description}"),

@@ -293,18 +293,12 @@ def test_paper_sgd_state_dict_round_trip():
 
 
 def test_the_prepared_gpu_check_runs(tmp_path):
-    """benchmarks/gpu_check.py, every path on the CPU at a tiny size (no GPU here)."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
+    """benchmarks/gpu_check.py, every path on the CPU at a tiny size (no GPU here), importing
+    nothing the GPU host lacks."""
+    from tests.gpu_host import dry_run, missing_on_gpu_host
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
-    out = subprocess.run(
-        [sys.executable, str(script), "--cpu-dry-run"], capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+    result, imported = dry_run("gpu_check.py", tmp_path)
+    assert "torch" in imported and not missing_on_gpu_host(imported)
     for entry in result["placement"].values():
         assert entry["max_abs_logit_diff"] < 1e-5 and entry["max_rel_grad_diff"] < 1e-4
     assert set(result["speed"]) == {"fp32", "bf16+channels_last"}

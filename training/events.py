@@ -15,10 +15,10 @@ metrics.jsonl's lines are. Rank 0 writes them. To look at them, run the
 from __future__ import annotations
 
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
+from tensorboardX import SummaryWriter
 
 FOLDER = "tensorboard"
 SCALARS = {
@@ -35,8 +35,6 @@ class Events:
     """The run's event writer: `log(entry)` for each metrics line, `image(...)`, `close()`."""
 
     def __init__(self, run_dir: Path, resume_step: int = 0) -> None:
-        from tensorboardX import SummaryWriter  # see `open_events` where it is missing
-
         # Resuming after step S keeps what was logged at S and before (as metrics.jsonl)
         purge = resume_step + 1 if resume_step else None
         self.writer = SummaryWriter(
@@ -56,16 +54,6 @@ class Events:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def open_events(run_dir: Path, resume_step: int = 0) -> Events | None:
-    """The run's `Events`, or None with a note where tensorboardX is not installed (the
-    GPU host's own Python runs training without our venv's packages)."""
-    try:
-        return Events(run_dir, resume_step)
-    except ImportError:
-        print("tensorboardX is not installed: no TensorBoard event files", file=sys.stderr)
-        return None
 
 
 def read_events(run_dir: Path) -> list[tuple[str, int, float | bytes]]:

@@ -45,7 +45,7 @@ from shards.reader import shard_paths
 from shards.stats import Stats
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
-from training.events import Events, open_events
+from training.events import Events
 from training.figures import conv1_kernels, conv1_weights
 from training.loader.augment import Augment, lighting_basis, prepare_batch
 from training.loader.dataset import ShardSamples
@@ -252,7 +252,7 @@ def _setup(
     forward = torch.compile(model_ddp) if config.compile else model_ddp
     mean = torch.from_numpy(stats.mean).to(device)
     show = Progress("train", None, enabled=progress, every_s=None, quiet=rank != 0, transient=True)
-    events = open_events(run_dir, step) if rank == 0 else None
+    events = Events(run_dir, step) if rank == 0 else None
     return _Run(
         config,
         run_dir,
