@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import webdataset as wds
 from common import machine
 from feed import CROP, absorb, bare, bare_parallel, jpegs_of, run_loader
 from synthetic import write_data_root
@@ -43,7 +44,6 @@ from shards.reader import iter_grouped, shard_paths
 from shards.stats import read_stats
 from training.loader.augment import Augment, augment, lighting_basis
 from training.loader.batch import BatchBuffer
-from training.loader.dataset import shuffle
 from training.loader.decode import Decoder
 
 
@@ -69,7 +69,7 @@ def breakdown(paths: list[Path], basis: np.ndarray, checksum: bool = True) -> di
     rng, aug = np.random.default_rng(0), Augment(lighting="none")
     unchecked = iter_grouped([str(p) for p in paths], check=False)  # the checksum is timed below
     tar = timed(({"__key__": k, **fields} for k, fields, _ in unchecked), STEPS[0])
-    samples = timed(shuffle(tar, 1000, 100, random.Random(0)), STEPS[1])
+    samples = timed(wds.filters.shuffle(1000, 100, rng=random.Random(0))(tar), STEPS[1])
     buffer, n, decoder = BatchBuffer.fresh(128, CROP), 0, Decoder()
     for sample in samples:
         tc = clock()

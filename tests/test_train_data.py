@@ -16,7 +16,7 @@ from shards.reader import iter_samples, shard_paths
 from shards.stats import Stats
 from training.loader.augment import Augment, augment, center, lighting_basis, prepare_batch
 from training.loader.batch import collate
-from training.loader.dataset import ShardSamples, _samples, shuffle
+from training.loader.dataset import ShardSamples, _samples
 from training.loader.decode import Decoder, decode
 from training.loader.workers import Loader
 
@@ -269,17 +269,6 @@ def test_batches_through_slots_equal_the_old_way_element_for_element(shards_root
             n += len(keys)
         assert new_loader.fallbacks == 0  # every batch came through a slot
     assert n == 42 and (not train or any(bool(o[2].any()) for o in old))
-
-
-def test_the_shuffle_buffer_draws_exactly_as_webdatasets():
-    import webdataset as wds
-
-    for size, initial, n in ((1000, 100, 5000), (8, 8, 30), (50, 10, 7)):
-        ours = list(shuffle(iter(range(n)), size, initial, random.Random(size)))
-        theirs = list(
-            wds.filters.shuffle(size, initial=initial, rng=random.Random(size))(iter(range(n)))
-        )
-        assert ours == theirs and sorted(ours) == list(range(n))
 
 
 def _epoch(loader_, keep=False):

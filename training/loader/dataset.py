@@ -1,7 +1,7 @@
 """What each loader worker reads: its shards, shuffled, dealt to ranks and workers.
 
-Shards are read with shards/reader.py's tar parser and shuffled with a shuffle
-buffer that draws exactly as `webdataset`'s does. Each epoch the train shards
+Shards are read with shards/reader.py's tar parser, samples shuffled with
+webdataset's shuffle buffer. Each epoch the train shards
 are shuffled (seeded by seed and epoch), dealt to ranks (`shards[rank::world]`)
 and then to loader workers, and samples pass a seeded shuffle buffer. On one
 node every training sample is seen exactly once per epoch. With several ranks
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import webdataset as wds
 
 from shards.reader import DamagedShard, iter_grouped
 from training.loader.augment import Augment, augment, center
@@ -50,38 +51,6 @@ def _samples(urls: list[str]) -> Iterator[dict]:
     """
     for key, fields, url in iter_grouped(urls):
         yield {"__key__": key, "__url__": url, **fields}
-
-
-def shuffle(items: Iterator, size: int, initial: int, rng: random.Random) -> Iterator:
-    """A shuffle buffer: the same algorithm and draws as `webdataset.filters.shuffle`.
-
-    Fill up to `size` (taking two items per step while filling), start yielding
-    once `initial` are held, yield a random one each step. Written here so that
-    the loader's workers need only torch, NumPy and Pillow (a GPU host without
-    webdataset runs it); a test checks it against webdataset's order.
-    """
-    buf: list = []
-    for item in items:
-        buf.append(item)
-        if len(buf) < size:
-            nxt = next(items, _END)
-            if nxt is not _END:
-                buf.append(nxt)
-        if len(buf) >= initial:
-            yield _pick(buf, rng)
-    while buf:
-        yield _pick(buf, rng)
-
-
-_END = object()
-
-
-def _pick(buf: list, rng: random.Random) -> object:
-    k = rng.randint(0, len(buf) - 1)
-    item = buf[k]
-    buf[k] = buf[-1]
-    buf.pop()
-    return item
 
 
 class ShardSamples(torch.utils.data.IterableDataset):
@@ -134,7 +103,7 @@ class ShardSamples(torch.utils.data.IterableDataset):
         samples = _samples(self.shards_for(worker, workers))
         if self.train:
             pyrng = random.Random(f"{self.seed}-{epoch}-{self.rank}-{worker}")
-            samples = shuffle(samples, self.buffer, min(self.buffer, 100), pyrng)
+            samples = wds.filters.shuffle(self.buffer, min(self.buffer, 100), rng=pyrng)(samples)
         slots = self.slots if info is not None else None
         aug, basis, crop, size = self.aug, self.basis, self.aug.crop, self.batch_size
         decoder = Decoder()  # each image is copied into the batch before the next decode
