@@ -1,10 +1,11 @@
 """The learning-rate schedule: the paper's plateau rule, or fixed milestones.
 
-The paper divides the rate by 10 when the validation error stops improving, three
-times. `Plateau` says when: an epoch improves when its error is below the best by
-more than `threshold` of it (relative); `patience` epochs in a row without one
-divide the rate; after `max_drops` drops the next plateau ends training (which
-torch's ReduceLROnPlateau cannot say). `Milestones` divides after listed epochs.
+The paper divides the rate by 10 when the validation error stops improving,
+three times. `Plateau` is torch's ReduceLROnPlateau (an epoch improves when its
+error is below the best by more than `threshold` of it, relative) plus what
+torch cannot say: after `max_drops` drops, the next plateau ends training.
+`Milestones` divides after listed epochs. Both change the optimizer's rate
+themselves and answer each epoch 'keep', 'drop' or 'stop'.
 """
 
 from __future__ import annotations
@@ -12,56 +13,73 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 from training.config import TrainConfig
 
 
-@dataclass
 class Plateau:
     """Divide the rate when validation error stops improving; stop after the last drop.
 
     An epoch improves when its error is below the best so far by more than
     `threshold` of the best (relative: 0.01 = 1%); `patience` epochs in a row
-    without one divide the rate. After `max_drops` drops, the next plateau ends
-    training.
+    without one divide the rate by 1/`factor` (torch counts the epochs after
+    the first bad one, hence its `patience - 1`). After `max_drops` drops, the
+    next plateau ends training and leaves the rate as it was.
     """
 
-    patience: int
-    threshold: float
-    max_drops: int
-    best: float = math.inf
-    bad_epochs: int = 0
-    drops: int = 0
+    def __init__(
+        self,
+        opt: torch.optim.Optimizer,
+        patience: int,
+        threshold: float,
+        max_drops: int,
+        factor: float = 0.1,
+    ) -> None:
+        self.opt, self.max_drops, self.drops = opt, max_drops, 0
+        self.lowest = math.inf  # the lowest error seen (best.pt), improvement or not
+        self.rule = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, "min", factor, patience - 1, threshold, "rel", eps=0.0
+        )
 
-    lowest: float = math.inf  # the lowest error seen (best.pt), improvement or not
+    @property
+    def best(self) -> float:
+        return self.rule.best
 
     def step(self, error: float) -> str:
-        """'keep', 'drop' (divide the rate now) or 'stop'."""
+        """'keep', 'drop' (the rate was divided) or 'stop'."""
         self.lowest = min(self.lowest, error)
-        if error < self.best * (1 - self.threshold):
-            self.best, self.bad_epochs = error, 0
-            return "keep"
-        self.bad_epochs += 1
-        if self.bad_epochs < self.patience:
+        rates = [g["lr"] for g in self.opt.param_groups]
+        self.rule.step(error)
+        if [g["lr"] for g in self.opt.param_groups] == rates:
             return "keep"
         if self.drops >= self.max_drops:
+            for g, lr in zip(self.opt.param_groups, rates, strict=True):
+                g["lr"] = lr
             return "stop"
-        self.drops, self.bad_epochs = self.drops + 1, 0
+        self.drops += 1
         return "drop"
 
     def state_dict(self) -> dict:
-        state = {"best": self.best, "bad_epochs": self.bad_epochs, "drops": self.drops}
-        return {**state, "lowest": self.lowest}
+        state = {"best": self.rule.best, "bad_epochs": self.rule.num_bad_epochs}
+        return {**state, "drops": self.drops, "lowest": self.lowest}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best, self.bad_epochs, self.drops = state["best"], state["bad_epochs"], state["drops"]
-        self.lowest = state.get("lowest", self.best)
+        self.rule.best, self.rule.num_bad_epochs = state["best"], state["bad_epochs"]
+        self.drops, self.lowest = state["drops"], state.get("lowest", state["best"])
 
 
 @dataclass
 class Milestones:
-    """A schedule you can predict: divide the rate after each epoch listed; never stop early."""
+    """A schedule you can predict: divide the rate after each epoch listed; never stop early.
 
+    (torch's MultiStepLR does the same arithmetic but keeps its own epoch count and
+    initial rates in the optimizer: these few lines resume from a checkpoint as they are.)
+    """
+
+    opt: torch.optim.Optimizer
     milestones: list[int]
+    factor: float = 0.1
     epochs: int = 0  # epochs stepped so far
     drops: int = 0
     lowest: float = math.inf  # the lowest error seen (best.pt)
@@ -71,6 +89,8 @@ class Milestones:
         self.lowest = min(self.lowest, error)
         if self.epochs in self.milestones:
             self.drops += 1
+            for g in self.opt.param_groups:
+                g["lr"] *= self.factor
             return "drop"
         return "keep"
 
@@ -81,8 +101,10 @@ class Milestones:
         self.epochs, self.drops, self.lowest = state["epochs"], state["drops"], state["lowest"]
 
 
-def schedule(config: TrainConfig) -> Plateau | Milestones:
-    """The config's learning-rate schedule: fixed milestones if given, else the plateau rule."""
+def schedule(config: TrainConfig, opt: torch.optim.Optimizer) -> Plateau | Milestones:
+    """The config's learning-rate schedule over `opt`: fixed milestones if given, else the
+    plateau rule."""
     if config.lr_milestones:
-        return Milestones(list(config.lr_milestones))
-    return Plateau(config.lr_patience, config.lr_threshold, config.max_lr_drops)
+        return Milestones(opt, list(config.lr_milestones), config.lr_factor)
+    c = config
+    return Plateau(opt, c.lr_patience, c.lr_threshold, c.max_lr_drops, c.lr_factor)

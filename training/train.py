@@ -196,8 +196,8 @@ def _end_epoch(
     trained; return its metrics line and the schedule's verdict (keep, drop or stop)."""
     c = r.config
     top1, top5 = validate(r.model, r.val_loader, r.mean, c, r.device, r.rank, r.world)
-    action = r.schedule.step(top1)
-    lr = r.opt.param_groups[0]["lr"]
+    lr = r.opt.param_groups[0]["lr"]  # the rate this epoch trained at
+    action = r.schedule.step(top1)  # which may divide it for the next
     entry = {"step": r.step, "epoch": r.epoch, "loss": loss, "lr": lr, **rates}
     entry |= {"val_top1_error": top1, "val_top5_error": top5}
     _log(r, entry)
@@ -208,9 +208,6 @@ def _end_epoch(
         f"top-5 {top5:.2%}, lr {lr:g}, {rates['images_per_s']:.0f} img/s, "
         f"data wait {rates['data_wait']:.0%}"
     )
-    if action == "drop":
-        for g in r.opt.param_groups:
-            g["lr"] *= c.lr_factor
     if r.rank == 0:
         _save_checkpoints(r, entry, top1)
     if r.events is not None:
@@ -299,7 +296,7 @@ def _model(
         weight_decay=config.weight_decay,
         decay_biases=config.decay_biases,
     )
-    sched = schedule(config)
+    sched = schedule(config, opt)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
