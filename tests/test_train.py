@@ -351,10 +351,14 @@ def test_the_plateau_schedule_keeps_drops_and_stops_exactly():
     restored = Plateau(_opt(), 2, 0.01, 2)
     restored.load_state_dict(p.state_dict())
     assert restored.state_dict() == p.state_dict()
-    assert [p.step(0.9), p.step(0.9)] == [restored.step(0.9), restored.step(0.9)] == [
-        "keep",
-        "stop",
-    ]
+    assert (
+        [p.step(0.9), p.step(0.9)]
+        == [restored.step(0.9), restored.step(0.9)]
+        == [
+            "keep",
+            "stop",
+        ]
+    )
 
 
 def test_the_default_plateau_waits_for_a_noisy_curve_to_flatten():
