@@ -297,3 +297,30 @@ def test_the_gpu_wheel_folder_carries_what_the_host_lacks(tmp_path):
     for wheel in tmp_path.glob("*.whl"):  # binary ones for the host's CPython 3.12
         tags = wheel.name.split("-")[2:]
         assert tags[0] in {"cp312", "py3", "py2.py3"}, wheel.name
+
+
+def test_a_built_wheel_holds_every_module_and_the_report_template(tmp_path):
+    """A non-editable install has what the checkout has: the subpackages (flows/cli,
+    training/loader were missing from the wheel when the package list was written out by
+    hand) and the report's Jinja2 template."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"  # a copy: no build/ folder left from an earlier build
+    ignore = shutil.ignore_patterns("__pycache__", "*.so")
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, src / package, ignore=ignore)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    done = subprocess.run([*cmd, str(src), "-w", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    held = set(zipfile.ZipFile(wheel).namelist())
+    ours = {
+        str(p.relative_to(ROOT))
+        for package in PACKAGES
+        for p in (ROOT / package).rglob("*")
+        if p.suffix in {".py", ".j2"} and "__pycache__" not in p.parts
+    }
+    assert ours and ours <= held, sorted(ours - held)

@@ -5,15 +5,19 @@ the learning-rate drops marked), the evaluation table (each checkpoint and the
 ensemble), the worst and best classes, and the figures (embedded PNGs). Nothing
 is fetched: no script, no style sheet, no font from elsewhere. Training
 rewrites it each epoch (curves and settings); `alexnet evaluate` adds the rest.
+This module gathers the numbers; templates/report.html.j2 lays them out, with
+Jinja2 escaping every value.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import jinja2
 
 from shards.atomic import read_json, write_bytes
 from training.runlog import epoch_lines, loss_by_epoch, read_metrics
@@ -38,18 +42,33 @@ def _fmt(v: float) -> str:
     return f"{v:g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.0e}"
 
 
-def svg_chart(
+@dataclass
+class Chart:
+    """A line chart's geometry in SVG pixels, for the template's `chart` macro."""
+
+    title: str
+    x_label: str
+    y_label: str
+    top: float = 0.0  # the y axis's upper end
+    x_ticks: list[tuple[float, str]] = field(default_factory=list)  # (x, label)
+    y_ticks: list[tuple[float, str]] = field(default_factory=list)
+    marks: list[float] = field(default_factory=list)  # dashed verticals: the rate drops
+    lines: list[tuple[str, str, str]] = field(default_factory=list)  # (name, colour, points)
+
+
+def chart(
     title: str,
     series: list[tuple[str, str, list[tuple[float, float]]]],
     x_label: str,
     y_label: str,
     marks: list[float] = (),
-) -> str:
-    """A line chart as inline SVG: `series` = (name, colour, points); `marks` = x values
-    drawn as dashed vertical lines (the learning-rate drops)."""
+) -> Chart:
+    """`series` = (name, colour, points) scaled into the chart; `marks` = x values drawn
+    as dashed vertical lines (the learning-rate drops). No points: an empty chart."""
+    c = Chart(title, x_label, y_label)
     points = [p for _, _, pts in series for p in pts]
     if not points:
-        return f'<p class="empty">{html.escape(title)}: nothing logged yet</p>'
+        return c
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0 = min(0.0, min(xs))  # epochs count from 0
     x1 = max(max(xs), x0 + 1)
@@ -63,38 +82,16 @@ def svg_chart(
     def py(y: float) -> float:
         return H - PAD - (y - y0) * sy
 
-    out = [
-        f'<svg class="chart" width="{W}" height="{H}" role="img" aria-label="{html.escape(title)}">'
-    ]
-    out.append(
-        f'<text x="{W / 2}" y="16" text-anchor="middle" class="title">{html.escape(title)}</text>'
-    )
-    out.append(f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" y2="{H - PAD}" class="axis"/>')
-    out.append(f'<line x1="{PAD}" y1="{py(y1)}" x2="{PAD}" y2="{H - PAD}" class="axis"/>')
-    for t in nice_ticks(x0, x1):
-        out.append(
-            f'<line x1="{px(t)}" y1="{H - PAD}" x2="{px(t)}" y2="{H - PAD + 5}" class="axis"/>'
-        )
-        out.append(f'<text x="{px(t)}" y="{H - PAD + 18}" text-anchor="middle">{_fmt(t)}</text>')
-    for t in nice_ticks(y0, y1):
-        out.append(f'<line x1="{PAD - 5}" y1="{py(t)}" x2="{PAD}" y2="{py(t)}" class="axis"/>')
-        out.append(f'<text x="{PAD - 8}" y="{py(t) + 4}" text-anchor="end">{_fmt(t)}</text>')
-    out.append(f'<text x="{(PAD + W) / 2}" y="{H - 12}" text-anchor="middle">{x_label}</text>')
-    turn = f"rotate(-90 14 {H / 2})"
-    out.append(f'<text x="14" y="{H / 2}" transform="{turn}" text-anchor="middle">{y_label}</text>')
-    for m in marks:
-        out.append(f'<line x1="{px(m)}" y1="{py(y1)}" x2="{px(m)}" y2="{H - PAD}" class="drop"/>')
-    for i, (name, colour, pts) in enumerate(series):
-        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
-        out.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        label = html.escape(name)
-        where = f'x="{W - 12}" y="{34 + 14 * i}"'
-        out.append(f'<text {where} text-anchor="end" fill="{colour}">{label}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+    c.top = py(y1)
+    c.x_ticks = [(px(t), _fmt(t)) for t in nice_ticks(x0, x1)]
+    c.y_ticks = [(py(t), _fmt(t)) for t in nice_ticks(y0, y1)]
+    c.marks = [px(m) for m in marks]
+    for name, colour, pts in series:
+        c.lines.append((name, colour, " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)))
+    return c
 
 
-def _curves(metrics: list[dict]) -> str:
+def _curves(metrics: list[dict]) -> list[Chart]:
     epochs = epoch_lines(metrics)
     per_epoch = {m["epoch"]: m for m in epochs}
     drops = [
@@ -109,20 +106,11 @@ def _curves(metrics: list[dict]) -> str:
     lr = [(m["epoch"], m["lr"]) for m in epochs]
     loss_series = [("per log line", "#8aa", fraction), ("epoch mean", "#236", loss)]
     error_series = [("top-1", "#c33", top1), ("top-5", "#e90", top5)]
-    charts = [
-        svg_chart("training loss", loss_series, "epoch", "loss", drops),
-        svg_chart("validation error (centre crop)", error_series, "epoch", "error", drops),
-        svg_chart("learning rate", [("lr", "#739", lr)], "epoch", "learning rate", drops),
+    return [
+        chart("training loss", loss_series, "epoch", "loss", drops),
+        chart("validation error (centre crop)", error_series, "epoch", "error", drops),
+        chart("learning rate", [("lr", "#739", lr)], "epoch", "learning rate", drops),
     ]
-    return "\n".join(charts)
-
-
-def _table(rows: list[list[str]], head: list[str]) -> str:
-    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{cells}</tr>{body}</table>"
 
 
 def _flat(settings: dict, prefix: str = "") -> list[list[str]]:
@@ -135,77 +123,68 @@ def _flat(settings: dict, prefix: str = "") -> list[list[str]]:
     return rows
 
 
-def _evaluation(run_dir: Path) -> str:
+def _evaluation(run_dir: Path) -> dict | None:
     result = read_json(run_dir / "eval.json")
     if not isinstance(result, dict):
-        return "<p>Not evaluated yet: <code>alexnet evaluate OUT --run NAME</code>.</p>"
+        return None
     rows = [
         [c["run"], f"{c['top1_error']:.2%}", f"{c['top5_error']:.2%}"]
         for c in result["checkpoints"]
     ]
     if "ensemble" in result:
         rows.append(["ensemble", f"{result['top1_error']:.2%}", f"{result['top5_error']:.2%}"])
-    caption = f"<p>{result['crops']} crops, {result['n']} validation images.</p>"
-    return caption + _table(rows, ["model", "top-1 error", "top-5 error"])
+    return {"crops": result["crops"], "n": result["n"], "rows": rows}
 
 
-def _classes(run_dir: Path, n: int = 10) -> str:
+def _classes(run_dir: Path, n: int = 10) -> dict | None:
     per_class = read_json(run_dir / "per_class_error.json")
     if not isinstance(per_class, dict) or not per_class:
-        return ""
+        return None
     ranked = sorted(per_class.items(), key=lambda kv: (kv[1]["top1_error"], kv[0]))
     n = min(n, max(1, len(ranked) // 2))  # the two lists never show a class twice
 
-    def rows(items: list) -> list[list[str]]:
+    def rows(items: list) -> list[list]:
         return [
             [w, c["name"], c["n"], f"{c['top1_error']:.1%}", f"{c['top5_error']:.1%}"]
             for w, c in items
         ]
 
-    head = ["wnid", "name", "images", "top-1 error", "top-5 error"]
-    worst = _table(rows(ranked[::-1][:n]), head)
-    best = _table(rows(ranked[:n]), head)
-    return f"<h2>Worst classes</h2>{worst}<h2>Best classes</h2>{best}"
+    return {"worst": rows(ranked[::-1][:n]), "best": rows(ranked[:n])}
 
 
-def _figures(run_dir: Path) -> str:
-    parts = []
-    for png in sorted((run_dir / "figures").glob("*.png")):
-        data = base64.b64encode(png.read_bytes()).decode()
-        name = html.escape(png.stem.replace("_", " "))
-        parts.append(
-            f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{name}</figcaption></figure>"
-        )
-    return "<h2>Figures</h2>" + "".join(parts) if parts else ""
+def _figures(run_dir: Path) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) of each figure in the run's figures/."""
+    return [
+        (png.stem.replace("_", " "), base64.b64encode(png.read_bytes()).decode())
+        for png in sorted((run_dir / "figures").glob("*.png"))
+    ]
 
 
-STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222 }
-table { border-collapse: collapse; margin: .5em 0 1.5em } td, th { border: 1px solid #ccc;
-padding: 2px 8px; text-align: left } .chart { margin: 0 1em 1em 0 } .chart text { font-size: 11px }
-.chart .title { font-size: 13px; font-weight: 600 } .axis { stroke: #333 }
-.drop { stroke: #739; stroke-dasharray: 4 3 } figure { display: inline-block; margin: 0 1em 1em 0 }
-img { max-width: 100%; border: 1px solid #ddd } details { margin-bottom: 1em }
-"""
+TEMPLATE = jinja2.Environment(
+    loader=jinja2.PackageLoader("training"),  # training/templates/
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+).get_template("report.html.j2")
 
 
 def write_report(run_dir: str | Path) -> Path:
     """(Re)write the run's report.html from what the run folder holds now."""
     run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json") or {}
     metrics = read_metrics(run_dir)
     epochs = epoch_lines(metrics)
-    status = f"{len(epochs)} epochs trained" if epochs else "no epoch trained yet"
-    name = html.escape(run_dir.name)
-    page = (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>AlexNet run {name}</title>"
-        f"<style>{STYLE}</style></head><body><h1>AlexNet run <code>{name}</code></h1>"
-        f"<p>{status}; dashed lines mark the learning-rate drops.</p>"
-        f"<h2>Curves</h2>{_curves(metrics)}<h2>Evaluation</h2>{_evaluation(run_dir)}"
-        f"{_classes(run_dir)}{_figures(run_dir)}"
-        f"<h2>Settings</h2><details open>{_table(_flat(config), ['setting', 'value'])}</details>"
-        "</body></html>\n"
+    page = TEMPLATE.render(
+        W=W,
+        H=H,
+        PAD=PAD,
+        name=run_dir.name,
+        status=f"{len(epochs)} epochs trained" if epochs else "no epoch trained yet",
+        charts=_curves(metrics),
+        evaluation=_evaluation(run_dir),
+        classes=_classes(run_dir),
+        class_head=["wnid", "name", "images", "top-1 error", "top-5 error"],
+        figures=_figures(run_dir),
+        settings=_flat(read_json(run_dir / "config.json") or {}),
     )
     write_bytes(run_dir / REPORT, page.encode())
     return run_dir / REPORT
