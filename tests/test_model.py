@@ -9,15 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from tests.reference import count_parameters, to_two_column
 from training.model import (
     AlexNet,
     AlexNetConfig,
     GroupedAlexNet,
-    count_parameters,
     default_devices,
     local_response_norm,
     to_grouped,
-    to_two_column,
 )
 from training.optim import PaperSGD
 

@@ -20,9 +20,9 @@ from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
 from shards.reader import iter_samples, shard_paths
+from tests.reference import read_events
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig, parse_overrides, resolve
-from training.events import read_events
 from training.ranks import keys_digest
 from training.train import TrainingDiverged, train
 

@@ -14,8 +14,8 @@ from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from shards.reader import iter_samples, shard_paths
 from shards.stats import Stats
+from tests.reference import collate
 from training.loader.augment import Augment, augment, center, lighting_basis, prepare_batch
-from training.loader.batch import collate
 from training.loader.dataset import ShardSamples, _samples
 from training.loader.decode import Decoder, decode
 from training.loader.workers import Loader

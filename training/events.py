@@ -14,7 +14,6 @@ metrics.jsonl's lines are. Rank 0 writes them. To look at them, run the
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -54,27 +53,3 @@ class Events:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def read_events(run_dir: Path) -> list[tuple[str, int, float | bytes]]:
-    """(tag, step, value) of every scalar and image (its PNG bytes) in the run's event
-    files, in the order written, less what a resume purged (as TensorBoard shows them):
-    TFRecords of tensorboardX's own Event protobufs."""
-    from tensorboardX.proto.event_pb2 import Event, SessionLog
-
-    found = []
-    for path in sorted((Path(run_dir) / FOLDER).glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        at = 0
-        while at + 12 <= len(data):
-            (length,) = struct.unpack_from("<Q", data, at)
-            event = Event.FromString(data[at + 12 : at + 12 + length])
-            at += 12 + length + 4  # length, its CRC, the record, its CRC
-            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
-                found = [f for f in found if f[1] < event.step]  # a resume's purge
-            for v in event.summary.value:
-                if v.HasField("image"):
-                    found.append((v.tag, event.step, v.image.encoded_image_string))
-                else:
-                    found.append((v.tag, event.step, v.simple_value))
-    return found

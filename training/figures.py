@@ -3,7 +3,8 @@
 - conv1_kernels.png      the 96 conv1 kernels, 11x11x3, one row block per column (Figure 3)
 - top5_predictions.png   val images with their top-5 labels and probabilities (Figure 4, left)
 - nearest_neighbours.png val queries and the training images nearest in fc7 space (Figure 4, right)
-- training_curves.png    loss, learning rate and val errors from metrics.jsonl
+
+(The training curves are report.html's charts: training/report.py.)
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
 from training.architecture import AlexNetConfig
 from training.checkpoint import Loaded
-from training.report import nice_ticks
-from training.runlog import epoch_lines, loss_by_epoch, read_metrics, run_folder
+from training.runlog import run_folder
 
 KERNEL_ZOOM, GAP, PER_ROW = 5, 2, 12
 THUMB = 96
@@ -66,13 +66,6 @@ def conv1_weights(model: torch.nn.Module, config: AlexNetConfig) -> list[torch.T
     return list(model.conv1[0].weight.chunk(2))  # grouped: its two groups are the columns
 
 
-def conv1_size(n_per_column: int, columns: int = 2, k: int = 11) -> tuple[int, int]:
-    """The pixel size of `conv1_kernels` for these kernel counts."""
-    cell = k * KERNEL_ZOOM + GAP
-    rows = int(np.ceil(n_per_column / PER_ROW)) * columns
-    return PER_ROW * cell + GAP, rows * cell + GAP * (1 + 3 * (columns - 1))
-
-
 def top5_panel(
     images: list[np.ndarray], probs: torch.Tensor, labels: list[int], names: list[str]
 ) -> Image.Image:
@@ -94,12 +87,6 @@ def top5_panel(
     return img
 
 
-def nearest(train_feats: torch.Tensor, query_feats: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k training rows nearest (Euclidean) to each query row, nearest first."""
-    d = torch.cdist(query_feats.double(), train_feats.double())
-    return torch.topk(d, min(k, d.shape[1]), largest=False).indices
-
-
 def neighbour_panel(queries: list[np.ndarray], rows: list[list[np.ndarray]]) -> Image.Image:
     cols = 1 + max(len(r) for r in rows)
     img = Image.new("RGB", (cols * (THUMB + 4) + 8, len(queries) * (THUMB + 4)), "white")
@@ -110,55 +97,6 @@ def neighbour_panel(queries: list[np.ndarray], rows: list[list[np.ndarray]]) -> 
                 Image.fromarray(n).resize((THUMB, THUMB)),
                 (8 + (j + 1) * (THUMB + 4), i * (THUMB + 4)),
             )
-    return img
-
-
-def curves(metrics: list[dict], size: tuple[int, int] = (900, 300)) -> Image.Image:
-    """Three panels over epochs: training loss, learning rate, val errors; ticks and
-    values on both axes (a step's loss at its place inside its epoch)."""
-    font = ImageFont.load_default()
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    epochs, loss = epoch_lines(metrics), loss_by_epoch(metrics)
-    panels = [
-        ("training loss", [(loss, (30, 60, 200))]),
-        ("learning rate", [([(m["epoch"], m["lr"]) for m in epochs], (120, 60, 160))]),
-        (
-            "val error: top-1 (red), top-5 (orange)",
-            [
-                ([(m["epoch"], m["val_top1_error"]) for m in epochs], (200, 40, 40)),
-                ([(m["epoch"], m["val_top5_error"]) for m in epochs], (240, 150, 30)),
-            ],
-        ),
-    ]
-    w = size[0] // 3
-    for i, (title, series) in enumerate(panels):
-        box = (i * w + 52, 20, (i + 1) * w - 12, size[1] - 42)
-        draw.rectangle(box, outline="black")
-        draw.text((box[0], 4), title, fill="black", font=font)
-        draw.text(((box[0] + box[2]) // 2 - 14, size[1] - 16), "epoch", fill="black", font=font)
-        allp = [p for pts, _ in series for p in pts]
-        if not allp:
-            continue
-        xs, ys = [p[0] for p in allp], [p[1] for p in allp]
-        x0, x1 = 0.0, max(max(xs), 1.0)
-        y0, y1 = min(min(ys), 0.0), max(max(ys), min(min(ys), 0.0) + 1e-12)
-        sx = (box[2] - box[0]) / (x1 - x0)
-        sy = (box[3] - box[1]) / (y1 - y0)
-        for t in nice_ticks(x0, x1):
-            x = box[0] + (t - x0) * sx
-            draw.line((x, box[3], x, box[3] + 4), fill="black")
-            draw.text((x - 6, box[3] + 6), f"{t:g}", fill="black", font=font)
-        for t in nice_ticks(y0, y1):
-            y = box[3] - (t - y0) * sy
-            draw.line((box[0] - 4, y, box[0], y), fill="black")
-            draw.text((box[0] - 48, y - 6), f"{t:.3g}", fill="black", font=font)
-        for pts, col in series:
-            xy = [(box[0] + (x - x0) * sx, box[3] - (y - y0) * sy) for x, y in pts]
-            if len(xy) > 1:
-                draw.line(xy, fill=col, width=2)
-            for x, y in xy:
-                draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=col)
     return img
 
 
@@ -245,8 +183,4 @@ def draw_all(
     rows = [[center_crop(image, crop) for image in row] for row in found]
     queries = [center_crop(v, crop) for v in val_images[:n_queries]]
     paths.append(_save(neighbour_panel(queries, rows), folder / "nearest_neighbours.png"))
-
-    metrics = read_metrics(run_folder(out, run))
-    if metrics:
-        paths.append(_save(curves(metrics), folder / "training_curves.png"))
     return paths

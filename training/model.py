@@ -15,9 +15,9 @@ The columns exchange activations only at conv3, fc6, fc7 and fc8 (plus the
 input, which both need). With 1000 classes: 60,965,224 parameters.
 
 `GroupedAlexNet` is the same function on one device (groups=2 in conv2,
-conv4, conv5, LRN within each group); `to_grouped` / `to_two_column` convert
-state dicts both ways, losslessly (every layer is the two columns' tensors
-concatenated along the output dimension).
+conv4, conv5, LRN within each group); `to_grouped` converts a two-column state
+dict to it losslessly (every layer is the two columns' tensors concatenated
+along the output dimension).
 
 Input is 227x227 by default: the paper's "224" cannot give its own 55x55 conv1
 output with stride 4 and no padding; 227 is what cuda-convnet and Caffe used.
@@ -351,22 +351,6 @@ def to_grouped(state: dict[str, torch.Tensor], config: AlexNetConfig) -> dict[st
             key = _param_key(layer, kind)
             out[key] = torch.cat([state[f"columns.{i}.{key}"].cpu() for i in (0, 1)], 0)
     return out
-
-
-def to_two_column(state: dict[str, torch.Tensor], config: AlexNetConfig) -> dict[str, torch.Tensor]:
-    """GroupedAlexNet state dict -> two-column state dict (on the CPU)."""
-    out = {}
-    for layer in _layers(config):
-        split = config.class_split() if layer == "fc8" else (config.channels(layer),) * 2
-        for kind in ("weight", "bias"):
-            key = _param_key(layer, kind)
-            for i, part in enumerate(torch.split(state[key].cpu(), list(split), 0)):
-                out[f"columns.{i}.{key}"] = part.clone()
-    return out
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def flops_per_image(config: AlexNetConfig) -> int:

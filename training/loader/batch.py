@@ -112,16 +112,6 @@ class BatchBuffer:
         return Batch(*(torch.from_numpy(a[:n]) for a in self.arrays()), self.keys)
 
 
-def collate(views: list[View], labels: list[int], keys: list[str], crop: int) -> Batch:
-    """A batch of `augment`/`center` views in fresh arrays: one copy per image."""
-    filling = BatchBuffer.fresh(len(views), crop)
-    for view, label, key in zip(views, labels, keys, strict=True):
-        filling.add(view, label, key)
-    batch = filling.finish()
-    assert isinstance(batch, Batch)
-    return batch
-
-
 @dataclass(frozen=True)
 class _SlotRef:
     """What a worker sends instead of a batch: which slot holds it, and its keys."""
