@@ -12,8 +12,7 @@ from torch import nn
 from training.architecture import AlexNetConfig
 from training.events import FOLDER
 from training.figures import GAP, KERNEL_ZOOM, PER_ROW
-from training.loader.batch import View
-from training.loader.batch import Batch, BatchBuffer
+from training.loader.batch import Batch, BatchBuffer, View
 from training.model import _layers, _param_key
 
 

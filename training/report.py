@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+import numpy as np
+import torch
 
 from shards.atomic import read_json, write_bytes
+from training.events import Events
+from training.figures import conv1_kernels
 from training.runlog import epoch_lines, loss_by_epoch, read_metrics
 
 REPORT = "report.html"
@@ -166,6 +170,14 @@ TEMPLATE = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
 ).get_template("report.html.j2")
+
+
+def show_epoch(run_dir: Path, events: Events | None, conv1: list[torch.Tensor], step: int) -> None:
+    """What a run shows after each epoch (rank 0): conv1's kernels in TensorBoard (the
+    drawing of Figure 3), and report.html with the curves so far."""
+    if events is not None:
+        events.image("conv1_kernels", np.asarray(conv1_kernels(conv1)), step)
+    write_report(run_dir)
 
 
 def write_report(run_dir: str | Path) -> Path:

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -46,7 +45,7 @@ from shards.stats import Stats
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.events import Events
-from training.figures import conv1_kernels, conv1_weights
+from training.figures import conv1_weights
 from training.loader.augment import Augment, lighting_basis, prepare_batch
 from training.loader.dataset import ShardSamples
 from training.loader.transport import device_batches
@@ -54,7 +53,7 @@ from training.loader.workers import Loader
 from training.model import build, kaiming_init
 from training.optim import PaperSGD
 from training.ranks import keys_digest, loader_workers, replica_batch, weights_sha256
-from training.report import write_report
+from training.report import show_epoch
 from training.runlog import append_metrics, check_run_name, run_folder, trim_metrics
 from training.schedule import Milestones, Plateau, schedule
 from training.starting import read_inputs, run_settings
@@ -210,11 +209,7 @@ def _end_epoch(
     )
     if r.rank == 0:
         _save_checkpoints(r, entry, top1)
-    if r.events is not None:
-        kernels = conv1_kernels(conv1_weights(r.model, c.model))
-        r.events.image("conv1_kernels", np.asarray(kernels), r.step)
-    if r.rank == 0:
-        write_report(r.run_dir)  # the curves so far
+        show_epoch(r.run_dir, r.events, conv1_weights(r.model, c.model), r.step)
     return entry, action
 
 
