@@ -682,7 +682,7 @@ MUTANTS = [
     ),
     m(
         "centre-patch-off-by-one",
-        "training/evaluate.py",
+        "training/inference.py",
         "return [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]",
         "return [(0, 0), (0, far), (far, 0), (far, far), (mid + 1, mid)]",
         EVAL,
@@ -691,7 +691,7 @@ MUTANTS = [
     ),
     m(
         "reflections-vertical",
-        "training/evaluate.py",
+        "training/inference.py",
         "views += [v.flip(2) for v in views]",
         "views += [v.flip(1) for v in views]",
         EVAL,
@@ -700,7 +700,7 @@ MUTANTS = [
     ),
     m(
         "views-grouped-wrong",
-        "training/evaluate.py",
+        "training/inference.py",
         "return probs.reshape(n_views, -1, probs.shape[1]).mean(0)",
         "return probs.reshape(-1, n_views, probs.shape[1]).mean(1)",
         EVAL,
@@ -727,7 +727,7 @@ MUTANTS = [
     ),
     m(
         "views-average-logits",
-        "training/evaluate.py",
+        "training/inference.py",
         "probs = average_views(torch.softmax(logits.float(), 1), crops)",
         "probs = torch.softmax(average_views(logits.float(), crops), 1)",
         EVAL,
@@ -736,7 +736,7 @@ MUTANTS = [
     ),
     m(
         "fc7-of-the-first-patch",
-        "training/evaluate.py",
+        "training/inference.py",
         "centre = 0 if crops == 1 else 4",
         "centre = 0",
         EVAL,

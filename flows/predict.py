@@ -23,7 +23,8 @@ from preprocessing.plan import PrepareSettings
 from shards.manifest import read_manifest
 from shards.stats import read_stats
 from training.checkpoint import check_classes, load_model
-from training.evaluate import check_finite, checkpoint_of, view_probs
+from training.evaluate import check_finite, checkpoint_of
+from training.inference import view_probs
 from training.runlog import check_run_name
 
 

@@ -20,14 +20,9 @@ from tests.reference import conv1_size, nearest
 from training.architecture import AlexNetConfig
 from training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from training.config import resolve
-from training.evaluate import (
-    average_members,
-    average_views,
-    crop_offsets,
-    evaluate,
-    ten_crops,
-)
+from training.evaluate import average_members, evaluate
 from training.figures import THUMB, TRUE_LINE, _feature_batches
+from training.inference import average_views, crop_offsets, ten_crops
 from training.metrics import non_finite_rows, topk_errors
 from training.model import to_grouped
 from training.train import train

@@ -24,43 +24,16 @@ from shards.atomic import write_json
 from shards.dataroot import reading
 from shards.format import sha256_file
 from shards.manifest import read_manifest
-from shards.pixels import center_offset, decode_rgb
+from shards.pixels import decode_rgb
 from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
 from training.checkpoint import Loaded, check_classes, load_model
+from training.inference import model_device, view_probs
 from training.metrics import non_finite_rows, topk_errors
 from training.report import write_report
 from training.runlog import check_run_name, read_metrics, run_folder
 
-CROP = 227
 FIGURE_EXAMPLES = 8  # val images shown in Figure 4 (their fc7 kept from the evaluation pass)
-
-
-def crop_offsets(size: int = 256, crop: int = CROP) -> list[tuple[int, int]]:
-    """(top, left) of the paper's five patches: four corners, then the centre."""
-    far, mid = size - crop, center_offset(size, crop)
-    return [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]
-
-
-def ten_crops(images: torch.Tensor, crops: int = 10, crop: int = CROP) -> torch.Tensor:
-    """(B, H, W, 3) float images -> (crops * B, 3, crop, crop): five patches, then mirrors.
-
-    With crops=1, only the centre patch. Row v * B + i is view v of image i.
-    """
-    offsets = crop_offsets(images.shape[1], crop)
-    if crops == 1:
-        offsets = offsets[4:]
-    elif crops != 10:
-        raise ValueError(f"crops must be 1 or 10, got {crops}")
-    views = [images[:, t : t + crop, left : left + crop] for t, left in offsets]
-    if crops == 10:
-        views += [v.flip(2) for v in views]  # horizontal reflections
-    return torch.cat(views).permute(0, 3, 1, 2)
-
-
-def average_views(probs: torch.Tensor, n_views: int) -> torch.Tensor:
-    """(n_views * B, C) softmax outputs -> (B, C), the mean over each image's views."""
-    return probs.reshape(n_views, -1, probs.shape[1]).mean(0)
 
 
 def average_members(member_probs: list[torch.Tensor]) -> torch.Tensor:
@@ -68,26 +41,6 @@ def average_members(member_probs: list[torch.Tensor]) -> torch.Tensor:
     the paper's "5 CNNs" row averages predictions (not logits: each member's are the
     softmax `view_probs` returns)."""
     return member_probs[0] if len(member_probs) == 1 else torch.stack(member_probs).mean(0)
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def view_probs(
-    m: Loaded, images: torch.Tensor, mean: torch.Tensor, crops: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 256, 256, 3) uint8 images -> their (B, C) softmax averaged over the views, and
-    the (B, 4096) fc7 rows of their centre patches: all views of the batch in one pass.
-    `mean` is the run's mean image on the model's device. What evaluation and
-    `alexnet predict` both run."""
-    x = (images.to(mean.device).float() - mean) * m.config.input_scale
-    logits, fc7 = m.model.forward_features(ten_crops(x, crops, m.config.crop))
-    centre = 0 if crops == 1 else 4  # the centre patch's view (see ten_crops)
-    b = len(images)
-    probs = average_views(torch.softmax(logits.float(), 1), crops)
-    return probs, fc7[centre * b : (centre + 1) * b]
 
 
 @dataclass
@@ -117,7 +70,7 @@ def predict(
     crop = members[0].config.crop  # 227, or 224 (the paper's text): the net's own input
     if any(m.config.crop != crop for m in members):
         raise ValueError("an ensemble's members must take crops of one size (227 or 224)")
-    means = {id(m): torch.from_numpy(stats.mean).to(_device(m.model)) for m in members}
+    means = {id(m): torch.from_numpy(stats.mean).to(model_device(m.model)) for m in members}
     probs: list[list[torch.Tensor]] = [[] for _ in members]
     labels, metas, batch, kept, features = [], [], [], [], []
 

@@ -23,6 +23,7 @@ from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
 from training.architecture import AlexNetConfig
 from training.checkpoint import Loaded
+from training.inference import model_device, view_probs
 from training.runlog import run_folder
 
 KERNEL_ZOOM, GAP, PER_ROW = 5, 2, 12
@@ -106,15 +107,12 @@ def _feature_batches(
 ) -> Iterator[tuple[torch.Tensor, list[np.ndarray]]]:
     """(fc7 features, images) of the centre crops of a split, `size` images at a time:
     all of them, or the first `limit`."""
-    model, config = loaded.model, loaded.config
-    device = next(model.parameters()).device
-    mean = torch.from_numpy(read_stats(out).mean).to(device)
+    mean = torch.from_numpy(read_stats(out).mean).to(model_device(loaded.model))
     batch: list[np.ndarray] = []
 
-    def features() -> torch.Tensor:
-        x = (torch.from_numpy(np.stack(batch)).to(device).float() - mean) * config.input_scale
-        x = center_crop(x, config.crop)  # (B, crop, crop, 3)
-        return model.forward_features(x.permute(0, 3, 1, 2))[1].float().cpu()
+    def features() -> torch.Tensor:  # the centre patch's fc7, as evaluation computes it
+        _, fc7 = view_probs(loaded, torch.from_numpy(np.stack(batch)), mean, crops=1)
+        return fc7.float().cpu()
 
     for n, s in enumerate(iter_samples(shard_paths(out, split))):
         if limit is not None and n >= limit:
