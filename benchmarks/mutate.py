@@ -255,8 +255,8 @@ MUTANTS = [
     m(
         "foreign-record-not-noticed",
         "shards/reader.py",
-        'if expected.count != listed.get("count") or data.get("sha256") != listed.get("sha256"):',
-        'if expected.count != listed.get("count"):',
+        'if expected.count != listed.count or data.get("sha256") != listed.sha256:',
+        "if expected.count != listed.count:",
         INTEG,
         "-k",
         "another_data_root",

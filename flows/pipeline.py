@@ -148,9 +148,9 @@ def preprocess_task(
         report.layout,
     )
     return {
-        "counts": m["counts"],
+        "counts": m.counts,
         "train_shards": train_shard_digests(m),
-        "fingerprint": m["source"]["fingerprint"],
+        "fingerprint": m.source["fingerprint"],
         "changes": report.changes,
         "shards_written": report.shards_written,
     }
@@ -363,7 +363,7 @@ def alexnet_pipeline(
     from training.config import resolve
 
     check_run_name(run)  # before anything is made
-    base = (find_manifest(out) or {}).get("settings")  # OUT's own, if it has any
+    base = own_settings(out)
     settings = prepare_settings(shard_size, quality, base)
     config = resolve(preset, overrides=overrides or []).to_dict()
     fingerprint = source_fingerprint(src)
@@ -400,10 +400,16 @@ def _evaluated_on_disk(out: str, run: str, crops: int, checkpoint_sha256: str) -
     return None
 
 
+def own_settings(out: str) -> dict | None:
+    """The settings OUT's shards were made with (its manifest's), if it has any."""
+    m = find_manifest(out)
+    return m.settings if m is not None else None
+
+
 def has_manifest(out: str, fingerprint: str, settings: dict) -> bool:
     """Whether OUT's manifest was made from this source with these settings."""
-    m = find_manifest(out) or {}
-    return m.get("source", {}).get("fingerprint") == fingerprint and m.get("settings") == settings
+    m = find_manifest(out)
+    return m is not None and m.source.get("fingerprint") == fingerprint and m.settings == settings
 
 
 def has_stats(out: str, train_shards: list[str], scale: str) -> bool:

@@ -51,12 +51,12 @@ def predict_files(
     out = Path(out)
     check_run_name(run)
     manifest = read_manifest(out)
-    process = ImageProcessor(PrepareSettings.from_dict(manifest["settings"]).image)
+    process = ImageProcessor(PrepareSettings.from_dict(manifest.settings).image)
     loaded = load_model(checkpoint_of(out, run, checkpoint), devices)
     check_classes(loaded.path, loaded.wnids, loaded.config.model.num_classes, manifest)
     device = next(loaded.model.parameters()).device
     mean = torch.from_numpy(read_stats(out, manifest).mean).to(device)  # current ones only
-    classes = manifest["classes"]
+    classes = manifest.classes
     results = [Prediction(str(p)) for p in paths]
     ready: list[tuple[Prediction, np.ndarray]] = []
     for result in results:
@@ -78,7 +78,5 @@ def predict_files(
         for (result, _), values, indices in zip(batch, best.values, best.indices, strict=True):
             for v, i in zip(values.tolist(), indices.tolist(), strict=True):
                 c = classes[i]
-                result.top.append(
-                    {"index": i, "wnid": c["wnid"], "name": c["name"], "probability": v}
-                )
+                result.top.append({"index": i, "wnid": c.wnid, "name": c.name, "probability": v})
     return results

@@ -25,6 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.pipeline import (
     has_stats,
+    own_settings,
     prepare_settings,
     preprocess_task,
     report_results,
@@ -33,7 +34,6 @@ from flows.pipeline import (
     train_and_evaluate,
     when_missing,
 )
-from shards.manifest import find_manifest
 from training.config import PIPELINE_PRESET
 from training.runlog import check_run_name
 
@@ -105,7 +105,7 @@ def alexnet_reprocess(
     """
     if train:
         check_run_name(run)  # before anything is made
-    base = (find_manifest(out) or {}).get("settings")  # OUT's own, if it has any
+    base = own_settings(out)
     settings = prepare_settings(shard_size, quality, base)
     # Always scan: a cached result would report the last run's changes as this run's.
     manifest = preprocess_task.with_options(refresh_cache=True)(

@@ -24,7 +24,7 @@ from pathlib import Path
 from preprocessing.image import ImageSettings
 from preprocessing.source import SourceFile, SourceTree
 from shards.format import record_path, shard_dir, shard_name
-from shards.manifest import FORMAT_VERSION, find_manifest
+from shards.manifest import FORMAT_VERSION, Manifest, ShardEntry, find_manifest
 from shards.settings import check_types, option
 
 
@@ -118,7 +118,9 @@ def plan_shards(
     return plans
 
 
-def previous_layout(out: Path, settings: PrepareSettings) -> tuple[Layout | None, dict | None, str]:
+def previous_layout(
+    out: Path, settings: PrepareSettings
+) -> tuple[Layout | None, Manifest | None, str]:
     """The members of OUT's shards as its manifest lists them, with that manifest.
 
     Returns (layout, manifest, why): the layout is None when there is no manifest,
@@ -128,17 +130,17 @@ def previous_layout(out: Path, settings: PrepareSettings) -> tuple[Layout | None
     manifest = find_manifest(out)
     if manifest is None:
         return None, None, "new layout: no earlier manifest"
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.format_version != FORMAT_VERSION:
         return None, manifest, "new layout: the earlier manifest has another format version"
-    if manifest.get("settings") != settings.as_dict():
+    if manifest.settings != settings.as_dict():
         return None, manifest, "new layout: the settings changed"
     layout: Layout = {}
-    for split, entry in manifest.get("splits", {}).items():
+    for split, entry in manifest.splits.items():
         shards, seen = [], set()
-        for shard in entry.get("shards", []):
+        for shard in entry.shards:
             listed = _listed_members(out, split, shard)
             if listed is None:
-                why = f"new layout: the record of {split} {shard['shard']} is unreadable"
+                why = f"new layout: the record of {split} {shard.shard} is unreadable"
                 return None, manifest, why
             if seen.intersection(k for k, _ in listed.members):
                 return None, manifest, f"new layout: {split} records list an input twice"
@@ -148,7 +150,7 @@ def previous_layout(out: Path, settings: PrepareSettings) -> tuple[Layout | None
     return layout, manifest, "layout kept: inputs stay in their shards"
 
 
-def _listed_members(out: Path, split: str, shard: dict) -> ShardMembers | None:
+def _listed_members(out: Path, split: str, shard: ShardEntry) -> ShardMembers | None:
     """The members of `shard` in the version the manifest lists.
 
     Normally its record's; if an update rewrote the shard since and was
@@ -156,8 +158,8 @@ def _listed_members(out: Path, split: str, shard: dict) -> ShardMembers | None:
     members under `previous`, so a resumed update plans and reports the same.
     """
     try:
-        record = json.loads(record_path(shard_dir(out, split) / shard["shard"]).read_text())
-        listed = shard.get("plan", record["plan"])
+        record = json.loads(record_path(shard_dir(out, split) / shard.shard).read_text())
+        listed = shard.plan if shard.plan is not None else record["plan"]
         for version in (record, record.get("previous") or {}):
             if version.get("plan") == listed:
                 members = tuple((str(k), str(ident)) for k, ident in version["members"])
@@ -184,7 +186,7 @@ def diff_layout(layout: Layout, tree: SourceTree) -> dict[str, dict[str, list[st
 
 
 def layout_changes(
-    previous: dict | None,
+    previous: Manifest | None,
     layout: Layout | None,
     tree: SourceTree,
     records: dict[str, list[dict | None]],
@@ -193,21 +195,21 @@ def layout_changes(
     """What this run changed against the previous manifest (its `changes` entry)."""
     changes: dict = {
         "layout": why,
-        "previous_fingerprint": previous["source"]["fingerprint"] if previous else None,
+        "previous_fingerprint": previous.source.get("fingerprint") if previous else None,
     }
     if layout is None:
         return changes
     inputs = diff_layout(layout, tree)
     changes["splits"] = {}
     for split, recs in records.items():
-        before = previous["splits"].get(split, {}).get("shards", [])
+        before = previous.shards(split) if previous else ()
         n_before = len(layout.get(split, []))
         changes["splits"][split] = {
             **inputs[split],
             "shards_rewritten": [
                 r["shard"]
                 for r, old in zip(recs, before, strict=False)
-                if r is not None and r["plan"] != old.get("plan")
+                if r is not None and r["plan"] != old.plan
             ],
             "shards_added": [r["shard"] for r in recs[n_before:] if r is not None],
         }

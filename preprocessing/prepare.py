@@ -67,6 +67,7 @@ from shards.format import (
     shard_index,
 )
 from shards.manifest import (
+    Manifest,
     append_history,
     build_manifest,
     find_manifest,
@@ -150,7 +151,7 @@ class PrepareReport:
     written: int = 0
     rejected: int = 0
     cluster_started: bool = False
-    manifest: dict = field(default_factory=dict)
+    manifest: Manifest | None = None  # what the run left in OUT/manifest.json
     changes: dict = field(default_factory=dict)  # added/changed/deleted inputs, shards rewritten
     warnings: list[str] = field(default_factory=list)  # the source's (SourceTree.warnings)
 
@@ -272,7 +273,7 @@ def preprocess(
         report.manifest, wrote = _finish(src, out, tree, settings, records)
         if wrote or report.shards_written or report.shards_removed:
             append_history(out, _history_entry(report))
-    counts = report.manifest["counts"]
+    counts = report.manifest.counts
     report.inputs, report.written, report.rejected = (
         counts["inputs"],
         counts["written"],
@@ -303,12 +304,12 @@ class SettingsWouldRewrite(ValueError):
     """Settings that differ from those a populated data root was made with."""
 
 
-def refuse_other_settings(out: Path, previous: dict | None, settings: PrepareSettings) -> None:
+def refuse_other_settings(out: Path, previous: Manifest | None, settings: PrepareSettings) -> None:
     """A `SettingsWouldRewrite` error when OUT holds shards made with other settings."""
-    if previous is None or not isinstance(previous.get("settings"), dict):
+    if previous is None:
         return
-    had, wanted = previous["settings"], settings.as_dict()
-    shards = sum(len(e.get("shards", [])) for e in previous["splits"].values())
+    had, wanted = previous.settings, settings.as_dict()
+    shards = sum(len(e.shards) for e in previous.splits.values())
     if had == wanted or not shards:
         return
     changed = ", ".join(
@@ -399,7 +400,7 @@ def _finish(
     tree: SourceTree,
     settings: PrepareSettings,
     records: dict[str, list[dict | None]],
-) -> tuple[dict, bool]:
+) -> tuple[Manifest, bool]:
     """Write rejects.jsonl and manifest.json (last) from the shard records, each only if
     its bytes change; return the manifest and whether either file was written.
 
@@ -408,9 +409,9 @@ def _finish(
     """
     previous = find_manifest(out)
     kept = {}
-    if previous and previous.get("settings") == settings.as_dict():
+    if previous and previous.settings == settings.as_dict():
         earlier = read_rejects(out)
-        for split, entry in previous["splits"].items():
+        for split, entry in previous.data["splits"].items():  # as written, kept verbatim
             kept[split] = (entry, [r for r in earlier if r.get("split") == split])
     done = {split: [r for r in recs if r is not None] for split, recs in records.items()}
     if sum(map(len, done.values())) != sum(map(len, records.values())):
@@ -423,16 +424,17 @@ def _finish(
     manifest, rejects = build_manifest(
         tree.classes, settings.as_dict(), source, done, tree.rejects, kept
     )
-    return manifest, write_manifest(out, manifest, rejects)
+    return Manifest.parse(manifest), write_manifest(out, manifest, rejects)
 
 
 def _history_entry(report: PrepareReport) -> dict:
     """One line of OUT/history.jsonl: when, from what, and what this run changed."""
     m = report.manifest
+    assert m is not None
     return {
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "source": m["source"],
-        "counts": m["counts"],
+        "source": m.source,
+        "counts": m.counts,
         "shards_written": report.shards_written,
         "shards_reused": report.shards_reused,
         "shards_removed": report.shards_removed,

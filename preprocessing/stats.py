@@ -34,7 +34,7 @@ import numpy as np
 
 from shards.dataroot import locked
 from shards.format import partials_path, sha256_file, shard_dir
-from shards.manifest import read_manifest
+from shards.manifest import ShardEntry, read_manifest
 from shards.partials import Partials
 from shards.pixels import decode_rgb
 from shards.reader import iter_samples
@@ -56,22 +56,20 @@ def pixels_partials(tar: Path, size: int) -> Partials:
     return partials
 
 
-def shard_partials(out: str, entry: dict, size: int, from_pixels: bool) -> tuple[Counter, Partials]:
+def shard_partials(
+    out: str, entry: ShardEntry, size: int, from_pixels: bool
+) -> tuple[Counter, Partials]:
     """One train shard's partial sums, and where they came from. (A Dask task.)"""
-    tar = shard_dir(out, "train") / entry["shard"]
+    tar = shard_dir(out, "train") / entry.shard
     if not from_pixels:
         own = partials_path(tar)
-        if (
-            entry.get("partials_sha256")
-            and own.is_file()
-            and sha256_file(own) == entry["partials_sha256"]
-        ):
+        if entry.partials_sha256 and own.is_file() and sha256_file(own) == entry.partials_sha256:
             return Counter(partials=1), Partials.load(own)
-        cached = _cache_path(out, entry["sha256"])
+        cached = _cache_path(out, entry.sha256)
         if cached.is_file():
             return Counter(cache=1), Partials.load(cached)
     partials = pixels_partials(tar, size)
-    partials.save(_cache_path(out, entry["sha256"]))
+    partials.save(_cache_path(out, entry.sha256))
     return Counter(pixels=1), partials
 
 
@@ -142,32 +140,32 @@ def _compute_stats(
     from preprocessing.cluster import dask_client
 
     manifest = read_manifest(out)
-    if "train" not in manifest["splits"]:
+    if "train" not in manifest.splits:
         raise ValueError(f"{out}: the manifest has no train split; preprocess it first")
-    entries = manifest["splits"]["train"]["shards"]
+    entries = list(manifest.shards("train"))
     if not entries:
         raise ValueError(f"{out}: the train split has no shards")
-    size = int(manifest["settings"]["size"])
+    size = int(manifest.settings["size"])
     root = str(out.resolve())
     groups = [entries[i : i + FAN_IN] for i in range(0, len(entries), FAN_IN)]
     with dask_client(workers, dask_address, tasks=len(groups)) as client:
         how, total = _reduce(client, root, groups, size, from_pixels)
-    covered = [{"shard": e["shard"], "sha256": e["sha256"]} for e in entries]
+    covered = [{"shard": e.shard, "sha256": e.sha256} for e in entries]
     stats = finish(total, scale, covered)
     write_stats(out, stats)
-    _drop_stale_cache(out, {e["sha256"] for e in entries})
+    _drop_stale_cache(out, {e.sha256 for e in entries})
     return StatsReport(stats, dict(how))
 
 
 def group_partials(
-    out: str, entries: list[dict], size: int, from_pixels: bool
+    out: str, entries: list[ShardEntry], size: int, from_pixels: bool
 ) -> tuple[Counter, Partials]:
     """The summed partials of up to FAN_IN train shards. (A Dask task.)"""
     return merge(*(shard_partials(out, e, size, from_pixels) for e in entries))
 
 
 def _reduce(
-    client: Any, root: str, groups: list[list[dict]], size: int, from_pixels: bool
+    client: Any, root: str, groups: list[list[ShardEntry]], size: int, from_pixels: bool
 ) -> tuple[Counter, Partials]:
     """Sum every group's partials into one, in the driver, with at most two groups per
     worker thread in flight: memory stays the same whatever the number of shards
@@ -176,8 +174,8 @@ def _reduce(
     order in which groups finish changes nothing."""
     from distributed import as_completed
 
-    def submit(group: list[dict]) -> Any:
-        key = "partials-" + hashlib.sha256("".join(e["sha256"] for e in group).encode()).hexdigest()
+    def submit(group: list[ShardEntry]) -> Any:
+        key = "partials-" + hashlib.sha256("".join(e.sha256 for e in group).encode()).hexdigest()
         return client.submit(
             group_partials, root, group, size, from_pixels, key=key, pure=not from_pixels
         )

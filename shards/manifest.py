@@ -13,7 +13,8 @@
 The preprocess stage builds them from the shard records (`build_manifest`) and
 writes rejects, then the manifest, last (`write_manifest`); every other stage
 and the flows read them through `read_manifest` (checked, a clear error) or
-`find_manifest` (None when there is none usable).
+`find_manifest` (None when there is none usable), as a typed `Manifest`
+(`ClassEntry`, `SplitEntry`, `ShardEntry`): one check, `Manifest.parse`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shards.atomic import append_line, json_bytes, read_json, write_if_changed
@@ -32,27 +34,113 @@ FORMAT_VERSION = 1
 SHARD_FIELDS = ("shard", "plan", "count", "bytes", "sha256", "partials", "partials_sha256")
 
 
-def read_manifest(out: str | os.PathLike) -> dict:
+@dataclass(frozen=True)
+class ClassEntry:
+    """One class: its index (the label stored in the shards), WordNet id and name."""
+
+    index: int
+    wnid: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard as the manifest lists it (a subset of its record)."""
+
+    shard: str
+    count: int
+    bytes: int
+    sha256: str
+    plan: str | None = None
+    partials: str | None = None  # train shards: the pixel sums' file, and its sha256
+    partials_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitEntry:
+    """A split: its shards in order and its counts (inputs/rejected: absent in data roots
+    not made by preprocess, such as the benchmarks' synthetic ones)."""
+
+    shards: tuple[ShardEntry, ...]
+    count: int
+    inputs: int | None = None
+    rejected: int | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """OUT/manifest.json, checked and typed (`Manifest.parse`). `data` is the JSON object
+    itself, what `write_manifest` writes and what the flows hand on."""
+
+    classes: tuple[ClassEntry, ...]
+    splits: dict[str, SplitEntry]
+    settings: dict
+    source: dict
+    counts: dict  # inputs, written, rejected over every split
+    format_version: int | None
+    data: dict = field(repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, data: object) -> Manifest:
+        """The manifest in `data`, or ValueError saying what is missing, of the wrong kind
+        or inconsistent."""
+        problem = _manifest_problem(data)
+        if problem:
+            raise ValueError(problem)
+        assert isinstance(data, dict)
+        splits = {
+            split: SplitEntry(
+                tuple(ShardEntry(**{k: s[k] for k in SHARD_FIELDS if k in s}) for s in e["shards"]),
+                e["count"],
+                e.get("inputs"),
+                e.get("rejected"),
+            )
+            for split, e in data["splits"].items()
+        }
+        classes = tuple(
+            ClassEntry(c["index"], c["wnid"], c.get("name") or "") for c in data["classes"]
+        )
+        source, counts = (
+            data.get(k) if isinstance(data.get(k), dict) else {} for k in ("source", "counts")
+        )
+        version = data.get("format_version")
+        return cls(classes, splits, data["settings"], source, counts, version, data)
+
+    @property
+    def wnids(self) -> list[str]:
+        return [c.wnid for c in self.classes]
+
+    def shards(self, split: str) -> tuple[ShardEntry, ...]:
+        """The shards of `split` in order (none when the split is absent)."""
+        entry = self.splits.get(split)
+        return entry.shards if entry is not None else ()
+
+
+def read_manifest(out: str | os.PathLike) -> Manifest:
     """OUT/manifest.json, or a clear error if the preprocess stage has not completed."""
     path = Path(out) / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path} not found: run `alexnet preprocess SRC {out}` first"
         ) from None
     except ValueError as err:
         raise ValueError(f"{path} is not valid JSON ({err})") from None
-    problem = _manifest_problem(manifest)
-    if problem:
-        raise ValueError(f"{path} is not a data root's manifest: {problem}; run preprocess again")
-    return manifest
+    try:
+        return Manifest.parse(data)
+    except ValueError as err:
+        raise ValueError(
+            f"{path} is not a data root's manifest: {err}; run preprocess again"
+        ) from None
 
 
-def find_manifest(out: str | os.PathLike) -> dict | None:
+def find_manifest(out: str | os.PathLike) -> Manifest | None:
     """OUT's manifest if it is there and well formed, else None (nothing made yet)."""
-    manifest = read_json(Path(out) / MANIFEST)
-    return manifest if _manifest_problem(manifest) is None else None
+    try:
+        return Manifest.parse(read_json(Path(out) / MANIFEST))
+    except ValueError:
+        return None
 
 
 def classes_digest(classes: list[dict]) -> str:
@@ -85,11 +173,20 @@ def _manifest_problem(manifest: object) -> str | None:
         if not isinstance(shards, list) or not isinstance(entry.get("count"), int):
             return f"split {split!r} has no 'shards' list or no count"
         for s in shards:
-            if not isinstance(s, dict) or not {"shard", "count", "sha256", "bytes"} <= set(s):
+            if not isinstance(s, dict) or not _shard_entry_ok(s):
                 return f"a shard of {split!r} lacks its name, count, sha256 or size"
     if not isinstance(manifest.get("settings"), dict):
         return "no 'settings' object"
     return None
+
+
+def _shard_entry_ok(s: dict) -> bool:
+    return (
+        isinstance(s.get("shard"), str)
+        and isinstance(s.get("count"), int)
+        and isinstance(s.get("bytes"), int)
+        and isinstance(s.get("sha256"), str)
+    )
 
 
 def read_rejects(out: str | os.PathLike) -> list[dict]:
@@ -180,6 +277,6 @@ def write_manifest(out: str | os.PathLike, manifest: dict, rejects: list[dict]) 
     return write_if_changed(Path(out) / MANIFEST, json_bytes(manifest)) or wrote
 
 
-def train_shard_digests(manifest: dict) -> list[str]:
+def train_shard_digests(manifest: Manifest) -> list[str]:
     """The sha256 of each train shard, in order (what the statistics must cover)."""
-    return [s["sha256"] for s in manifest["splits"].get("train", {}).get("shards", [])]
+    return [s.sha256 for s in manifest.shards("train")]

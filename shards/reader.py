@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shards.atomic import read_json
 from shards.format import IMAGE_EXTS, MANIFEST, record_path, sample_checksum, shard_dir
-from shards.manifest import read_manifest
+from shards.manifest import Manifest, ShardEntry, read_manifest
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,12 @@ class Sample:
     meta: dict  # source path, wnid, original width/height/format/mode
 
 
-def shard_paths(out: str | os.PathLike, split: str, manifest: dict | None = None) -> list[Path]:
+def shard_paths(out: str | os.PathLike, split: str, manifest: Manifest | None = None) -> list[Path]:
     """The shards of `split` that the manifest lists, in order."""
     manifest = manifest or read_manifest(out)
-    entry = manifest["splits"].get(split)
-    if entry is None:
+    if split not in manifest.splits:
         raise ValueError(f"{out}: the manifest has no {split!r} split")
-    return [shard_dir(out, split) / s["shard"] for s in entry["shards"]]
+    return [shard_dir(out, split) / s.shard for s in manifest.shards(split)]
 
 
 def split_member(name: str) -> tuple[str, str]:
@@ -126,11 +125,11 @@ class _Expected:
     size: int | None = None  # the tar's size, as the data root's manifest lists it
 
 
-_UNLISTED: dict = {}
-_LISTINGS: dict[Path, tuple[tuple[int, int], dict[tuple[str, str], dict]]] = {}
+_UNLISTED = ShardEntry("", -1, -1, "")
+_LISTINGS: dict[Path, tuple[tuple[int, int], dict[tuple[str, str], ShardEntry]]] = {}
 
 
-def _listed(path: Path) -> dict | None:
+def _listed(path: Path) -> ShardEntry | None:
     """The manifest's entry for the shard at `path` (OUT/shards/SPLIT/NAME.tar), from OUT's
     manifest; `_UNLISTED` when the manifest does not list it; None when the shard is not in
     a data root with a manifest (a bare tar). Each manifest is parsed once while it is
@@ -145,16 +144,11 @@ def _listed(path: Path) -> dict | None:
     stamp = (st.st_mtime_ns, st.st_size)
     cached = _LISTINGS.get(manifest)
     if cached is None or cached[0] != stamp:
-        data = read_json(manifest)
-        if not isinstance(data, dict) or not isinstance(data.get("splits"), dict):
+        try:
+            parsed = Manifest.parse(read_json(manifest))
+        except ValueError:  # not a manifest (yet): the shard is read as a bare tar
             return None
-        index = {
-            (split, s["shard"]): s
-            for split, entry in data["splits"].items()
-            if isinstance(entry, dict)
-            for s in entry.get("shards", [])
-            if isinstance(s, dict) and "shard" in s
-        }
+        index = {(split, s.shard): s for split, e in parsed.splits.items() for s in e.shards}
         cached = _LISTINGS[manifest] = (stamp, index)
     return cached[1].get((path.parent.name, path.name), _UNLISTED)
 
@@ -179,12 +173,12 @@ def _expected(path: Path | str) -> _Expected:
     if listed is _UNLISTED:
         raise DamagedShard(f"{path}: the data root's manifest does not list this shard; {_REDO}")
     if listed is not None:
-        if expected.count != listed.get("count") or data.get("sha256") != listed.get("sha256"):
+        if expected.count != listed.count or data.get("sha256") != listed.sha256:
             raise DamagedShard(
                 f"{record}: this record is not the one of the shard the manifest lists (count "
                 f"or sha256 differ: a shard from another data root?); {_REDO}"
             )
-        expected = _Expected(expected.count, expected.checksums, listed.get("bytes"))
+        expected = _Expected(expected.count, expected.checksums, listed.bytes)
     return expected
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from shards.atomic import write_bytes, write_json
+from shards.manifest import Manifest
 
 STATS_DIR = "stats"
 MEAN = "mean.npy"
@@ -79,7 +80,7 @@ def _check_values(
     stats: Stats,
     meta: dict,
     mean_bytes: bytes,
-    manifest: dict | None,
+    manifest: Manifest | None,
 ) -> None:
     """The statistics hold numbers a model can use: mean.npy is the file pca.json was
     written with, every value is finite, the eigenvalues are not negative, and the mean
@@ -99,7 +100,7 @@ def _check_values(
             raise ValueError(f"{folder}: {name} holds {bad} NaN or infinite value(s); {again}")
     if (stats.eigenvalues < -1e-9).any():
         raise ValueError(f"{folder / PCA}: a negative eigenvalue; {again}")
-    size = ((manifest or {}).get("settings") or {}).get("size")
+    size = manifest.settings.get("size") if manifest is not None else None
     if size is not None and stats.mean.shape != (size, size, 3):
         raise ValueError(
             f"{folder / MEAN}: a {stats.mean.shape} mean image for {size}x{size} images; {again}"
@@ -129,7 +130,7 @@ def write_stats(out: str | os.PathLike, stats: Stats) -> None:
     )
 
 
-def read_stats(out: str | os.PathLike, manifest: dict | None = None) -> Stats:
+def read_stats(out: str | os.PathLike, manifest: Manifest | None = None) -> Stats:
     """Read and check the statistics; with `manifest`, insist they cover its train shards."""
     folder = stats_dir(out)
     try:
@@ -168,10 +169,7 @@ def read_stats(out: str | os.PathLike, manifest: dict | None = None) -> Stats:
         raise ValueError(f"{folder / PCA}: unknown scale {stats.scale!r}")
     _check_values(out, folder, stats, meta, mean_bytes, manifest)
     if manifest is not None:
-        expected = [
-            {"shard": s["shard"], "sha256": s["sha256"]}
-            for s in manifest["splits"]["train"]["shards"]
-        ]
+        expected = [{"shard": s.shard, "sha256": s.sha256} for s in manifest.shards("train")]
         if stats.shards != expected:
             raise ValueError(
                 f"{folder} does not describe the train shards of {out}/manifest.json (they were "

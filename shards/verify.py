@@ -68,29 +68,29 @@ def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
     manifest = read_manifest(out)
     result = Verification()
     problems = result.problems
-    n_classes = len(manifest["classes"])
-    for split, entry in manifest["splits"].items():
-        for s in entry["shards"]:
-            tar = shard_dir(out, split) / s["shard"]
-            name = f"{split}/{s['shard']}"
+    n_classes = len(manifest.classes)
+    for split, entry in manifest.splits.items():
+        for s in entry.shards:
+            tar = shard_dir(out, split) / s.shard
+            name = f"{split}/{s.shard}"
             result.shards += 1
             if not tar.is_file():
                 problems.append(f"{name}: missing")
                 continue
             size = tar.stat().st_size
             result.bytes += size
-            if size != s["bytes"]:
-                problems.append(f"{name}: {size} bytes, the manifest says {s['bytes']}")
-            elif sha256_file(tar) != s["sha256"]:
+            if size != s.bytes:
+                problems.append(f"{name}: {size} bytes, the manifest says {s.bytes}")
+            elif sha256_file(tar) != s.sha256:
                 problems.append(f"{name}: sha256 differs from the manifest's")
-            if s.get("partials"):
+            if s.partials:
                 own = partials_path(tar)
                 if not own.is_file():
                     problems.append(f"{split}/{own.name}: missing")
-                elif sha256_file(own) != s["partials_sha256"]:
+                elif sha256_file(own) != s.partials_sha256:
                     problems.append(f"{split}/{own.name}: sha256 differs from the manifest's")
             if deep:
-                result.samples += _check_samples(tar, s["count"], n_classes, problems)
+                result.samples += _check_samples(tar, s.count, n_classes, problems)
     if stats_dir(out).is_dir():  # once `alexnet stats` has run, both files must be there
         try:
             read_stats(out, manifest)

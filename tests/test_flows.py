@@ -142,7 +142,9 @@ def samples(out: Path) -> dict[str, dict[str, dict[str, bytes]]]:
             r["__key__"]: {k: v for k, v in r.items() if not k.startswith("__")}
             for r in wds.WebDataset(paths, shardshuffle=False)
         }
-        assert len(found[split]) == read_manifest(out)["splits"][split]["count"]  # no key twice
+        assert (
+            len(found[split]) == read_manifest(out).data["splits"][split]["count"]
+        )  # no key twice
     return found
 
 
@@ -198,7 +200,7 @@ def test_reprocess_rewrites_only_affected_shards(harness, tmp_path):
     assert c["shards_added"] == ["train-000005.tar"]  # new images go to a new shard
     assert result["changes"]["splits"]["val"]["shards_rewritten"] == []
     assert read_history(out)[-1]["changes"] == result["changes"]  # the history says what changed
-    assert "changes" not in read_manifest(out)  # the manifest describes the data only
+    assert "changes" not in read_manifest(out).data  # the manifest describes the data only
 
     after_members, after_files = members(out), files(out)
     for k, shard in before_members.items():  # existing images keep their shard

@@ -56,7 +56,7 @@ def done(src, tmp_path_factory):
 def test_every_input_is_in_a_shard_or_rejected(src, done):
     out, report = done
     meta = json.loads((src / "sample-data.json").read_text())
-    manifest = read_manifest(out)
+    manifest = read_manifest(out).data
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
 
     bad = sorted(q["path"] for q in meta["quirks"] if not q["decodable"])
@@ -82,7 +82,7 @@ def test_every_input_is_in_a_shard_or_rejected(src, done):
 
 def test_manifest_follows_the_contract(src, done):
     out, _ = done
-    m = read_manifest(out)
+    m = read_manifest(out).data  # the JSON, as written
     synsets = (src / "LOC_synset_mapping.txt").read_text().splitlines()
     assert [f"{c['wnid']} {c['name']}" for c in m["classes"]] == synsets
     assert m["settings"]["size"] == 256 and m["settings"]["quality"] == 95
@@ -111,7 +111,7 @@ def test_shards_read_back_with_webdataset_and_tar(done):
     assert [(s.key, s.image, s.cls) for s in ours] == [
         (r["__key__"], r["jpg"], int(r["cls"])) for r in raw
     ]
-    assert len(samples) == read_manifest(out)["splits"]["train"]["count"]
+    assert len(samples) == read_manifest(out).data["splits"]["train"]["count"]
     for s in samples:
         assert s["jpg"].size == (256, 256) and s["jpg"].mode == "RGB"
         assert isinstance(s["cls"], int) and 0 <= s["cls"] < SPEC.classes
@@ -120,7 +120,7 @@ def test_shards_read_back_with_webdataset_and_tar(done):
 
     listing = subprocess.run(["tar", "-tf", paths[0]], capture_output=True, text=True, check=True)
     names = listing.stdout.split()
-    assert len(names) == 3 * read_manifest(out)["splits"]["train"]["shards"][0]["count"]
+    assert len(names) == 3 * read_manifest(out).data["splits"]["train"]["shards"][0]["count"]
     assert [n.rsplit(".", 1)[1] for n in names[:3]] == ["jpg", "cls", "json"]
 
 
@@ -178,7 +178,7 @@ def test_unchanged_rerun_does_no_work_and_changes_no_byte(src, done):
     assert report.shards_reused == len(list(out.rglob("*.tar")))
     assert state() == before  # the manifest too: it no longer records the run's history
     assert read_history(out) == history and len(history) >= 1
-    assert "changes" not in read_manifest(out) and history[0]["changes"]["layout"].startswith(
+    assert "changes" not in read_manifest(out).data and history[0]["changes"]["layout"].startswith(
         "new layout"
     )
 
@@ -214,7 +214,7 @@ def test_changed_settings_rewrite_and_shrinking_removes_stale_shards(src, done, 
         f"train-{i:06d}.tar" for i in range(3)
     ]
     assert not list(work.rglob("*.tmp-*"))
-    assert read_manifest(work)["counts"] == read_manifest(out)["counts"]
+    assert read_manifest(work).data["counts"] == read_manifest(out).data["counts"]
 
 
 def preprocess_killed_when(src: Path, out: Path, done: Callable[[], bool]) -> list[str]:
@@ -304,7 +304,7 @@ def test_other_layouts(tmp_path):
     )
     m1 = preprocess(
         root, tmp_path / "o1", SETTINGS, val_labels=plain, workers=1, progress=False
-    ).manifest
+    ).manifest.data
     assert [c["wnid"] for c in m1["classes"]] == sorted(wnids)
     assert m1["splits"]["val"]["count"] == 6 and m1["counts"]["rejected"] == 0
 
@@ -312,7 +312,7 @@ def test_other_layouts(tmp_path):
         image_id, wnid = r.split(",")[0], r.split(",")[1].split()[0]
         (root / "val" / wnid).mkdir(exist_ok=True)
         (root / "val" / f"{image_id}.JPEG").rename(root / "val" / wnid / f"{image_id}.JPEG")
-    m2 = preprocess(root, tmp_path / "o2", SETTINGS, workers=1, progress=False).manifest
+    m2 = preprocess(root, tmp_path / "o2", SETTINGS, workers=1, progress=False).manifest.data
     labels1 = {
         s.meta["path"].split("/")[-1]: s.cls
         for s in iter_samples(shard_paths(tmp_path / "o1", "val"))
@@ -349,7 +349,7 @@ def test_verify_finds_every_kind_of_damage(done, tmp_path, capsys):
     out = tmp_path / "copy"
     shutil.copytree(done[0], out)
     good = verify(out, deep=True)
-    assert good.problems == [] and good.samples == read_manifest(out)["counts"]["written"]
+    assert good.problems == [] and good.samples == read_manifest(out).data["counts"]["written"]
     assert main(["verify", str(out), "--deep"]) == 0
 
     shards = shard_paths(out, "train")
@@ -359,7 +359,7 @@ def test_verify_finds_every_kind_of_damage(done, tmp_path, capsys):
     with open(shards[1], "r+b") as f:
         f.truncate(3000)
     (shards[2].with_suffix(".stats.npz")).unlink()
-    (out / "shards/val" / read_manifest(out)["splits"]["val"]["shards"][0]["shard"]).unlink()
+    (out / "shards/val" / read_manifest(out).data["splits"]["val"]["shards"][0]["shard"]).unlink()
     problems = verify(out, deep=True).problems
     assert any(p.startswith("train/train-000000.tar: sha256 differs") for p in problems)
     assert any(p.startswith("train/train-000001.tar: 3000 bytes") for p in problems)
@@ -380,7 +380,7 @@ def test_dry_run_writes_nothing_and_its_counts_are_what_the_run_then_does(src, t
     fresh = dry_run(source, out, settings)
     assert not out.exists()  # not even the folder
     report = preprocess(source, out, settings, workers=1, progress=False)
-    manifest = report.manifest
+    manifest = report.manifest.data
     for split, counts in fresh.splits.items():
         assert counts["shards"] == counts["write"] == len(manifest["splits"][split]["shards"])
         assert counts["keep"] == counts["rewrite"] == counts["remove"] == 0
@@ -455,9 +455,9 @@ def test_hostile_names_and_shapes_are_rejects_not_a_stopped_stage(tmp_path):
     assert plan.splits["train"]["inputs"] == 9 + 3 and plan.unlisted == 1
     report = preprocess(root, tmp_path / "out", SETTINGS, workers=1, progress=False)
     assert report.written == 9 + 6 + 2 and report.rejected == 2
-    for split, entry in report.manifest["splits"].items():  # the listing's reject counts too
+    for split, entry in report.manifest.data["splits"].items():  # the listing's reject counts too
         assert entry["inputs"] == entry["count"] + entry["rejected"], split
-    assert report.manifest["splits"]["train"]["rejected"] == 2
+    assert report.manifest.data["splits"]["train"]["rejected"] == 2
     rejects = {
         r["path"]: r["reason"]
         for r in map(json.loads, (tmp_path / "out/rejects.jsonl").read_text().splitlines())

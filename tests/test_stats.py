@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import shutil
 
@@ -12,7 +13,7 @@ from PIL import Image
 from preprocessing.prepare import PrepareSettings, preprocess
 from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
-from shards.manifest import read_manifest
+from shards.manifest import Manifest, read_manifest
 from shards.reader import iter_samples, shard_paths
 from shards.stats import fix_signs, read_stats
 
@@ -104,7 +105,7 @@ def test_incremental_after_reprocessing_equals_from_scratch(data, tmp_path):
     assert first.sources == {"pixels": n_shards}
     assert compute_stats(out, workers=2).sources == {"cache": n_shards}
 
-    before = {s["sha256"] for s in read_manifest(out)["splits"]["train"]["shards"]}
+    before = {s["sha256"] for s in read_manifest(out).data["splits"]["train"]["shards"]}
     wnid = sorted(p.name for p in (src / "train").iterdir())[0]
     extra = next((src / "train" / wnid).iterdir())
     shutil.copy(extra, src / "train" / wnid / f"{wnid}_999.JPEG")  # a new image
@@ -113,7 +114,7 @@ def test_incremental_after_reprocessing_equals_from_scratch(data, tmp_path):
         read_stats(out, read_manifest(out))  # stale statistics are refused
     for p in out.glob("shards/train/*.stats.npz"):
         p.unlink()
-    after = {s["sha256"] for s in read_manifest(out)["splits"]["train"]["shards"]}
+    after = {s["sha256"] for s in read_manifest(out).data["splits"]["train"]["shards"]}
     report = compute_stats(out, workers=2)
     assert report.sources.get("pixels") == len(after - before) > 0
     assert report.sources.get("cache") == len(after & before)
@@ -166,7 +167,7 @@ def test_statistics_of_other_shards_are_refused_even_when_the_count_matches(data
     root, _ = data
     manifest = read_manifest(root / "out")
     read_stats(root / "out", manifest)  # current
-    shards = manifest["splits"]["train"]["shards"]
-    shards[-1] = {**shards[-1], "sha256": "0" * 64}
+    data = copy.deepcopy(manifest.data)
+    data["splits"]["train"]["shards"][-1]["sha256"] = "0" * 64
     with pytest.raises(ValueError, match="does not describe the train shards"):
-        read_stats(root / "out", manifest)
+        read_stats(root / "out", Manifest.parse(data))

@@ -19,6 +19,7 @@ import torch
 
 from shards.atomic import atomic_writer
 from shards.format import sha256_file
+from shards.manifest import Manifest
 from training.config import TrainConfig
 from training.model import AlexNet, GroupedAlexNet, OneGpuAlexNet, default_devices
 
@@ -77,11 +78,13 @@ class WrongClasses(ValueError):
     """A checkpoint applied to a data root whose class list is not the one it learnt."""
 
 
-def check_classes(path: Path, wnids: list[str] | None, num_classes: int, manifest: dict) -> None:
+def check_classes(
+    path: Path, wnids: list[str] | None, num_classes: int, manifest: Manifest
+) -> None:
     """Refuse to apply the checkpoint at `path` (trained on `wnids`, in output order) to a
     data root with another class list: its outputs would be read as the wrong classes.
     A checkpoint from before the class list was recorded is held to the class count."""
-    ours = [c["wnid"] for c in manifest["classes"]]
+    ours = manifest.wnids
     if wnids is None:  # a checkpoint from before the class list was recorded
         if num_classes != len(ours):
             raise WrongClasses(

@@ -14,6 +14,7 @@ Writes to OUT/runs/NAME/: eval.json, per_class_error.json, figures/*.png.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from shards.atomic import write_json
 from shards.dataroot import reading
 from shards.format import sha256_file
-from shards.manifest import read_manifest
+from shards.manifest import ClassEntry, read_manifest
 from shards.pixels import decode_rgb
 from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
@@ -191,7 +192,7 @@ def _evaluate(
     # never an old one beside new files.
     (run_dir / "eval.json").unlink(missing_ok=True)
     written = [run_dir / "per_class_error.json"]
-    write_json(written[0], per_class(final, labels, manifest["classes"]))
+    write_json(written[0], per_class(final, labels, manifest.classes))
     if figures:
         from training.figures import draw_all
 
@@ -213,16 +214,16 @@ def _evaluate(
     return result
 
 
-def per_class(probs: torch.Tensor, labels: torch.Tensor, classes: list[dict]) -> dict:
+def per_class(probs: torch.Tensor, labels: torch.Tensor, classes: Sequence[ClassEntry]) -> dict:
     """Top-1 and top-5 error of each class present in the val set, by wnid."""
     out = {}
     for c in sorted(set(labels.tolist())):
         rows = labels == c
         e = topk_errors(probs[rows], labels[rows])
         n = int(rows.sum())
-        out[classes[c]["wnid"]] = {
+        out[classes[c].wnid] = {
             "index": c,
-            "name": classes[c]["name"],
+            "name": classes[c].name,
             "n": n,
             "top1_error": e[1] / n,
             "top5_error": e[5] / n,

@@ -168,7 +168,7 @@ def draw_all(
     neighbours are searched over the whole train split, as the paper's (`train_limit`:
     only its first images, for a quick look)."""
     folder = run_folder(out, run) / "figures"
-    names = [c["name"] or c["wnid"] for c in read_manifest(out)["classes"]]
+    names = [c.name or c.wnid for c in read_manifest(out).classes]
     weights = conv1_weights(loaded.model, loaded.config.model)
     paths = [_save(conv1_kernels(weights), folder / "conv1_kernels.png")]
 

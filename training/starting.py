@@ -8,18 +8,18 @@ import os
 import sys
 from pathlib import Path
 
-from shards.manifest import read_manifest
+from shards.manifest import Manifest, read_manifest
 from shards.reader import shard_paths
 from shards.stats import Stats, read_stats
 from training.checkpoint import check_classes, load_checkpoint
 from training.config import TrainConfig, resume_with
 
 
-def read_inputs(out: Path) -> tuple[dict, Stats]:
+def read_inputs(out: Path) -> tuple[Manifest, Stats]:
     """The manifest (with both splits) and the statistics: every input error before training."""
     manifest = read_manifest(out)
     for split in ("train", "val"):
-        if split not in manifest["splits"] or not manifest["splits"][split]["shards"]:
+        if not manifest.shards(split):
             raise ValueError(
                 f"{out}: the manifest has no {split} shards; "
                 "run `alexnet preprocess` with both splits"
@@ -38,7 +38,7 @@ def read_inputs(out: Path) -> tuple[dict, Stats]:
 def run_settings(
     out: Path,
     run_dir: Path,
-    manifest: dict,
+    manifest: Manifest,
     config: TrainConfig | None,
     resume: bool,
     resume_overrides: list[str] | None,
@@ -47,7 +47,7 @@ def run_settings(
     checked against the data root (enough shards for the ranks; on resume, the classes
     the run began with), with `--set` applied on resume, and fc8 sized to the classes."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    n_shards = len(manifest["splits"]["train"]["shards"])
+    n_shards = len(manifest.shards("train"))
     if world > n_shards:
         raise ValueError(
             f"{world} processes but {out} has {n_shards} train shard(s): each rank reads "
@@ -62,8 +62,8 @@ def run_settings(
     if state is not None:  # a resumed run goes on with the classes it began with
         last = run_dir / "checkpoints" / "last.pt"
         check_classes(last, state.get("classes"), config.model.num_classes, manifest)
-    if config.model.num_classes != len(manifest["classes"]):
-        model_config = {**config.model.to_dict(), "num_classes": len(manifest["classes"])}
+    if config.model.num_classes != len(manifest.classes):
+        model_config = {**config.model.to_dict(), "num_classes": len(manifest.classes)}
         config = TrainConfig.from_dict({**config.to_dict(), "model": model_config})
     return config, state
 

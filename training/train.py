@@ -38,7 +38,7 @@ from torch import nn
 
 from shards.atomic import one_writer, write_json
 from shards.dataroot import reading
-from shards.manifest import read_manifest
+from shards.manifest import Manifest, read_manifest
 from shards.progress import Progress
 from shards.reader import shard_paths
 from shards.stats import Stats
@@ -228,7 +228,7 @@ def _setup(
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     run_dir = run_folder(out, run)
     config, state = run_settings(out, run_dir, manifest, config, resume, resume_overrides)
-    wnids = [c["wnid"] for c in manifest["classes"]]
+    wnids = manifest.wnids
     model, model_ddp, opt, sched = _model(config, devices, rank, world, state)
     epoch, step = (state["epoch"], state["step"]) if state is not None else (0, 0)
     device = model.devices[0]
@@ -239,8 +239,8 @@ def _setup(
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config.to_dict())
         trim_metrics(run_dir, step)
-    listed = manifest["splits"]["train"]["shards"]
-    counts = {str(p): s["count"] for p, s in zip(train_ds.shards, listed, strict=True)}
+    listed = manifest.shards("train")
+    counts = {str(p): s.count for p, s in zip(train_ds.shards, listed, strict=True)}
     forward = torch.compile(model_ddp) if config.compile else model_ddp
     mean = torch.from_numpy(stats.mean).to(device)
     show = Progress("train", None, enabled=progress, every_s=None, quiet=rank != 0, transient=True)
@@ -302,7 +302,7 @@ def _model(
 
 def _loaders(
     out: Path,
-    manifest: dict,
+    manifest: Manifest,
     stats: Stats,
     config: TrainConfig,
     device: torch.device,

@@ -119,10 +119,10 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     m = report.manifest
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    for split, entry in m["splits"].items():
+    for split, entry in m.splits.items():
         print(
-            f"{split}: {entry['count']} images in {len(entry['shards'])} shards, "
-            f"{entry['rejected']} rejected"
+            f"{split}: {entry.count} images in {len(entry.shards)} shards, "
+            f"{entry.rejected} rejected"
         )
     if report.shards_written == 0:
         print(f"{args.out}: every shard was already complete; nothing to do")

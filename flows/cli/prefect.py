@@ -97,10 +97,10 @@ def _refuse_a_rewrite_first(args: argparse.Namespace) -> None:
     from shards.manifest import find_manifest
 
     manifest = find_manifest(args.out)
-    if manifest is None or args.rewrite or not isinstance(manifest.get("settings"), dict):
+    if manifest is None or args.rewrite:
         return
     given = {k: v for k in ("shard_size", "quality") if (v := getattr(args, k)) is not None}
-    settings = dict(manifest["settings"])
+    settings = dict(manifest.settings)
     settings.update({"shard_size": given["shard_size"]} if "shard_size" in given else {})
     settings.update({"quality": given["quality"]} if "quality" in given else {})
     refuse_other_settings(Path(args.out), manifest, PrepareSettings.from_dict(settings))
