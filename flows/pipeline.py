@@ -46,6 +46,7 @@ from prefect.artifacts import (
 )
 from prefect.context import TaskRunContext
 
+from flows.results import Computed, Preprocessed, Trained
 from shards.atomic import read_json
 from shards.format import sha256_file
 from shards.manifest import find_manifest, train_shard_digests
@@ -121,7 +122,7 @@ def preprocess_task(
     dask_address: str | None,
     fingerprint: str | None = None,  # the source's, when the caller has it (the cache key)
     rewrite: bool = False,
-) -> dict:
+) -> Preprocessed:
     """ImageNet tree -> shards, manifest, rejects (alexnet preprocess)."""
     from preprocessing.prepare import PrepareSettings, preprocess
 
@@ -168,8 +169,8 @@ def _stats_key(context: TaskRunContext, p: dict[str, Any]) -> str:
     persist_result=True,
 )
 def stats_task(
-    out: str, manifest: dict, scale: str, workers: int | None, dask_address: str | None
-) -> dict:
+    out: str, manifest: Preprocessed, scale: str, workers: int | None, dask_address: str | None
+) -> Computed:
     """Train shards -> mean image and RGB PCA (alexnet stats)."""
     from preprocessing.stats import compute_stats
 
@@ -252,8 +253,8 @@ def _launch_training(out: str, run: str, config: dict, launcher: list[str]) -> N
 
 @task(name="train", cache_key_fn=_train_key, persist_result=True)
 def train_task(
-    out: str, run: str, config: dict, stats: dict, launcher: list[str] | None = None
-) -> dict:
+    out: str, run: str, config: dict, stats: Computed, launcher: list[str] | None = None
+) -> Trained:
     """Shards + stats -> a trained run (alexnet train), here or under `launcher`."""
     from training.config import TrainConfig
     from training.train import train
@@ -306,7 +307,7 @@ def _last_epoch(run_dir: Path) -> dict:
     return [{}, *epoch_lines(read_metrics(run_dir))][-1]
 
 
-def _train_result(run_dir: Path, last: dict) -> dict:
+def _train_result(run_dir: Path, last: dict) -> Trained:
     """What train_task returns: the run folder, its best checkpoint's sha256, the last epoch."""
     ckpt = run_dir / "checkpoints" / "best.pt"
     if not ckpt.is_file():
@@ -319,7 +320,7 @@ def _evaluate_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 
 
 @task(name="evaluate", cache_key_fn=_evaluate_key, persist_result=True)
-def evaluate_task(out: str, run: str, crops: int, trained: dict) -> dict:
+def evaluate_task(out: str, run: str, crops: int, trained: Trained) -> dict:
     """A trained run -> eval.json, per-class errors, figures (alexnet evaluate)."""
     from training.evaluate import evaluate
 
