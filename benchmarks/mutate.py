@@ -483,8 +483,8 @@ MUTANTS = [
     m(
         "dropout-0.4",
         "training/architecture.py",
-        "dropout: float = 0.5",
-        "dropout: float = 0.4",
+        "dropout: float = rule(0.5, minimum=0, below=1)",
+        "dropout: float = rule(0.4, minimum=0, below=1)",
         MODEL,
         "-k",
         "papers_numbers or drop_half",

@@ -70,9 +70,7 @@ def prepare_settings(
         s["shard_size"] = shard_size
     if quality is not None:
         s["quality"] = quality
-    settings = PrepareSettings.from_dict(s)
-    settings.check()
-    return settings.as_dict()
+    return PrepareSettings.from_dict(s).as_dict()  # checked when made
 
 
 class _ProgressArtifact:

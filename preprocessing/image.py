@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from shards.pixels import decode_rgb
-from shards.settings import check_types, option
+from shards.settings import check_fields, option, rule
 
 # We enforce our own, configurable pixel limit before decoding; Pillow's own
 # check would raise a warning or error with less useful words.
@@ -79,9 +79,9 @@ def read_image_file(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> byt
 class ImageSettings:
     """Every setting that changes a stored byte."""
 
-    size: int = 256  # the paper's; not an option
+    size: int = rule(256, minimum=8)  # the paper's; not an option
     format: str = option("jpg", "stored image format (png is lossless)", choices=["jpg", "png"])
-    quality: int = option(95, "JPEG quality of the shards")
+    quality: int = option(95, "JPEG quality of the shards", minimum=1, maximum=100)
     filter: str = option("lanczos", "resampling filter of the resize", choices=sorted(RESAMPLING))
     draft: bool = option(
         True,
@@ -93,20 +93,7 @@ class ImageSettings:
     )
 
     def __post_init__(self) -> None:
-        check_types(self)
-
-    def check(self) -> None:
-        """Raise ValueError for settings that cannot work."""
-        if self.format not in ("jpg", "png"):
-            raise ValueError(f"--format must be jpg or png, got {self.format!r}")
-        if not 1 <= self.quality <= 100:
-            raise ValueError(f"--quality must be in 1..100, got {self.quality}")
-        if self.filter not in RESAMPLING:
-            raise ValueError(f"--filter must be one of {sorted(RESAMPLING)}, got {self.filter!r}")
-        if self.size < 8:
-            raise ValueError(f"size must be >= 8, got {self.size}")
-        if self.max_pixels < 1:
-            raise ValueError(f"--max-pixels must be >= 1, got {self.max_pixels}")
+        check_fields(self)
 
 
 @dataclass
@@ -188,7 +175,6 @@ class ImageProcessor:
     """Bytes of any image file -> `Processed` or `Rejected`. Configured once, called per image."""
 
     def __init__(self, settings: ImageSettings) -> None:
-        settings.check()
         self.s = settings
         self.resample = RESAMPLING[settings.filter]
 

@@ -25,7 +25,7 @@ from preprocessing.image import ImageSettings
 from preprocessing.source import SourceFile, SourceTree
 from shards.format import record_path, shard_dir, shard_name
 from shards.manifest import FORMAT_VERSION, Manifest, ShardEntry, find_manifest
-from shards.settings import check_types, option
+from shards.settings import check_fields, option
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,9 @@ class PrepareSettings:
     seed: int = option(0, "seed of the train shard order")
 
     def __post_init__(self) -> None:
-        check_types(self)
+        check_fields(self)
         if not isinstance(self.image, ImageSettings):
             raise ValueError(f"image settings must be ImageSettings, got {self.image!r}")
-
-    def check(self) -> None:
-        self.image.check()
-        if self.shard_size < 1:
-            raise ValueError(f"--shard-size must be >= 1, got {self.shard_size}")
 
     def as_dict(self) -> dict:
         return {**asdict(self.image), "shard_size": self.shard_size, "seed": self.seed}

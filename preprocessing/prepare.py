@@ -163,8 +163,8 @@ def _scan_checked(
     splits: tuple[str, ...],
     val_labels: str | os.PathLike | None,
 ) -> SourceTree:
-    """The source's listing, once the settings, the splits and OUT are known to be usable."""
-    settings.check()
+    """The source's listing, once the splits and OUT are known to be usable (the settings
+    were checked when they were made)."""
     for split in splits:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected some of {', '.join(SPLITS)}")

@@ -49,7 +49,7 @@ from preprocessing.sample_images import (
 )
 from shards.atomic import read_json
 from shards.progress import Progress
-from shards.settings import check_types, option
+from shards.settings import check_fields, option
 
 GENERATOR_VERSION = 1
 
@@ -68,35 +68,26 @@ _SPLIT_CODE = {"train": 1, "val": 2}
 class SampleSpec:
     """What to generate. Everything that changes a byte of the output is here."""
 
-    classes: int = option(10, f"number of classes (at most {MAX_CLASSES})", minimum=1)
+    classes: int = option(
+        10, f"number of classes (at most {MAX_CLASSES})", minimum=1, maximum=MAX_CLASSES
+    )
     train_per_class: int = option(100, "training images per class", minimum=1)
     val_per_class: int = option(20, "validation images per class", minimum=0)
     quirks: int = option(2, "how many of each quirk to plant in train/ (0 for none)", minimum=0)
     seed: int = option(0, "random seed")
-    min_side: int = option(100, "smallest image side, px", minimum=1)
-    max_side: int = option(600, "largest image side, px", minimum=1)
+    min_side: int = option(100, "smallest image side, px", minimum=16)
+    max_side: int = option(600, "largest image side, px", minimum=16)
 
     def __post_init__(self) -> None:
-        check_types(self)
-
-    def check(self) -> None:
-        """Raise ValueError with a readable message for impossible settings."""
-        if not 1 <= self.classes <= MAX_CLASSES:
-            raise ValueError(f"--classes must be between 1 and {MAX_CLASSES}, got {self.classes}")
-        if self.train_per_class < 1 or self.val_per_class < 0:
-            raise ValueError("need at least 1 training image per class and >= 0 val images")
-        if self.quirks < 0:
-            raise ValueError(f"--quirks must be >= 0, got {self.quirks}")
+        check_fields(self)
         n_train = self.classes * self.train_per_class
         if self.quirks * len(TRAIN_QUIRKS) > n_train:
             raise ValueError(
                 f"{self.quirks} quirks of each of {len(TRAIN_QUIRKS)} kinds need "
                 f"{self.quirks * len(TRAIN_QUIRKS)} training images, only {n_train} requested"
             )
-        if not 16 <= self.min_side <= self.max_side:
-            raise ValueError(
-                f"need 16 <= --min-side <= --max-side, got {self.min_side}, {self.max_side}"
-            )
+        if self.min_side > self.max_side:
+            raise ValueError(f"need --min-side <= --max-side, got {self.min_side}, {self.max_side}")
 
 
 def _encode(img: Image.Image, quirk: str | None, rng: np.random.Generator) -> bytes:
@@ -143,7 +134,6 @@ def _make_chunk(jobs: list[_Job], spec: SampleSpec) -> list[tuple[_Job, Drawn]]:
 
 def plan(spec: SampleSpec) -> tuple[list[SampleClass], list[_Job]]:
     """Every file to write, in a fixed order, with the quirk planted in it (if any)."""
-    spec.check()
     classes = [sample_class(k) for k in range(spec.classes)]
     jobs: list[_Job] = []
 

@@ -1,13 +1,18 @@
-"""Settings objects checked by their declared types, once, before anything starts.
+"""Settings objects checked by what their fields declare, once, when they are made.
 
 Every settings dataclass of the project (`ImageSettings`, `PrepareSettings`,
-`SampleSpec`, `AlexNetConfig`, `TrainConfig`) calls `check_types(self)` first
-thing: a value from a TOML file, a `--set key=value`, a Prefect parameter or a
-checkpoint that is not of the field's declared type is a ValueError naming the
-field, the type it wants and what it got, instead of a TypeError deep inside a
-run. An int is accepted for a float field (and stored as a float); a float is
-never taken for an int (`epochs=2.5` is an error, not 3 epochs); NaN and the
-infinities are refused everywhere.
+`SampleSpec`, `AlexNetConfig`, `TrainConfig`) calls `check_fields(self)` first
+thing in `__post_init__`, then checks what involves several fields: a settings
+object that exists is valid, wherever its values came from (a TOML file, a
+`--set key=value`, a command-line option, a Prefect parameter, a checkpoint).
+
+`check_fields` checks each field against its declared type (an int is accepted
+for a float field and stored as a float; a float is never taken for an int:
+`epochs=2.5` is an error, not 3 epochs; NaN and the infinities are refused)
+and against the rules declared on it with `option(...)` or `rule(...)`:
+`choices`, `minimum`, `maximum` (inclusive), `above`, `below` (strict). The
+command line takes the same declarations (choices, and the bounds checked
+while parsing), so a rule is written once.
 """
 
 from __future__ import annotations
@@ -37,8 +42,17 @@ def _ok(kind: str, value: Any) -> tuple[bool, Any]:
     return False, value
 
 
-def check_types(obj: Any, prefix: str = "") -> None:
-    """Raise ValueError for the first field of dataclass `obj` whose value is not of its type.
+_BOUNDS = {  # rule: (how it reads, whether a value passes)
+    "minimum": (">=", lambda v, b: v >= b),
+    "maximum": ("<=", lambda v, b: v <= b),
+    "above": (">", lambda v, b: v > b),
+    "below": ("<", lambda v, b: v < b),
+}
+
+
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """Raise ValueError for the first field of dataclass `obj` whose value is not of its
+    declared type, or breaks a rule declared on it (`choices`, bounds).
 
     Fields annotated with another dataclass are left to that class's own check.
     """
@@ -47,12 +61,29 @@ def check_types(obj: Any, prefix: str = "") -> None:
         if not set(kind.replace(" ", "").split("|")) <= {"int", "float", "bool", "str", "None"}:
             continue
         value = getattr(obj, f.name)
+        name = prefix + f.name
         ok, stored = _ok(kind, value)
         if not ok:
             wants = " or ".join(_WORDS.get(k.strip(), "none") for k in kind.split("|"))
-            raise ValueError(f"{prefix}{f.name} must be {wants}, got {value!r}")
+            raise ValueError(f"{name} must be {wants}, got {value!r}")
         if stored is not value:
             object.__setattr__(obj, f.name, stored)  # works on frozen dataclasses too
+        if value is None:
+            continue
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            listed = ", ".join(map(str, choices))
+            raise ValueError(f"{name} must be one of {listed}, got {value!r}")
+        broken = [
+            r
+            for r, (_, passes) in _BOUNDS.items()
+            if r in f.metadata and not passes(value, f.metadata[r])
+        ]
+        if broken:
+            wants = " and ".join(
+                f"{_BOUNDS[r][0]} {f.metadata[r]}" for r in _BOUNDS if r in f.metadata
+            )
+            raise ValueError(f"{name} is out of range: {value!r} (must be {wants})")
 
 
 # --- settings as command-line options -------------------------------------------------
@@ -66,16 +97,25 @@ def check_types(obj: Any, prefix: str = "") -> None:
 _PARSERS = {"int": int, "float": float, "str": str}
 
 
-def option(default: Any, help: str, **argparse_extras: Any) -> Any:
-    """A dataclass field that is also a command-line option (`choices=`, `minimum=`)."""
-    return dataclasses.field(default=default, metadata={"help": help, **argparse_extras})
+def rule(default: Any, **rules: Any) -> Any:
+    """A dataclass field with rules `check_fields` holds it to (`choices`, `minimum`,
+    `maximum`, `above`, `below`); not a command-line option."""
+    return dataclasses.field(default=default, metadata=rules)
 
 
-def _minimum(parse: Any, minimum: float) -> Any:
+def option(default: Any, help: str, **rules: Any) -> Any:
+    """A dataclass field that is also a command-line option, with the same rules as `rule`."""
+    return dataclasses.field(default=default, metadata={"help": help, **rules})
+
+
+def _bounded(parse: Any, rules: dict) -> Any:
+    """`parse` that also holds the value to the field's bounds (an argparse error)."""
+
     def checked(text: str) -> Any:
         value = parse(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        for r, (reads, passes) in _BOUNDS.items():
+            if r in rules and not passes(value, rules[r]):
+                raise argparse.ArgumentTypeError(f"must be {reads} {rules[r]}, got {value}")
         return value
 
     checked.__name__ = parse.__name__  # argparse names the type in its errors
@@ -99,7 +139,8 @@ def add_options(
             continue
         meta = dict(f.metadata)
         flag = "--" + f.name.replace("_", "-")
-        helptext, minimum = meta.pop("help"), meta.pop("minimum", None)
+        helptext = meta.pop("help")
+        bounds = {r: meta.pop(r) for r in _BOUNDS if r in meta}
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         default = None if inherit else f.default
         if inherit:
@@ -109,8 +150,8 @@ def add_options(
             parser.add_argument(flag, dest=f.name, action=action, default=default, help=helptext)
             continue
         parse = _PARSERS[kind.split("|")[0].strip()]
-        if minimum is not None:
-            parse = _minimum(parse, minimum)
+        if bounds:
+            parse = _bounded(parse, bounds)
         parser.add_argument(flag, dest=f.name, type=parse, default=default, help=helptext, **meta)
 
 

@@ -220,8 +220,11 @@ def test_the_aspect_limit_is_64_to_1_inclusive():
     assert isinstance(ImageProcessor(ImageSettings())(_png(64 * 5 + 1, 5)), Rejected)
 
 
-def test_settings_are_checked():
-    with pytest.raises(ValueError, match="--quality"):
-        ImageProcessor(ImageSettings(quality=0))
-    with pytest.raises(ValueError, match="--format"):
-        ImageProcessor(ImageSettings(format="webp"))
+def test_settings_are_checked_when_made():
+    """One mechanism (issue 24): the rules declared on the fields, checked by check_fields."""
+    with pytest.raises(ValueError, match=r"quality is out of range: 0 \(must be >= 1 and <= 100\)"):
+        ImageSettings(quality=0)
+    with pytest.raises(ValueError, match="format must be one of jpg, png, got 'webp'"):
+        ImageSettings(format="webp")
+    with pytest.raises(ValueError, match="size is out of range: 4"):
+        ImageSettings(size=4)

@@ -187,14 +187,14 @@ def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"classes": 0}, "--classes"),
-        ({"classes": MAX_CLASSES + 1}, "--classes"),
+        ({"classes": 0}, "classes is out of range: 0"),
+        ({"classes": MAX_CLASSES + 1}, f"classes is out of range: {MAX_CLASSES + 1}"),
         ({"classes": 1, "train_per_class": 5, "quirks": 1}, "quirks"),
         ({"min_side": 300, "max_side": 200}, "--min-side"),
     ],
 )
 def test_impossible_settings_are_clear_errors(tmp_path, kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message):  # when the settings are made
         generate(tmp_path / "x", SampleSpec(**kwargs))
     assert not (tmp_path / "x").exists()
 

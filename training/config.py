@@ -30,74 +30,56 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from shards.settings import check_types
+from shards.settings import check_fields, rule
 from training.architecture import AlexNetConfig
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     model: AlexNetConfig = field(default_factory=AlexNetConfig)
-    epochs: int = 90  # at most; training also stops after the last allowed lr drop stops helping
-    batch_size: int = 128
+    epochs: int = rule(90, minimum=1)  # at most; training also stops after the last lr drop
+    batch_size: int = rule(128, minimum=1)
     # Under torchrun: batch_size is the global batch, split across the replicas (the paper's
     # 128 stays 128, and so does the learning rate); false: batch_size per replica.
     global_batch: bool = True
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = rule(0.01, above=0)
+    momentum: float = rule(0.9, minimum=0, below=1)
+    weight_decay: float = rule(5e-4, minimum=0)
     decay_biases: bool = False
-    lr_factor: float = 0.1
+    lr_factor: float = rule(0.1, above=0, maximum=1)
     # The plateau rule, for the paper's "divided by 10 when the validation error stopped
     # improving with the current rate", at most three times:
     # - patience 5: a single epoch that fails to improve is noise on a curve measured to
     #   0.1-0.5% (50,000 images), not a plateau; 5 bad epochs in a row are.
     # - threshold 1% (relative): an epoch improves when its error is below 99% of the best,
     #   so a curve creeping down by less than 1% per epoch counts as flat.
-    lr_patience: int = 5  # epochs without an improvement before dividing the rate
-    lr_threshold: float = 0.01  # an improvement beats the best error by this fraction of it
-    max_lr_drops: int = 3  # the paper's three reductions; the next plateau ends training
+    lr_patience: int = rule(5, minimum=1)  # epochs without an improvement, then divide
+    lr_threshold: float = rule(0.01, minimum=0)  # an improvement beats the best by this much
+    max_lr_drops: int = rule(3, minimum=0)  # the paper's three; the next plateau ends training
     # Instead of the plateau rule: divide the rate after each of these epochs and run all
     # `epochs` (e.g. [30, 60, 80]: a schedule known in advance).
     lr_milestones: list[int] | None = None
-    init: str = "paper"  # "paper": N(0, 0.01²), biases 0/1; "kaiming": He normal, biases 0
-    input_scale: float = 1.0  # multiplies the mean-subtracted 0-255 input
+    # "paper": N(0, 0.01²), biases 0/1; "kaiming": He normal, biases 0
+    init: str = rule("paper", choices=("paper", "kaiming"))
+    input_scale: float = rule(1.0, above=0)  # multiplies the mean-subtracted 0-255 input
     crop: int = 227
     flip: bool = True
-    lighting: str = "paper"  # "paper": P (a*lambda); "stddev": P (a*sqrt(lambda)); "none"
-    lighting_sigma: float = 0.1
-    shuffle_buffer: int = 1000
-    loader_workers: int = 2
+    # "paper": P (a*lambda); "stddev": P (a*sqrt(lambda)); "none"
+    lighting: str = rule("paper", choices=("paper", "stddev", "none"))
+    lighting_sigma: float = rule(0.1, minimum=0)
+    shuffle_buffer: int = rule(1000, minimum=1)
+    loader_workers: int = rule(2, minimum=0)
     seed: int = 0
-    checkpoint_every: int = 10  # epochs; last.pt and best.pt are written every epoch
-    log_every: int = 20  # steps between metrics lines
+    checkpoint_every: int = rule(10, minimum=1)  # epochs; last.pt, best.pt: every epoch
+    log_every: int = rule(20, minimum=1)  # steps between metrics lines
     bf16: bool = False  # autocast on CUDA
     channels_last: bool = False
     compile: bool = False
 
     def __post_init__(self) -> None:
-        check_types(self)
+        check_fields(self)
         if not isinstance(self.model, AlexNetConfig):
             raise ValueError(f"model must be a table of model settings, got {self.model!r}")
-        if self.init not in ("paper", "kaiming"):
-            raise ValueError(f"init must be paper or kaiming, got {self.init!r}")
-        if self.lighting not in ("paper", "stddev", "none"):
-            raise ValueError(f"lighting must be paper, stddev or none, got {self.lighting!r}")
-        if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
-            raise ValueError("batch_size and epochs must be >= 1 and lr > 0")
-        bounds = {
-            "momentum": 0 <= self.momentum < 1,
-            "weight_decay": self.weight_decay >= 0,
-            "lr_factor": 0 < self.lr_factor <= 1,
-            "lr_patience": self.lr_patience >= 1,
-            "lr_threshold": self.lr_threshold >= 0,
-            "max_lr_drops": self.max_lr_drops >= 0,
-            "input_scale": self.input_scale > 0,
-            "lighting_sigma": self.lighting_sigma >= 0,
-            "shuffle_buffer": self.shuffle_buffer >= 1,
-            "loader_workers": self.loader_workers >= 0,
-            "checkpoint_every": self.checkpoint_every >= 1,
-            "log_every": self.log_every >= 1,
-        }
         milestones = self.lr_milestones
         if milestones is not None and (
             not isinstance(milestones, list)
@@ -110,10 +92,6 @@ class TrainConfig:
                 f"lr_milestones must be increasing epoch numbers >= 1, like [30, 60, 80]; "
                 f"got {milestones!r}"
             )
-        bad = [name for name, ok in bounds.items() if not ok]
-        if bad:
-            name = bad[0]
-            raise ValueError(f"{name} is out of range: {getattr(self, name)!r} ({_RANGES[name]})")
         if self.crop != self.model.input_size:
             raise ValueError(
                 f"crop {self.crop} and model.input_size {self.model.input_size} differ: the "
@@ -137,21 +115,6 @@ class TrainConfig:
             model = AlexNetConfig(**model)
         return cls(model=model, **data)
 
-
-_RANGES = {
-    "momentum": "0 <= momentum < 1",
-    "weight_decay": ">= 0",
-    "lr_factor": "0 < lr_factor <= 1",
-    "lr_patience": ">= 1 epoch",
-    "lr_threshold": ">= 0",
-    "max_lr_drops": ">= 0",
-    "input_scale": "> 0",
-    "lighting_sigma": ">= 0",
-    "shuffle_buffer": ">= 1",
-    "loader_workers": ">= 0",
-    "checkpoint_every": ">= 1 epoch",
-    "log_every": ">= 1 step",
-}
 
 # The preset `alexnet pipeline`, `alexnet reprocess --train` and the flows use unless told.
 PIPELINE_PRESET = "smoke"
