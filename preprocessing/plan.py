@@ -24,7 +24,7 @@ from pathlib import Path
 from preprocessing.image import ImageSettings
 from preprocessing.source import SourceFile, SourceTree
 from shards.format import record_path, shard_dir, shard_name
-from shards.manifest import FORMAT_VERSION, Manifest, ShardEntry, find_manifest
+from shards.manifest import FORMAT_VERSION, Manifest, ShardEntry, ShardRecord, find_manifest
 from shards.settings import check_fields, option
 
 
@@ -184,7 +184,7 @@ def layout_changes(
     previous: Manifest | None,
     layout: Layout | None,
     tree: SourceTree,
-    records: dict[str, list[dict | None]],
+    records: dict[str, list[ShardRecord | None]],
     why: str,
 ) -> dict:
     """What this run changed against the previous manifest (its `changes` entry)."""

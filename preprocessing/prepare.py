@@ -68,6 +68,7 @@ from shards.format import (
 )
 from shards.manifest import (
     Manifest,
+    ShardRecord,
     append_history,
     build_manifest,
     find_manifest,
@@ -85,7 +86,7 @@ def _processor(settings: ImageSettings) -> ImageProcessor:
 
 def write_shard(
     src: str, out: str, plan: ShardPlan, settings: ImageSettings, wnids: tuple[str, ...]
-) -> dict:
+) -> ShardRecord:
     """Process one shard's inputs and commit the shard; return its record. (A Dask task.)"""
     process = _processor(settings)
     tar = shard_dir(out, plan.split) / plan.name
@@ -115,7 +116,7 @@ def write_shard(
             writer.write(f.key, result.data, settings.format, f.label, meta_bytes)
             if partials is not None:
                 partials.add(result.pixels)
-    record = {
+    record: ShardRecord = {
         "split": plan.split,
         "index": plan.index,
         "shard": plan.name,
@@ -284,10 +285,10 @@ def preprocess(
 
 def _what_is_done(
     out: Path, plans: dict[str, list[ShardPlan]], seen: dict, report: PrepareReport
-) -> tuple[dict[str, list[dict | None]], list[ShardPlan]]:
+) -> tuple[dict[str, list[ShardRecord | None]], list[ShardPlan]]:
     """Per split, the record of each planned shard already complete (else None), and the
     plans still to write; temporaries and shards beyond the plan are removed."""
-    records: dict[str, list[dict | None]] = {}
+    records: dict[str, list[ShardRecord | None]] = {}
     todo: list[ShardPlan] = []
     for split, split_plans in plans.items():
         folder = shard_dir(out, split)
@@ -399,7 +400,7 @@ def _finish(
     out: Path,
     tree: SourceTree,
     settings: PrepareSettings,
-    records: dict[str, list[dict | None]],
+    records: dict[str, list[ShardRecord | None]],
 ) -> tuple[Manifest, bool]:
     """Write rejects.jsonl and manifest.json (last) from the shard records, each only if
     its bytes change; return the manifest and whether either file was written.

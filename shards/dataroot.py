@@ -29,6 +29,7 @@ from shards.format import (
     sha256_file,
     shard_dir,
 )
+from shards.manifest import ShardRecord
 
 # What a data root may hold besides hidden files; anything else means OUT is
 # somebody's folder, not ours, and we refuse to write into it.
@@ -73,7 +74,7 @@ def completed_record(
     name: str,
     plan: str,
     seen: dict[str, list[int]] | None = None,
-) -> dict | None:
+) -> ShardRecord | None:
     """The record of shard `split/name` if it is on disk, complete, made by plan digest
     `plan`, and intact; else None.
 

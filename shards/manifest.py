@@ -25,6 +25,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from shards.atomic import append_line, json_bytes, read_json, write_if_changed
 from shards.format import HISTORY, MANIFEST, REJECTS, SPLITS
@@ -32,6 +33,27 @@ from shards.format import HISTORY, MANIFEST, REJECTS, SPLITS
 FORMAT_VERSION = 1
 # What the manifest keeps of each shard's record.
 SHARD_FIELDS = ("shard", "plan", "count", "bytes", "sha256", "partials", "partials_sha256")
+
+
+class ShardRecord(TypedDict):
+    """A shard's record, `{split}-NNNNNN.json` beside it, written last (it marks the shard
+    complete). A JSON object on disk, so a TypedDict: its declared shape. The manifest
+    keeps SHARD_FIELDS of it."""
+
+    split: str
+    index: int
+    shard: str
+    plan: str  # the plan's digest: settings plus every input's path, size, mtime, label
+    inputs: int
+    members: list[list[str]]  # [key, identity] of every planned input
+    count: int
+    bytes: int
+    sha256: str
+    checksums: list[int]  # per sample, in order: what every reader checks
+    rejects: list[dict]  # path, reason
+    previous: NotRequired[dict]  # the version this replaces, until a manifest lists this one
+    partials: NotRequired[str]  # train shards: the pixel sums' file, and its sha256
+    partials_sha256: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -221,7 +243,7 @@ def build_manifest(
     classes: Sequence[tuple[str, str]],
     settings: dict,
     source: dict,
-    records: dict[str, list[dict]],
+    records: dict[str, list[ShardRecord]],
     scan_rejects: Iterable[dict],
     kept: dict[str, tuple[dict, list[dict]]] | None = None,
 ) -> tuple[dict, list[dict]]:
