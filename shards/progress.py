@@ -6,10 +6,9 @@ plain log lines otherwise.
     show.note("shard 12 rewritten")     # a line of its own, above the live bar
     show.close()
 
-On a terminal, `rich` draws the bar (plain lines where rich is not installed,
-as on the GPU host's own Python; no refresh thread: the bar is redrawn from
-`update`, at most 5 times a second, so forked workers never inherit a lock held
-by one). In a log, a line is printed every `every_s` seconds and at the end
+On a terminal, `rich` draws the bar (no refresh thread: the bar is redrawn
+from `update`, at most 5 times a second, so forked workers never inherit a lock
+held by one). In a log, a line is printed every `every_s` seconds and at the end
 (`every_s=None`: only the notes). `quiet` prints nothing at all (ranks > 0);
 `transient` removes the bar when closed (training keeps only its epoch lines).
 It lives in `shards`, the package every stage may import.
