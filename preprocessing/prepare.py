@@ -264,7 +264,7 @@ def preprocess(
         if todo:
             report.cluster_started = True
             for record in _run(
-                src, out, todo, settings, tree, workers, dask_address, progress, on_progress
+                out, todo, settings, tree, workers, dask_address, progress, on_progress
             ):
                 records[record["split"]][record["index"]] = record
                 seen.pop(f"{record['split']}/{record['shard']}", None)  # stamped below
@@ -340,7 +340,6 @@ def _remove_unplanned(folder: Path, n_planned: int) -> int:
 
 
 def _run(
-    src: Path,
     out: Path,
     todo: list[ShardPlan],
     settings: PrepareSettings,
@@ -363,7 +362,7 @@ def _run(
         futures = [
             client.submit(
                 write_shard,
-                str(src.resolve()),
+                str(tree.image_root.resolve()),
                 str(out.resolve()),
                 plan,
                 settings.image,

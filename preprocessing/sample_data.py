@@ -49,7 +49,7 @@ from preprocessing.sample_images import (
 )
 from shards.atomic import read_json
 from shards.progress import Progress
-from shards.settings import check_fields, option
+from shards.settings import check_fields, option, rule
 
 GENERATOR_VERSION = 1
 
@@ -62,6 +62,8 @@ TRAIN_QUIRKS = DECODABLE_QUIRKS + UNDECODABLE_QUIRKS
 VAL_QUIRKS = ("cmyk", "grayscale")  # the real val set has both, and no broken files
 
 _SPLIT_CODE = {"train": 1, "val": 2}
+LAYOUTS = ("tree", "kaggle")
+KAGGLE_IMAGES = "ILSVRC/Data/CLS-LOC"  # as preprocessing.source finds it
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class SampleSpec:
     seed: int = option(0, "random seed")
     min_side: int = option(100, "smallest image side, px", minimum=16)
     max_side: int = option(600, "largest image side, px", minimum=16)
+    # how the files are laid out: "tree" (train/, val/ and the labels in DIR) or "kaggle"
+    # (the Kaggle download: ILSVRC/Data/CLS-LOC/{train,val,test}/, the labels in DIR)
+    layout: str = rule("tree", choices=LAYOUTS)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -191,7 +196,8 @@ def _already_there(out: Path, spec: SampleSpec) -> SampleReport | None:
     old = read_json(out / "sample-data.json")
     if not isinstance(old, dict):
         return None
-    if old.get("spec") != asdict(spec) or old.get("generator_version") != GENERATOR_VERSION:
+    written = {"layout": "tree", **(old.get("spec") or {})}  # (before layouts: a tree)
+    if written != asdict(spec) or old.get("generator_version") != GENERATOR_VERSION:
         return None
     old.pop("seconds", None)
     return SampleReport(**old, seconds=0.0)
@@ -260,6 +266,8 @@ def generate(
         rows = "".join(f"{image_id},{pred}\n" for image_id, pred in sorted(solution))
         (tmp / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + rows)
         (tmp / "val").mkdir(exist_ok=True)
+        if spec.layout == "kaggle":
+            _as_kaggle(tmp, classes, sorted(solution))
         report.seconds = round(time.perf_counter() - started, 3)
         (tmp / "sample-data.json").write_text(json.dumps(asdict(report), indent=1) + "\n")
         if out.exists():
@@ -271,6 +279,23 @@ def generate(
     finally:
         show.close()
     return report
+
+
+def _as_kaggle(tmp: Path, classes: list[SampleClass], solution: list[tuple[str, str]]) -> None:
+    """The tree in `tmp` rearranged as the Kaggle download unpacks: the split folders
+    under ILSVRC/Data/CLS-LOC/, with a test/ folder of unlabelled images, and
+    LOC_sample_submission.csv beside the other labels files."""
+    images = tmp / KAGGLE_IMAGES
+    images.mkdir(parents=True)
+    for split in ("train", "val"):
+        os.replace(tmp / split, images / split)
+    (images / "test").mkdir()
+    for i, (image_id, _) in enumerate(solution[:2]):  # a few unlabelled test images
+        (image,) = (images / "val").glob(f"{image_id}.*")
+        shutil.copyfile(image, images / "test" / f"test_{i}{image.suffix}")
+    guess = " ".join(c.wnid for c in classes[:5])
+    rows = "".join(f"{image_id},{guess}\n" for image_id, _ in solution)
+    (tmp / "LOC_sample_submission.csv").write_text("ImageId,PredictionString\n" + rows)
 
 
 def _collect(

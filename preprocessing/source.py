@@ -10,6 +10,13 @@ Layouts understood (either split may be absent):
     SRC/LOC_synset_mapping.txt             "wnid name" per line, in class-index order;
                                            without it, class index = sorted wnid order
 
+The Kaggle download, as unpacked, holds the same folders one level down:
+SRC/ILSVRC/Data/CLS-LOC/{train,val,test}/, with LOC_val_solution.csv and
+LOC_synset_mapping.txt in SRC. It is found by itself; its inputs get the same
+relative paths (`train/<wnid>/...`, `val/...`), keys and labels as the same
+images in the tree above, so both give the same shards. (test/ has no labels
+and is not read.)
+
 Every regular, non-hidden file in those folders is an input, whatever its
 extension says: the decoder decides by content what it is. Inputs that cannot
 be given a label become rejects here, with the reason.
@@ -26,6 +33,7 @@ from pathlib import Path
 from shards.format import SPLITS, sample_key
 
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
+KAGGLE_IMAGES = "ILSVRC/Data/CLS-LOC"  # the Kaggle download's image folders, under SRC
 VAL_LABEL_FILES = ("LOC_val_solution.csv", "val/LOC_val_solution.csv", "val.txt", "val_labels.txt")
 
 
@@ -47,12 +55,18 @@ class SourceFile:
 
 @dataclass
 class SourceTree:
-    root: Path
+    root: Path  # SRC: the labels files
     classes: list[tuple[str, str]]  # (wnid, name) in class-index order
     files: dict[str, list[SourceFile]] = field(default_factory=dict)
     rejects: list[dict] = field(default_factory=list)  # {"path", "reason"} found while scanning
     val_labels: str | None = None  # the labels file used, relative to SRC
     warnings: list[str] = field(default_factory=list)  # usable, but probably not meant
+    images: Path | None = None  # where the split folders are, if not in `root` (Kaggle's)
+
+    @property
+    def image_root(self) -> Path:
+        """The folder that the inputs' relative paths start from."""
+        return self.images if self.images is not None else self.root
 
     def fingerprint(self) -> str:
         """sha256 over the class list and every input's identity (see SourceFile.identity)."""
@@ -185,16 +199,22 @@ def scan(
     root = Path(src)
     if not root.is_dir():
         raise FileNotFoundError(f"source folder {root} does not exist")
-    present = [s for s in splits if (root / s).is_dir()]
+    images = root
+    if not any((root / s).is_dir() for s in SPLITS) and (root / KAGGLE_IMAGES).is_dir():
+        images = root / KAGGLE_IMAGES  # the Kaggle download
+    present = [s for s in splits if (images / s).is_dir()]
     if not present:
-        raise ValueError(f"{root} has none of {'/, '.join(splits)}/ (expected an ImageNet tree)")
+        raise ValueError(
+            f"{root} has none of {'/, '.join(splits)}/ (expected an ImageNet tree, or the "
+            f"Kaggle download with {KAGGLE_IMAGES}/ in it)"
+        )
 
     # each split's folder listed once (a flat val/ holds 50,000 files)
-    top = {split: _listdir(root / split) for split in present}
+    top = {split: _listdir(images / split) for split in present}
     dirs = {split: [e for e in top[split] if _is_dir(e)] for split in present}
     class_dirs = {split: [e for e in dirs[split] if _utf8(e.name)] for split in present}
     classes = _classes(root, present, {e.name: e for s in present for e in class_dirs[s]})
-    tree = SourceTree(root, classes)
+    tree = SourceTree(root, classes, images=images if images != root else None)
     for split in present:  # class folders whose names cannot be stored
         for e in dirs[split]:
             if not _utf8(e.name):
@@ -320,7 +340,7 @@ def _scan_flat_val(
         found = [root / c for c in VAL_LABEL_FILES if (root / c).is_file()]
         if not found:
             raise ValueError(
-                f"{root}/val/ is flat but no labels file was found (looked for "
+                f"{tree.image_root}/val/ is flat but no labels file was found (looked for "
                 f"{', '.join(VAL_LABEL_FILES)} under {root}); pass --val-labels, or "
                 "preprocess only the train split (--splits train)"
             )
@@ -349,7 +369,7 @@ def _scan_flat_val(
             files.append(_file("val", rel, _unique(key, e.name, keys), index[wnid], e))
     if not files and tree.rejects:
         raise ValueError(
-            f"no image in {root}/val/ has a usable label in {tree.val_labels} (the first: "
-            f"{tree.rejects[0]['path']}: {tree.rejects[0]['reason']})"
+            f"no image in {tree.image_root}/val/ has a usable label in {tree.val_labels} "
+            f"(the first: {tree.rejects[0]['path']}: {tree.rejects[0]['reason']})"
         )
     return files

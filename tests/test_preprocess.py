@@ -546,3 +546,30 @@ def test_a_flat_val_image_without_a_label_is_a_reject_not_dropped(tmp_path):
         }
     ]
     assert report.inputs == report.written + 1
+
+
+def test_the_kaggle_download_gives_the_same_shards_as_the_tree(tmp_path):
+    """Issue 25: SRC as the Kaggle download unpacks (ILSVRC/Data/CLS-LOC/{train,val,test}/,
+    the labels files beside ILSVRC/) is found by itself, and its images get the same paths,
+    keys and labels as in the tree: every shard is byte for byte the tree's. test/ (no
+    labels) is not read."""
+    import dataclasses
+
+    trees = {}
+    for layout in ("tree", "kaggle"):
+        src = tmp_path / layout
+        generate(src, dataclasses.replace(SPEC, layout=layout))
+        out = tmp_path / f"out-{layout}"
+        report = preprocess(src, out, SETTINGS, workers=1, progress=False)
+        digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*.tar")}
+        trees[layout] = (report, digests, (out / "rejects.jsonl").read_text())
+    assert (tmp_path / "kaggle" / "ILSVRC/Data/CLS-LOC/test").is_dir()
+    assert not (tmp_path / "kaggle" / "train").exists()
+    (tree, tree_tars, tree_rejects), (kaggle, kaggle_tars, kaggle_rejects) = trees.values()
+    assert tree_tars and kaggle_tars == tree_tars
+    assert kaggle_rejects == tree_rejects  # the same undecodable quirks, by the same paths
+    assert (
+        kaggle.inputs == tree.inputs == SPEC.classes * (SPEC.train_per_class + SPEC.val_per_class)
+    )
+    assert kaggle.manifest.classes == tree.manifest.classes
+    assert kaggle.manifest.source["val_labels"] == "LOC_val_solution.csv"

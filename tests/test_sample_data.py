@@ -207,3 +207,29 @@ def test_classes_differ_in_shape_colour_and_texture():
         assert len({getattr(c, attr) for c in first}) == 8
     with pytest.raises(ValueError):
         sample_class(MAX_CLASSES)
+
+
+def test_the_command_writes_the_kaggle_layout_and_preprocess_plans_it(tmp_path):
+    """`alexnet sample-data DIR --as kaggle`: the Kaggle download's layout, which
+    `alexnet preprocess --dry-run` then lists like the tree (issue 25)."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "kaggle"
+    cmd = [sys.executable, "-m", "flows.cli", "sample-data", str(src), "--as", "kaggle"]
+    small = ["--classes", "3", "--train-per-class", "8", "--val-per-class", "2", "--quirks", "1"]
+    done = subprocess.run([*cmd, *small, "--workers", "1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    images = src / "ILSVRC" / "Data" / "CLS-LOC"
+    assert sorted(p.name for p in images.iterdir()) == ["test", "train", "val"]
+    assert len(list((images / "val").iterdir())) == 6 and len(list((images / "test").iterdir()))
+    assert {p.name for p in src.glob("LOC_*")} == {
+        "LOC_sample_submission.csv",
+        "LOC_synset_mapping.txt",
+        "LOC_val_solution.csv",
+    }
+    plan = [sys.executable, "-m", "flows.cli", "preprocess", str(src), str(tmp_path / "out")]
+    done = subprocess.run([*plan, "--dry-run"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines()[2:]}
+    assert rows == {"train": "24", "val": "6"}  # inputs of each split; test/ is not read

@@ -13,7 +13,7 @@ from shards.settings import add_options, from_options
 
 
 def add_sample_data(sub: argparse._SubParsersAction) -> None:
-    from preprocessing.sample_data import SampleSpec
+    from preprocessing.sample_data import LAYOUTS, SampleSpec
 
     p = sub.add_parser(
         "sample-data",
@@ -33,6 +33,14 @@ def add_sample_data(sub: argparse._SubParsersAction) -> None:
     )
     add_options(p, SampleSpec)
     p.add_argument(
+        "--as",
+        dest="layout",
+        choices=LAYOUTS,
+        default="tree",
+        help="the layout: tree (train/, val/ and the labels in DIR), or kaggle (the Kaggle "
+        "download as unpacked: ILSVRC/Data/CLS-LOC/{train,val,test}/, the labels in DIR)",
+    )
+    p.add_argument(
         "--workers",
         type=positive_int,
         default=os.cpu_count() or 1,
@@ -44,7 +52,7 @@ def add_sample_data(sub: argparse._SubParsersAction) -> None:
 def _run_sample_data(args: argparse.Namespace) -> int:
     from preprocessing.sample_data import SampleSpec, generate
 
-    spec = from_options(SampleSpec, args)
+    spec = from_options(SampleSpec, args, layout=args.layout)
     report = generate(args.dir, spec, workers=args.workers)
     if report.seconds == 0.0:
         print(f"{args.dir}: already holds this sample tree (seed {spec.seed}); nothing to do")
