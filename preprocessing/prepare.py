@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from preprocessing.image import ImageProcessor, ImageSettings, Processed, read_image_file
+from preprocessing.image import ImageProcessor, ImageSettings, Processed
 from preprocessing.plan import (
     PrepareSettings,
     ShardPlan,
@@ -51,7 +51,7 @@ from preprocessing.plan import (
     plan_shards,
     previous_layout,
 )
-from preprocessing.source import SourceTree, scan
+from preprocessing.source import SourceTree, read_input, scan
 from shards.atomic import (
     remove_stale_temporaries,
     write_bytes,
@@ -95,7 +95,7 @@ def write_shard(
     with ShardWriter(tar) as writer:
         for f in plan.files:
             try:
-                data = read_image_file(Path(src) / f.relpath)
+                data = read_input(src, f)
             except OSError as err:
                 reason = f"could not read the file: {err.strerror or err}"
                 rejects.append({"path": f.relpath, "reason": reason})

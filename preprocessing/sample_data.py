@@ -30,6 +30,7 @@ import io
 import json
 import os
 import shutil
+import tarfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -62,7 +63,7 @@ TRAIN_QUIRKS = DECODABLE_QUIRKS + UNDECODABLE_QUIRKS
 VAL_QUIRKS = ("cmyk", "grayscale")  # the real val set has both, and no broken files
 
 _SPLIT_CODE = {"train": 1, "val": 2}
-LAYOUTS = ("tree", "kaggle")
+LAYOUTS = ("tree", "kaggle", "official")
 KAGGLE_IMAGES = "ILSVRC/Data/CLS-LOC"  # as preprocessing.source finds it
 
 
@@ -79,8 +80,9 @@ class SampleSpec:
     seed: int = option(0, "random seed")
     min_side: int = option(100, "smallest image side, px", minimum=16)
     max_side: int = option(600, "largest image side, px", minimum=16)
-    # how the files are laid out: "tree" (train/, val/ and the labels in DIR) or "kaggle"
-    # (the Kaggle download: ILSVRC/Data/CLS-LOC/{train,val,test}/, the labels in DIR)
+    # how the files are laid out: "tree" (train/, val/ and the labels in DIR), "kaggle"
+    # (the Kaggle download: ILSVRC/Data/CLS-LOC/{train,val,test}/, the labels in DIR) or
+    # "official" (ILSVRC-2012's train and val tars and devkit, as downloaded)
     layout: str = rule("tree", choices=LAYOUTS)
 
     def __post_init__(self) -> None:
@@ -268,6 +270,8 @@ def generate(
         (tmp / "val").mkdir(exist_ok=True)
         if spec.layout == "kaggle":
             _as_kaggle(tmp, classes, sorted(solution))
+        elif spec.layout == "official":
+            _as_official(tmp, classes, sorted(solution))
         report.seconds = round(time.perf_counter() - started, 3)
         (tmp / "sample-data.json").write_text(json.dumps(asdict(report), indent=1) + "\n")
         if out.exists():
@@ -296,6 +300,41 @@ def _as_kaggle(tmp: Path, classes: list[SampleClass], solution: list[tuple[str, 
     guess = " ".join(c.wnid for c in classes[:5])
     rows = "".join(f"{image_id},{guess}\n" for image_id, _ in solution)
     (tmp / "LOC_sample_submission.csv").write_text("ImageId,PredictionString\n" + rows)
+
+
+def _as_official(tmp: Path, classes: list[SampleClass], solution: list[tuple[str, str]]) -> None:
+    """The tree in `tmp` as ILSVRC-2012's downloads: a train tar of one tar per class, a
+    flat val tar, and a devkit whose IDs are not in sorted-wnid order (reversed here)
+    and which lists two internal synsets; the labels files go (the devkit has them)."""
+    from preprocessing.devkit import write_devkit
+
+    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime = len(data), 1_300_000_000
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(tmp / "ILSVRC2012_img_train.tar", "w", format=tarfile.USTAR_FORMAT) as out:
+        for folder in sorted((tmp / "train").iterdir()):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for f in sorted(folder.iterdir()):
+                    add(tar, f.name, f.read_bytes())
+            add(out, f"{folder.name}.tar", inner.getvalue())
+    with tarfile.open(tmp / "ILSVRC2012_img_val.tar", "w", format=tarfile.USTAR_FORMAT) as out:
+        for f in sorted((tmp / "val").iterdir()):
+            add(out, f.name, f.read_bytes())
+    ids = {c.wnid: len(classes) - i for i, c in enumerate(sorted(classes, key=lambda c: c.wnid))}
+    synsets = [(ids[c.wnid], c.wnid, c.name, 0) for c in classes]
+    synsets += [
+        (len(classes) + 1, "n00001740", "entity", 2),
+        (len(classes) + 2, "n00002137", "abstraction", 1),
+    ]
+    val_ids = [ids[prediction.split()[0]] for _, prediction in solution]
+    write_devkit(tmp / "ILSVRC2012_devkit_t12.tar.gz", synsets, val_ids)
+    for gone in ("train", "val"):
+        shutil.rmtree(tmp / gone)
+    for gone in ("LOC_synset_mapping.txt", "LOC_val_solution.csv"):
+        (tmp / gone).unlink()
 
 
 def _collect(

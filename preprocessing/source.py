@@ -17,6 +17,13 @@ relative paths (`train/<wnid>/...`, `val/...`), keys and labels as the same
 images in the tree above, so both give the same shards. (test/ has no labels
 and is not read.)
 
+ILSVRC-2012's official files, as downloaded into SRC, are read in place
+(preprocessing/archives.py, preprocessing/devkit.py): ILSVRC2012_img_train.tar
+and/or ILSVRC2012_img_val.tar with ILSVRC2012_devkit_t12.tar.gz. Their images
+get the tree's relative paths too (`train/<wnid>/<name>`, `val/<name>`); the
+classes are the devkit's leaves in sorted-wnid order, named by their words, and
+the val labels come from its ground truth.
+
 Every regular, non-hidden file in those folders is an input, whatever its
 extension says: the decoder decides by content what it is. Inputs that cannot
 be given a label become rejects here, with the reason.
@@ -30,6 +37,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from preprocessing.archives import (
+    TRAIN_TAR,
+    VAL_TAR,
+    Member,
+    list_train,
+    list_val,
+    read_member,
+)
+from preprocessing.devkit import DEVKIT, read_devkit
+from preprocessing.image import MAX_FILE_BYTES, read_image_file
 from shards.format import SPLITS, sample_key
 
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
@@ -47,6 +64,8 @@ class SourceFile:
     label: int
     size: int
     mtime_ns: int
+    archive: str = ""  # the official archive that holds it (relative to SRC), if any
+    offset: int = 0  # where its bytes start in that archive
 
     def identity(self) -> str:
         """What says whether this input changed: path, size, mtime and label."""
@@ -83,6 +102,13 @@ class SourceTree:
     @property
     def n_inputs(self) -> int:
         return sum(len(v) for v in self.files.values()) + len(self.rejects)
+
+
+def read_input(root: str | os.PathLike, f: SourceFile) -> bytes:
+    """An input's bytes: from its file under `root`, or from its archive in `root`."""
+    if f.archive:
+        return read_member(Path(root) / f.archive, f.offset, f.size, MAX_FILE_BYTES)
+    return read_image_file(Path(root) / f.relpath)
 
 
 def _listdir(folder: Path) -> list[os.DirEntry]:
@@ -199,6 +225,8 @@ def scan(
     root = Path(src)
     if not root.is_dir():
         raise FileNotFoundError(f"source folder {root} does not exist")
+    if (root / DEVKIT).is_file() and any((root / a).is_file() for a in (TRAIN_TAR, VAL_TAR)):
+        return _scan_official(root, splits)
     images = root
     if not any((root / s).is_dir() for s in SPLITS) and (root / KAGGLE_IMAGES).is_dir():
         images = root / KAGGLE_IMAGES  # the Kaggle download
@@ -373,3 +401,48 @@ def _scan_flat_val(
             f"(the first: {tree.rejects[0]['path']}: {tree.rejects[0]['reason']})"
         )
     return files
+
+
+def _scan_official(root: Path, splits: tuple[str, ...]) -> SourceTree:
+    """The official archives' images, listed in place (see the module docstring)."""
+    kit = read_devkit(root / DEVKIT)
+    tree = SourceTree(root, kit.classes)
+    index = {w: i for i, (w, _) in enumerate(kit.classes)}
+    if "train" in splits and (root / TRAIN_TAR).is_file():
+        members, tree.rejects = list_train(root / TRAIN_TAR)
+        files, keys = [], set()
+        for m in sorted(members, key=lambda m: (m.folder, m.name)):  # the tree's order
+            rel = f"train/{m.folder}/{m.name}"
+            if m.folder not in index:
+                reason = f"class tar {m.folder}.tar is not a class of the devkit"
+                tree.rejects.append({"path": rel, "reason": reason})
+                continue
+            key = _unique(sample_key(f"{m.folder}/{m.name}"), m.name, keys)
+            files.append(_member_file("train", rel, key, index[m.folder], TRAIN_TAR, m))
+        tree.files["train"] = files
+    if "val" in splits and (root / VAL_TAR).is_file():
+        members = sorted(list_val(root / VAL_TAR), key=lambda m: m.name)
+        if len(members) != len(kit.val_wnids):
+            raise ValueError(
+                f"{root / VAL_TAR} holds {len(members)} images, the devkit's ground truth "
+                f"labels {len(kit.val_wnids)}: not the archives of one release"
+            )
+        labels, files, keys = kit.val_labels(), [], set()
+        tree.val_labels = DEVKIT
+        for m in members:
+            rel, key = f"val/{m.name}", _unique(sample_key(m.name), m.name, keys)
+            wnid = labels.get(Path(m.name).stem)
+            if wnid is None:
+                tree.rejects.append({"path": rel, "reason": f"no label in {DEVKIT}"})
+                continue
+            files.append(_member_file("val", rel, key, index[wnid], VAL_TAR, m))
+        tree.files["val"] = files
+    if not tree.files:
+        raise ValueError(f"{root}: the devkit, but none of {TRAIN_TAR}, {VAL_TAR} for {splits}")
+    tree.rejects.sort(key=lambda r: r["path"])
+    _warn_unlearnable(tree)
+    return tree
+
+
+def _member_file(split: str, rel: str, key: str, label: int, archive: str, m: Member) -> SourceFile:
+    return SourceFile(split, rel, key, label, m.size, m.mtime * 10**9, archive, m.offset)

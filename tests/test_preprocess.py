@@ -548,28 +548,69 @@ def test_a_flat_val_image_without_a_label_is_a_reject_not_dropped(tmp_path):
     assert report.inputs == report.written + 1
 
 
-def test_the_kaggle_download_gives_the_same_shards_as_the_tree(tmp_path):
+@pytest.mark.parametrize("layout", ["kaggle", "official"])
+def test_each_download_form_gives_the_same_shards_as_the_tree(tmp_path, layout):
     """Issue 25: SRC as the Kaggle download unpacks (ILSVRC/Data/CLS-LOC/{train,val,test}/,
-    the labels files beside ILSVRC/) is found by itself, and its images get the same paths,
-    keys and labels as in the tree: every shard is byte for byte the tree's. test/ (no
-    labels) is not read."""
+    the labels files beside ILSVRC/), or as ILSVRC-2012's official files (the train tar of
+    class tars, the val tar, the devkit with IDs out of wnid order and internal synsets),
+    read in place, is found by itself; its images get the tree's paths, keys and labels:
+    every shard is byte for byte the tree's, and the rejects are the same."""
     import dataclasses
 
-    trees = {}
-    for layout in ("tree", "kaggle"):
-        src = tmp_path / layout
-        generate(src, dataclasses.replace(SPEC, layout=layout))
-        out = tmp_path / f"out-{layout}"
+    made = {}
+    for form in ("tree", layout):
+        src = tmp_path / form
+        generate(src, dataclasses.replace(SPEC, layout=form))
+        out = tmp_path / f"out-{form}"
         report = preprocess(src, out, SETTINGS, workers=1, progress=False)
         digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*.tar")}
-        trees[layout] = (report, digests, (out / "rejects.jsonl").read_text())
-    assert (tmp_path / "kaggle" / "ILSVRC/Data/CLS-LOC/test").is_dir()
-    assert not (tmp_path / "kaggle" / "train").exists()
-    (tree, tree_tars, tree_rejects), (kaggle, kaggle_tars, kaggle_rejects) = trees.values()
-    assert tree_tars and kaggle_tars == tree_tars
-    assert kaggle_rejects == tree_rejects  # the same undecodable quirks, by the same paths
-    assert (
-        kaggle.inputs == tree.inputs == SPEC.classes * (SPEC.train_per_class + SPEC.val_per_class)
-    )
-    assert kaggle.manifest.classes == tree.manifest.classes
-    assert kaggle.manifest.source["val_labels"] == "LOC_val_solution.csv"
+        made[form] = (report, digests, (out / "rejects.jsonl").read_text())
+    assert not (tmp_path / layout / "train").exists()  # nothing extracted, nothing in the tree form
+    (tree, tree_tars, tree_rejects), (other, other_tars, other_rejects) = made.values()
+    assert tree_tars and other_tars == tree_tars
+    assert other_rejects == tree_rejects  # the same undecodable quirks, by the same paths
+    n = SPEC.classes * (SPEC.train_per_class + SPEC.val_per_class)
+    assert other.inputs == tree.inputs == n  # Kaggle's test/ is not read
+    assert other.manifest.classes == tree.manifest.classes  # sorted wnids, with their names
+    if layout == "official":  # an identical archive downloaded again rewrites nothing
+        os.utime(tmp_path / layout / "ILSVRC2012_img_train.tar", (1, 1))
+        again = preprocess(tmp_path / layout, tmp_path / f"out-{layout}", SETTINGS, workers=1)
+        assert again.shards_written == 0 and not again.cluster_started
+
+
+def test_damaged_official_archives_are_clear_errors_or_rejects(tmp_path):
+    """A truncated train tar is an error naming it; a class tar that cannot be read is a
+    reject of its class; a val tar and a ground truth of different lengths is an error."""
+    import dataclasses
+    import tarfile
+
+    src = tmp_path / "official"
+    generate(src, dataclasses.replace(SPEC, layout="official", quirks=0))
+    train = src / "ILSVRC2012_img_train.tar"
+    whole = train.read_bytes()
+    train.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"ILSVRC2012_img_train\.tar cannot be read to its end"):
+        preprocess(src, tmp_path / "out1", SETTINGS, workers=1, progress=False)
+
+    with tarfile.open(fileobj=io.BytesIO(whole)) as outer:  # the first class tar corrupted
+        first = outer.getmembers()[0]
+    broken = bytearray(whole)
+    broken[first.offset_data : first.offset_data + 512] = b"\xff" * 512
+    train.write_bytes(bytes(broken))
+    report = preprocess(src, tmp_path / "out2", SETTINGS, workers=1, progress=False)
+    wnid = first.name.removesuffix(".tar")
+    rejects = [
+        json.loads(line) for line in (tmp_path / "out2/rejects.jsonl").read_text().splitlines()
+    ]
+    assert [r["path"] for r in rejects] == [f"train/{wnid}/"]
+    assert "cannot be read" in rejects[0]["reason"]
+    assert report.written == SPEC.classes * (SPEC.train_per_class + SPEC.val_per_class) - 12
+
+    val = src / "ILSVRC2012_img_val.tar"
+    with tarfile.open(val) as tar:  # one image fewer than the ground truth labels
+        kept = [(m, tar.extractfile(m).read()) for m in tar.getmembers()[1:]]
+    with tarfile.open(val, "w") as tar:
+        for m, data in kept:
+            tar.addfile(m, io.BytesIO(data))
+    with pytest.raises(ValueError, match="holds 11 images, the devkit's ground truth labels 12"):
+        preprocess(src, tmp_path / "out3", SETTINGS, workers=1, progress=False)

@@ -37,8 +37,10 @@ def add_sample_data(sub: argparse._SubParsersAction) -> None:
         dest="layout",
         choices=LAYOUTS,
         default="tree",
-        help="the layout: tree (train/, val/ and the labels in DIR), or kaggle (the Kaggle "
-        "download as unpacked: ILSVRC/Data/CLS-LOC/{train,val,test}/, the labels in DIR)",
+        help="the layout: tree (train/, val/ and the labels in DIR), kaggle (the Kaggle "
+        "download as unpacked: ILSVRC/Data/CLS-LOC/{train,val,test}/, the labels in DIR) or "
+        "official (ILSVRC-2012's files as downloaded: the train tar of class tars, the val "
+        "tar, the devkit)",
     )
     p.add_argument(
         "--workers",

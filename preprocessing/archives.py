@@ -1,0 +1,117 @@
+"""ILSVRC-2012's image archives read in place: where each image is, nothing extracted.
+
+    ILSVRC2012_img_train.tar   a tar of 1,000 tars `<wnid>.tar`, each a flat tar of
+                               `<wnid>_<n>.JPEG`
+    ILSVRC2012_img_val.tar     a flat tar of `ILSVRC2012_val_<8 digits>.JPEG`
+
+A `Member` says where an image's bytes are: its absolute offset in the archive
+(for the train tar, the class tar's data offset plus the image's within it),
+its size, and its header's mtime, which a re-downloaded identical archive
+keeps (the archive's own mtime is never used). `read_member` reads one back
+with a seek and a read. Listing reads only the tar headers, seeking over the
+images.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+TRAIN_TAR = "ILSVRC2012_img_train.tar"
+VAL_TAR = "ILSVRC2012_img_val.tar"
+
+
+class DamagedArchive(ValueError):
+    """An archive that cannot be listed to its end (truncated or corrupt)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    folder: str  # the class tar's stem (a wnid) in the train tar; "" in the val tar
+    name: str  # the image's file name
+    offset: int  # of its bytes, from the start of the archive
+    size: int
+    mtime: int  # seconds, from its tar header
+
+
+def _damaged(path: Path, err: Exception) -> DamagedArchive:
+    return DamagedArchive(
+        f"{path} cannot be read to its end ({type(err).__name__}: {err}): truncated or "
+        "damaged; download it again (its sha256 is on image-net.org)"
+    )
+
+
+def list_train(path: str | os.PathLike) -> tuple[list[Member], list[dict]]:
+    """Every image in the train tar, and the class tars that could not be listed (as
+    rejects: `path`, `reason`)."""
+    path = Path(path)
+    members, rejects = [], []
+    try:
+        with tarfile.open(path, mode="r:") as outer:
+            for m in outer:
+                if not m.isfile():
+                    continue
+                folder = Path(m.name).name.removesuffix(".tar")
+                if not m.name.endswith(".tar"):
+                    rejects.append({"path": f"train/{m.name}", "reason": "not a class tar"})
+                    continue
+                try:
+                    with tarfile.open(fileobj=outer.extractfile(m), mode="r:") as inner:
+                        members += [
+                            Member(
+                                folder,
+                                Path(i.name).name,
+                                m.offset_data + i.offset_data,
+                                i.size,
+                                int(i.mtime),
+                            )
+                            for i in inner
+                            if i.isfile()
+                        ]
+                except (tarfile.TarError, EOFError) as err:
+                    reason = f"the class tar {m.name} cannot be read ({err})"
+                    rejects.append({"path": f"train/{folder}/", "reason": reason})
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise _damaged(path, err) from None
+    _check_extent(path, members)
+    return members, rejects
+
+
+def list_val(path: str | os.PathLike) -> list[Member]:
+    """Every image in the val tar."""
+    path = Path(path)
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            members = [
+                Member("", Path(m.name).name, m.offset_data, m.size, int(m.mtime))
+                for m in tar
+                if m.isfile()
+            ]
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise _damaged(path, err) from None
+    _check_extent(path, members)
+    return members
+
+
+def _check_extent(path: Path, members: list[Member]) -> None:
+    """Every member's bytes inside the archive (a tar cut inside its last image lists it)."""
+    end = os.stat(path).st_size
+    beyond = [m for m in members if m.offset + m.size > end]
+    if beyond:
+        raise _damaged(path, EOFError(f"{beyond[0].name} runs past the end of the file"))
+
+
+def read_member(path: str | os.PathLike, offset: int, size: int, limit: int) -> bytes:
+    """The `size` bytes at `offset` of the archive at `path` (OSError if there are fewer,
+    or more than `limit`)."""
+    if size > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit >> 20} MiB: not read", str(path))
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise OSError(errno.EIO, "the archive ends inside this image (truncated?)", str(path))
+    return data
