@@ -93,3 +93,19 @@ def test_damaged_devkits_are_clear_errors(tmp_path):
             _tar(path, content)
         with pytest.raises(ValueError, match=message):
             read_devkit(path)
+
+
+def test_the_archive_listing_benchmark_runs(tmp_path):
+    """benchmarks/archives.py --dry-run: the scale script that lists a train tar of class
+    tars in a fresh process (the figures in benchmarks/README.md come from its full run)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "archives.py"
+    cmd = [sys.executable, str(script), "--dry-run", "--workdir", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["members"] == 100 and result["class_tars"] == 5 and result["list_s"] >= 0
