@@ -249,6 +249,24 @@ def test_resume_after_sigkill_gives_the_same_bytes(src, tmp_path):
     assert digest(killed) == digest(fresh)
 
 
+def test_the_official_archives_resume_after_sigkill_to_the_same_bytes(tmp_path):
+    """Issue 25: read in place from ILSVRC-2012's archives, a run killed midway and run
+    again gives the bytes of an unbroken run."""
+    import dataclasses
+
+    src = tmp_path / "official"
+    generate(src, dataclasses.replace(SPEC, layout="official"))
+    killed = tmp_path / "killed"
+    cmd = preprocess_killed_when(
+        src, killed, lambda: len(list(killed.glob("shards/train/*.json"))) >= 3
+    )
+    assert not (killed / "manifest.json").exists()
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    fresh = tmp_path / "fresh"
+    preprocess(src, fresh, PrepareSettings(shard_size=2), workers=2, progress=False)
+    assert digest(killed) == digest(fresh)
+
+
 def test_incremental_update_killed_midway_resumes_to_the_same_bytes(src, tmp_path):
     """An update of an existing OUT, killed after some shards were rewritten, then re-run."""
     source, killed, clean = tmp_path / "src", tmp_path / "killed", tmp_path / "clean"
