@@ -236,7 +236,15 @@ def preprocess_killed_when(src: Path, out: Path, done: Callable[[], bool]) -> li
     return cmd
 
 
-def test_resume_after_sigkill_gives_the_same_bytes(src, tmp_path):
+@pytest.mark.parametrize("layout", ["tree", "official"])
+def test_resume_after_sigkill_gives_the_same_bytes(src, tmp_path, layout):
+    """Killed midway and run again: the bytes of an unbroken run; from a tree, and read in
+    place from ILSVRC-2012's archives (issue 25)."""
+    import dataclasses
+
+    if layout != "tree":
+        src = tmp_path / layout
+        generate(src, dataclasses.replace(SPEC, layout=layout))
     killed = tmp_path / "killed"
     cmd = preprocess_killed_when(
         src, killed, lambda: len(list(killed.glob("shards/train/*.json"))) >= 3
@@ -244,24 +252,6 @@ def test_resume_after_sigkill_gives_the_same_bytes(src, tmp_path):
     assert not (killed / "manifest.json").exists()
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     # the same bytes as an uninterrupted run with these settings
-    fresh = tmp_path / "fresh"
-    preprocess(src, fresh, PrepareSettings(shard_size=2), workers=2, progress=False)
-    assert digest(killed) == digest(fresh)
-
-
-def test_the_official_archives_resume_after_sigkill_to_the_same_bytes(tmp_path):
-    """Issue 25: read in place from ILSVRC-2012's archives, a run killed midway and run
-    again gives the bytes of an unbroken run."""
-    import dataclasses
-
-    src = tmp_path / "official"
-    generate(src, dataclasses.replace(SPEC, layout="official"))
-    killed = tmp_path / "killed"
-    cmd = preprocess_killed_when(
-        src, killed, lambda: len(list(killed.glob("shards/train/*.json"))) >= 3
-    )
-    assert not (killed / "manifest.json").exists()
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     fresh = tmp_path / "fresh"
     preprocess(src, fresh, PrepareSettings(shard_size=2), workers=2, progress=False)
     assert digest(killed) == digest(fresh)
