@@ -19,6 +19,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -44,13 +45,24 @@ def _damaged(path: Path, err: Exception) -> DamagedArchive:
     )
 
 
+def _listed_to_the_end(tar: tarfile.TarFile, stream: BinaryIO) -> None:
+    """Raise tarfile.ReadError unless `tar`'s iteration stopped at its end-of-archive
+    marker. (tarfile ends an iteration silently at a damaged header past the first one:
+    every member after it would be missing, with no error.)"""
+    assert tar.offset is not None
+    stream.seek(tar.offset)
+    marker = stream.read(1024)
+    if marker.strip(b"\0"):
+        raise tarfile.ReadError(f"a damaged tar header at byte {tar.offset}")
+
+
 def list_train(path: str | os.PathLike) -> tuple[list[Member], list[dict]]:
     """Every image in the train tar, and the class tars that could not be listed (as
     rejects: `path`, `reason`)."""
     path = Path(path)
     members, rejects = [], []
     try:
-        with tarfile.open(path, mode="r:") as outer:
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as outer:
             for m in outer:
                 if not m.isfile():
                     continue
@@ -59,7 +71,9 @@ def list_train(path: str | os.PathLike) -> tuple[list[Member], list[dict]]:
                     rejects.append({"path": f"train/{m.name}", "reason": "not a class tar"})
                     continue
                 try:
-                    with tarfile.open(fileobj=outer.extractfile(m), mode="r:") as inner:
+                    stream = outer.extractfile(m)
+                    assert stream is not None
+                    with tarfile.open(fileobj=stream, mode="r:") as inner:
                         members += [
                             Member(
                                 folder,
@@ -71,9 +85,11 @@ def list_train(path: str | os.PathLike) -> tuple[list[Member], list[dict]]:
                             for i in inner
                             if i.isfile()
                         ]
+                        _listed_to_the_end(inner, stream)
                 except (tarfile.TarError, EOFError) as err:
                     reason = f"the class tar {m.name} cannot be read ({err})"
                     rejects.append({"path": f"train/{folder}/", "reason": reason})
+            _listed_to_the_end(outer, raw)
     except (tarfile.TarError, EOFError, OSError) as err:
         raise _damaged(path, err) from None
     _check_extent(path, members)
@@ -84,12 +100,13 @@ def list_val(path: str | os.PathLike) -> list[Member]:
     """Every image in the val tar."""
     path = Path(path)
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
             members = [
                 Member("", Path(m.name).name, m.offset_data, m.size, int(m.mtime))
                 for m in tar
                 if m.isfile()
             ]
+            _listed_to_the_end(tar, raw)
     except (tarfile.TarError, EOFError, OSError) as err:
         raise _damaged(path, err) from None
     _check_extent(path, members)

@@ -614,6 +614,25 @@ def test_damaged_official_archives_are_clear_errors_or_rejects(tmp_path):
     assert "cannot be read" in rejects[0]["reason"]
     assert report.written == SPEC.classes * (SPEC.train_per_class + SPEC.val_per_class) - 12
 
+    # a damaged header past the first one (tarfile alone would just stop there, silently
+    # missing every image after it): the train tar's, an error; a class tar's, a reject
+    with tarfile.open(fileobj=io.BytesIO(whole)) as outer:
+        third = outer.getmembers()[2]
+        with tarfile.open(fileobj=outer.extractfile(first)) as inner:
+            second = first.offset_data + inner.getmembers()[1].offset
+    for at, name in ((third.offset, "out4"), (second, "out5")):
+        broken = bytearray(whole)
+        broken[at : at + 8] = b"garbage!"
+        train.write_bytes(bytes(broken))
+        if name == "out4":
+            with pytest.raises(ValueError, match="a damaged tar header at byte"):
+                preprocess(src, tmp_path / name, SETTINGS, workers=1, progress=False)
+        else:
+            preprocess(src, tmp_path / name, SETTINGS, workers=1, progress=False)
+            rejects = (tmp_path / name / "rejects.jsonl").read_text().splitlines()
+            assert [json.loads(r)["path"] for r in rejects] == [f"train/{wnid}/"]
+    train.write_bytes(whole)
+
     val = src / "ILSVRC2012_img_val.tar"
     with tarfile.open(val) as tar:  # one image fewer than the ground truth labels
         kept = [(m, tar.extractfile(m).read()) for m in tar.getmembers()[1:]]
