@@ -31,7 +31,6 @@ import multiprocessing as mp
 import os
 import shutil
 import statistics
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -85,28 +84,17 @@ def run_stage(src: Path, work: Path, cores: int, shard_size: int) -> tuple[float
 def official_corpus(src: Path) -> Path:
     """`src`'s train/ tree as ILSVRC-2012's train tar of class tars, with a devkit (cached
     beside it)."""
-    from preprocessing.devkit import write_devkit
+    from preprocessing.archives import write_archives
+    from preprocessing.devkit import DEVKIT, write_devkit
 
     out = src.with_name(src.name + "-official")
     if (out / "done").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
-
-    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime = len(data), 1_300_000_000
-        tar.addfile(info, io.BytesIO(data))
-
+    write_archives(src, out)  # the corpus has train/ only
     folders = sorted((src / "train").iterdir())
-    with tarfile.open(out / "ILSVRC2012_img_train.tar", "w", format=tarfile.USTAR_FORMAT) as t:
-        for folder in folders:
-            inner = io.BytesIO()
-            with tarfile.open(fileobj=inner, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for f in sorted(folder.iterdir()):
-                    add(tar, f.name, f.read_bytes())
-            add(t, f"{folder.name}.tar", inner.getvalue())
     synsets = [(i + 1, f.name, f.name, 0) for i, f in enumerate(folders)]
-    write_devkit(out / "ILSVRC2012_devkit_t12.tar.gz", synsets, [])
+    write_devkit(out / DEVKIT, synsets, [])
     (out / "done").touch()
     return out
 

@@ -15,6 +15,7 @@ images.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import tarfile
 from dataclasses import dataclass
@@ -119,6 +120,31 @@ def _check_extent(path: Path, members: list[Member]) -> None:
     beyond = [m for m in members if m.offset + m.size > end]
     if beyond:
         raise _damaged(path, EOFError(f"{beyond[0].name} runs past the end of the file"))
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(data), 1_300_000_000  # fixed: the same bytes each time
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_archives(tree: Path, out: Path) -> None:
+    """The train/ and val/ of an extracted tree (a flat val/) as ILSVRC-2012's downloads in
+    `out`: a train tar of one tar per class folder, and a flat val tar (for the sample data
+    and the benchmarks; either is skipped where the tree lacks its folder)."""
+    ustar = tarfile.USTAR_FORMAT
+    if (tree / "train").is_dir():
+        with tarfile.open(out / TRAIN_TAR, "w", format=ustar) as outer:
+            for folder in sorted((tree / "train").iterdir()):
+                inner = io.BytesIO()
+                with tarfile.open(fileobj=inner, mode="w", format=ustar) as tar:
+                    for f in sorted(folder.iterdir()):
+                        _add(tar, f.name, f.read_bytes())
+                _add(outer, f"{folder.name}.tar", inner.getvalue())
+    if (tree / "val").is_dir():
+        with tarfile.open(out / VAL_TAR, "w", format=ustar) as tar:
+            for f in sorted((tree / "val").iterdir()):
+                _add(tar, f.name, f.read_bytes())
 
 
 def read_member(path: str | os.PathLike, offset: int, size: int, limit: int) -> bytes:

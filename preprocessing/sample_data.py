@@ -30,7 +30,6 @@ import io
 import json
 import os
 import shutil
-import tarfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -306,23 +305,10 @@ def _as_official(tmp: Path, classes: list[SampleClass], solution: list[tuple[str
     """The tree in `tmp` as ILSVRC-2012's downloads: a train tar of one tar per class, a
     flat val tar, and a devkit whose IDs are not in sorted-wnid order (reversed here)
     and which lists two internal synsets; the labels files go (the devkit has them)."""
-    from preprocessing.devkit import write_devkit
+    from preprocessing.archives import write_archives
+    from preprocessing.devkit import DEVKIT, write_devkit
 
-    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime = len(data), 1_300_000_000
-        tar.addfile(info, io.BytesIO(data))
-
-    with tarfile.open(tmp / "ILSVRC2012_img_train.tar", "w", format=tarfile.USTAR_FORMAT) as out:
-        for folder in sorted((tmp / "train").iterdir()):
-            inner = io.BytesIO()
-            with tarfile.open(fileobj=inner, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for f in sorted(folder.iterdir()):
-                    add(tar, f.name, f.read_bytes())
-            add(out, f"{folder.name}.tar", inner.getvalue())
-    with tarfile.open(tmp / "ILSVRC2012_img_val.tar", "w", format=tarfile.USTAR_FORMAT) as out:
-        for f in sorted((tmp / "val").iterdir()):
-            add(out, f.name, f.read_bytes())
+    write_archives(tmp, tmp)
     ids = {c.wnid: len(classes) - i for i, c in enumerate(sorted(classes, key=lambda c: c.wnid))}
     synsets = [(ids[c.wnid], c.wnid, c.name, 0) for c in classes]
     synsets += [
@@ -330,7 +316,7 @@ def _as_official(tmp: Path, classes: list[SampleClass], solution: list[tuple[str
         (len(classes) + 2, "n00002137", "abstraction", 1),
     ]
     val_ids = [ids[prediction.split()[0]] for _, prediction in solution]
-    write_devkit(tmp / "ILSVRC2012_devkit_t12.tar.gz", synsets, val_ids)
+    write_devkit(tmp / DEVKIT, synsets, val_ids)
     for gone in ("train", "val"):
         shutil.rmtree(tmp / gone)
     for gone in ("LOC_synset_mapping.txt", "LOC_val_solution.csv"):
