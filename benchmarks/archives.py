@@ -1,16 +1,24 @@
-"""Listing ILSVRC-2012's train tar in place at ImageNet's size: time and memory.
+"""Indexing ILSVRC-2012's train tar in place at ImageNet's size: time and memory.
 
     .venv/bin/python benchmarks/archives.py [--classes 1000] [--per-class 1281] [--dry-run]
 
-Writes (once, cached in --workdir) a train tar of the real shape: `--classes`
-class tars `<wnid>.tar`, each of `--per-class` members `<wnid>_<n>.JPEG`, in
-the real names; each member holds 200 bytes (listing reads only the headers, so
-the images' size changes nothing but the seeks' length: 1.28M members make a
-0.9 GB tar instead of 138 GB). Then, in a fresh process each time (3 runs, the
-median): `preprocessing.archives.list_train` over it, its wall time and the
-process's peak resident memory, against the same process that only imports
-the module (the baseline memory). Prints one JSON object; benchmarks/README.md
-records it.
+Writes (once, cached in --workdir) a source of the real shape: a train tar of
+`--classes` class tars `<wnid>.tar`, each of `--per-class` members
+`<wnid>_<n>.JPEG` in the real names, and a devkit naming those classes. Each
+member holds 200 bytes: indexing reads every byte (for the CRC-32s), so on the
+real 138 GB the read itself adds the disk's time for 138 GB, spread over the
+workers; what this measures is the fixed cost per member and per class tar
+(1.28M members make a 1.3 GB tar). Then, each in a fresh process (`--repeats`
+runs of each, interleaved, the medians):
+
+    cold-1    `scan(SRC, ("train",))` with an empty OUT/.index, listed in one process
+    cold-2    the same on a Dask cluster of 2 workers (one task per class tar)
+    warm      the same with the index complete: what every later run costs
+    import    the process that only imports `preprocessing.source` (baseline memory)
+
+with its wall time, the peak RSS of its main process (its own count) and of its
+largest other process (sampled: a Dask worker, holding one class tar at a time,
+so flat in the number of class tars). Prints one JSON object; benchmarks/README.md records it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,16 +36,28 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine
+from common import TreePeak, machine
 
-_LIST = """
+from preprocessing.devkit import DEVKIT, write_devkit
+
+_SCAN = """
 import resource, sys, time
-from preprocessing.archives import list_train
+from pathlib import Path
+from preprocessing.cluster import StageCluster
+from preprocessing.index import Indexer
+from preprocessing.source import scan
+src, index, how = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 t = time.perf_counter()
-members, rejects = list_train(sys.argv[1]) if sys.argv[2] == "list" else ([], [])
-seconds = time.perf_counter() - t
-print(len(members), len(rejects), seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+n = 0
+if how != "import":
+    workers = 2 if how == "cold-2" else 1
+    with StageCluster(workers) as cluster:
+        tree = scan(src, ("train",), indexer=Indexer(index, True, cluster))
+    n, rejects = len(tree.files["train"]), len(tree.rejects)
+    assert not rejects, tree.rejects[:3]
+print(n, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
+STEPS = ("cold-1", "cold-2", "warm", "import")
 
 
 def write_train_tar(path: Path, classes: int, per_class: int) -> None:
@@ -59,12 +80,29 @@ def write_train_tar(path: Path, classes: int, per_class: int) -> None:
     os.replace(tmp, path)
 
 
-def run(tar: Path, what: str) -> tuple[int, int, float, int]:
-    done = subprocess.run(
-        [sys.executable, "-c", _LIST, str(tar), what], capture_output=True, text=True, check=True
+def write_source(src: Path, classes: int, per_class: int) -> None:
+    """The train tar (see `write_train_tar`) and a devkit of its classes (no val images)."""
+    src.mkdir(parents=True, exist_ok=True)
+    write_train_tar(src / "ILSVRC2012_img_train.tar", classes, per_class)
+    synsets = [(c + 1, f"n{c:08d}", f"class {c}", 0) for c in range(classes)]
+    write_devkit(src / DEVKIT, synsets, [])  # last: the source is complete
+
+
+def run(src: Path, index: Path, step: str) -> dict:
+    """One step in a fresh process (the index emptied first for a cold one)."""
+    if step.startswith("cold"):
+        shutil.rmtree(index, ignore_errors=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SCAN, str(src), str(index), step], stdout=subprocess.PIPE, text=True
     )
-    n, rejects, seconds, rss_kib = done.stdout.split()
-    return int(n), int(rejects), float(seconds), int(rss_kib)
+    peak = TreePeak(proc.pid)
+    out, _ = proc.communicate()
+    memory = peak.stop()
+    if proc.returncode:
+        raise SystemExit(f"{step} failed (exit {proc.returncode})")
+    n, seconds, rss_kib = out.split()
+    # the main process's own peak (exact); the workers' from sampling
+    return {"members": int(n), "s": float(seconds), **memory, "main_mib": int(rss_kib) / 1024}
 
 
 def main() -> None:
@@ -79,33 +117,40 @@ def main() -> None:
     args = ap.parse_args()
     if args.dry_run:
         args.classes, args.per_class, args.repeats = 5, 20, 1
-    tar = Path(args.workdir) / f"train-tar-{args.classes}x{args.per_class}.tar"
-    tar.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(args.workdir)
+    src = work / f"official-{args.classes}x{args.per_class}"
     t0 = time.perf_counter()
-    if not tar.exists():
-        write_train_tar(tar, args.classes, args.per_class)
+    if not (src / DEVKIT).exists():
+        shutil.rmtree(src, ignore_errors=True)
+        write_source(src, args.classes, args.per_class)
     made = time.perf_counter() - t0
-    listed, bare = [], []
+    index = work / f"index-{args.classes}x{args.per_class}"
+    runs: dict[str, list[dict]] = {step: [] for step in STEPS}
     for _ in range(args.repeats):
-        listed.append(run(tar, "list"))
-        bare.append(run(tar, "import"))
-    n = listed[0][0]
-    assert n == args.classes * args.per_class and listed[0][1] == 0
-    seconds = statistics.median(r[2] for r in listed)
-    peak = statistics.median(r[3] for r in listed) / 1024
-    base = statistics.median(r[3] for r in bare) / 1024
+        for step in STEPS:
+            runs[step].append(run(src, index, step))
+    n = args.classes * args.per_class
+    assert all(r["members"] == n for step in STEPS[:3] for r in runs[step])
     result = {
         "machine": machine(),
         "members": n,
         "class_tars": args.classes,
-        "tar_bytes": tar.stat().st_size,
+        "tar_bytes": (src / "ILSVRC2012_img_train.tar").stat().st_size,
         "write_s": round(made, 1),
-        "list_s": round(seconds, 2),
-        "us_per_member": round(1e6 * seconds / n, 2),
-        "peak_rss_mib": round(peak),
-        "import_only_rss_mib": round(base),
-        "bytes_per_member": round((peak - base) * 2**20 / n),
+        "index_files": len(list(index.rglob("*.json"))),
+        "index_bytes": sum(p.stat().st_size for p in index.rglob("*.json")),
     }
+    base = statistics.median(r["main_mib"] for r in runs["import"])
+    for step in STEPS:
+        med = {k: statistics.median(r[k] for r in runs[step]) for k in runs[step][0]}
+        result[step] = {
+            "s": round(med["s"], 2),
+            "main_mib": round(med["main_mib"]),
+            "largest_other_mib": med["largest_other_mib"],
+        }
+        if step != "import":
+            result[step]["us_per_member"] = round(1e6 * med["s"] / n, 2)
+            result[step]["main_bytes_per_member"] = round((med["main_mib"] - base) * 2**20 / n)
     print(json.dumps(result, indent=1))
 
 

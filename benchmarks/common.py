@@ -73,6 +73,46 @@ class PeakRSS:
         self._thread.join()
 
 
+class TreePeak:
+    """Peak RSS per process of a process tree, sampled every 0.2 s."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.per_pid, self.total = pid, {}, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                procs = []
+            total = 0
+            for p in procs:
+                try:
+                    rss = p.memory_info().rss
+                except psutil.Error:
+                    continue
+                total += rss
+                self.per_pid[p.pid] = max(self.per_pid.get(p.pid, 0), rss)
+            self.total = max(self.total, total)
+            time.sleep(0.2)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        others = [v for k, v in self.per_pid.items() if k != self.pid]
+        mib = 2**20
+        return {
+            "main_mib": round(self.per_pid.get(self.pid, 0) / mib),
+            "largest_other_mib": round(max(others, default=0) / mib),
+            "processes": len(self.per_pid),
+            "tree_mib": round(self.total / mib),
+        }
+
+
 def machine() -> str:
     cores = default_workers()
     return (

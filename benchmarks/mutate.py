@@ -228,8 +228,8 @@ MUTANTS = [
     m(
         "checksum-of-the-last-member-only",
         "shards/format.py",
-        "crc = _crc32(data, crc)",
-        "crc = _crc32(data, 0)",
+        "crc = crc32(data, crc)",
+        "crc = crc32(data, 0)",
         SHARDS,
         "-k",
         "checksum",

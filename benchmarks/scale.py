@@ -37,12 +37,10 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
-from common import _make_one, machine
+from common import TreePeak, _make_one, machine
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,46 +76,6 @@ def build_source(work: Path, n_train: int, n_val: int, pool: int) -> dict:
     (src / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "".join(rows))
     (src / "LOC_synset_mapping.txt").write_text("".join(f"{w} class {w}\n" for w in wnids))
     return {"pool_s": round(pool_s, 1), "links_s": round(time.perf_counter() - started, 1)}
-
-
-class TreePeak:
-    """Peak RSS per process of a process tree, sampled every 0.2 s."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid, self.per_pid, self.total = pid, {}, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                root = psutil.Process(self.pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                procs = []
-            total = 0
-            for p in procs:
-                try:
-                    rss = p.memory_info().rss
-                except psutil.Error:
-                    continue
-                total += rss
-                self.per_pid[p.pid] = max(self.per_pid.get(p.pid, 0), rss)
-            self.total = max(self.total, total)
-            time.sleep(0.2)
-
-    def stop(self) -> dict:
-        self._stop.set()
-        self._thread.join()
-        others = [v for k, v in self.per_pid.items() if k != self.pid]
-        mib = 2**20
-        return {
-            "main_mib": round(self.per_pid.get(self.pid, 0) / mib),
-            "largest_other_mib": round(max(others, default=0) / mib),
-            "processes": len(self.per_pid),
-            "tree_mib": round(self.total / mib),
-        }
 
 
 def measure(name: str, cmd: list[str], results: dict, env: dict | None = None) -> str:

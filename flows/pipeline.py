@@ -87,16 +87,28 @@ class _ProgressArtifact:
             update_progress_artifact(self.id, 100.0 * done / max(total, 1))
 
 
-def source_fingerprint(src: str) -> str:
-    """What the preprocess stage's manifest records of the source (see SourceTree.fingerprint)."""
+def source_fingerprint(
+    src: str, out: str | None = None, workers: int | None = 1, dask_address: str | None = None
+) -> str:
+    """What the preprocess stage's manifest records of the source (see SourceTree.fingerprint).
+    Official archives are listed by `workers` (or at `dask_address`), their listings kept in
+    OUT/.index for the preprocess stage (once OUT is known to be usable)."""
+    from preprocessing.cluster import StageCluster
+    from preprocessing.index import INDEX, Indexer
     from preprocessing.source import scan
+    from shards.dataroot import check_out
     from shards.format import SPLITS
 
-    return scan(src, SPLITS).fingerprint()
+    if out is None:
+        return scan(src, SPLITS).fingerprint()
+    check_out(Path(src), Path(out))
+    with StageCluster(workers, dask_address) as cluster:
+        indexer = Indexer(Path(out) / INDEX, True, cluster, progress=None)
+        return scan(src, SPLITS, indexer=indexer).fingerprint()
 
 
 def _preprocess_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    fingerprint = p.get("fingerprint") or source_fingerprint(p["src"])
+    fingerprint = p.get("fingerprint") or source_fingerprint(p["src"], p["out"])
     return _key("preprocess", fingerprint, p["settings"], str(Path(p["out"]).resolve()))
 
 
@@ -365,7 +377,7 @@ def alexnet_pipeline(
     base = own_settings(out)
     settings = prepare_settings(shard_size, quality, base)
     config = resolve(preset, overrides=overrides or []).to_dict()
-    fingerprint = source_fingerprint(src)
+    fingerprint = source_fingerprint(src, out, workers, dask_address)
     made = has_manifest(out, fingerprint, settings)
     manifest = when_missing(preprocess_task, made)(
         src, out, settings, workers, dask_address, fingerprint, rewrite

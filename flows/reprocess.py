@@ -109,7 +109,13 @@ def alexnet_reprocess(
     settings = prepare_settings(shard_size, quality, base)
     # Always scan: a cached result would report the last run's changes as this run's.
     manifest = preprocess_task.with_options(refresh_cache=True)(
-        src, out, settings, workers, dask_address, source_fingerprint(src), rewrite
+        src,
+        out,
+        settings,
+        workers,
+        dask_address,
+        source_fingerprint(src, out, workers, dask_address),
+        rewrite,
     )
     stats = when_missing(stats_task, has_stats(out, manifest["train_shards"], scale))(
         out, manifest, scale, workers, dask_address

@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from shards.format import crc32
+
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
+READ_CHUNK = 1 << 20
 
 
 class DamagedArchive(ValueError):
@@ -37,6 +40,7 @@ class Member:
     offset: int  # of its bytes, from the start of the archive
     size: int
     mtime: int  # seconds, from its tar header
+    crc: int  # CRC-32 of its bytes, checked again when they are read for the shards
 
 
 def _damaged(path: Path, err: Exception) -> DamagedArchive:
@@ -57,69 +61,119 @@ def _listed_to_the_end(tar: tarfile.TarFile, stream: BinaryIO) -> None:
         raise tarfile.ReadError(f"a damaged tar header at byte {tar.offset}")
 
 
-def list_train(path: str | os.PathLike) -> tuple[list[Member], list[dict]]:
-    """Every image in the train tar, and the class tars that could not be listed (as
-    rejects: `path`, `reason`)."""
+@dataclass(frozen=True, slots=True)
+class ClassTar:
+    """One class tar inside the train tar, from its header (read without its bytes)."""
+
+    name: str  # as stored: "n01440764.tar"
+    offset: int  # of its bytes, from the start of the train tar
+    size: int
+    mtime: int
+
+    @property
+    def folder(self) -> str:
+        return Path(self.name).name.removesuffix(".tar")
+
+
+def list_class_tars(path: str | os.PathLike) -> tuple[list[ClassTar], list[dict]]:
+    """The class tars in the train tar (headers only, seeking over their bytes), and its
+    members that are not class tars (as rejects: `path`, `reason`). DamagedArchive if the
+    train tar cannot be listed to its end."""
     path = Path(path)
-    members, rejects = [], []
+    found, rejects = [], []
     try:
         with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as outer:
             for m in outer:
                 if not m.isfile():
                     continue
-                folder = Path(m.name).name.removesuffix(".tar")
                 if not m.name.endswith(".tar"):
                     rejects.append({"path": f"train/{m.name}", "reason": "not a class tar"})
                     continue
-                try:
-                    stream = outer.extractfile(m)
-                    assert stream is not None
-                    with tarfile.open(fileobj=stream, mode="r:") as inner:
-                        members += [
-                            Member(
-                                folder,
-                                Path(i.name).name,
-                                m.offset_data + i.offset_data,
-                                i.size,
-                                int(i.mtime),
-                            )
-                            for i in inner
-                            if i.isfile()
-                        ]
-                        _listed_to_the_end(inner, stream)
-                except (tarfile.TarError, EOFError) as err:
-                    reason = f"the class tar {m.name} cannot be read ({err})"
-                    rejects.append({"path": f"train/{folder}/", "reason": reason})
+                found.append(ClassTar(m.name, m.offset_data, m.size, int(m.mtime)))
             _listed_to_the_end(outer, raw)
+        _check_extent(path, [(c.name, c.offset + c.size) for c in found])
     except (tarfile.TarError, EOFError, OSError) as err:
         raise _damaged(path, err) from None
-    _check_extent(path, members)
-    return members, rejects
+    return found, rejects
+
+
+def list_class_tar(path: str | os.PathLike, tar: ClassTar) -> list[Member]:
+    """Every image of one class tar of the train tar, read through once (its bytes only)
+    for their CRC-32s; tarfile.TarError if it cannot be listed to its end."""
+    return _read_through(Path(path), tar.offset, tar.size, tar.folder)
 
 
 def list_val(path: str | os.PathLike) -> list[Member]:
-    """Every image in the val tar."""
+    """Every image in the val tar, read through once for their CRC-32s; DamagedArchive if
+    it cannot be read to its end."""
     path = Path(path)
     try:
-        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
-            members = [
-                Member("", Path(m.name).name, m.offset_data, m.size, int(m.mtime))
-                for m in tar
-                if m.isfile()
-            ]
-            _listed_to_the_end(tar, raw)
+        return _read_through(path, 0, os.stat(path).st_size, "")
     except (tarfile.TarError, EOFError, OSError) as err:
         raise _damaged(path, err) from None
-    _check_extent(path, members)
+
+
+def _read_through(path: Path, start: int, size: int, folder: str) -> list[Member]:
+    """The regular files of the tar in bytes [start, start + size) of `path`, read in
+    order (one pass, sequential), each with its CRC-32."""
+    members = []
+    with open(path, "rb") as raw:
+        window = io.BufferedReader(_Window(raw, start, size), READ_CHUNK)
+        with tarfile.open(fileobj=window, mode="r:") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                stream = tar.extractfile(m)
+                assert stream is not None
+                crc, left = 0, m.size
+                while left:
+                    chunk = stream.read(min(left, READ_CHUNK))
+                    if not chunk:
+                        raise tarfile.ReadError(f"{m.name} is cut short: truncated")
+                    crc, left = crc32(chunk, crc), left - len(chunk)
+                name = Path(m.name).name
+                members.append(
+                    Member(folder, name, start + m.offset_data, m.size, int(m.mtime), crc)
+                )
+            _listed_to_the_end(tar, window)
     return members
 
 
-def _check_extent(path: Path, members: list[Member]) -> None:
-    """Every member's bytes inside the archive (a tar cut inside its last image lists it)."""
-    end = os.stat(path).st_size
-    beyond = [m for m in members if m.offset + m.size > end]
+class _Window(io.RawIOBase):
+    """Bytes [start, start + size) of an open file, as a seekable file of their own (a
+    class tar inside the train tar: reading can never run into the next one)."""
+
+    def __init__(self, raw: BinaryIO, start: int, size: int) -> None:
+        self.raw, self.start, self.size, self.pos = raw, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = max(0, min(len(buffer), self.size - self.pos))
+        self.raw.seek(self.start + self.pos)
+        got = self.raw.readinto(memoryview(buffer)[:n])
+        self.pos += got
+        return got
+
+
+def _check_extent(path: Path, ends: list[tuple[str, int]]) -> None:
+    """Every member's bytes inside the archive (a tar cut inside its last member lists it)."""
+    size = os.stat(path).st_size
+    beyond = [name for name, end in ends if end > size]
     if beyond:
-        raise _damaged(path, EOFError(f"{beyond[0].name} runs past the end of the file"))
+        raise EOFError(f"{beyond[0]} runs past the end of the file")
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -147,9 +201,13 @@ def write_archives(tree: Path, out: Path) -> None:
                 _add(tar, f.name, f.read_bytes())
 
 
-def read_member(path: str | os.PathLike, offset: int, size: int, limit: int) -> bytes:
+class ArchiveChanged(ValueError):
+    """An image whose bytes are no longer those its archive's index recorded."""
+
+
+def read_member(path: str | os.PathLike, offset: int, size: int, limit: int, crc: int) -> bytes:
     """The `size` bytes at `offset` of the archive at `path` (OSError if there are fewer,
-    or more than `limit`)."""
+    or more than `limit`; ArchiveChanged if their CRC-32 is not `crc`)."""
     if size > limit:
         raise OSError(errno.EFBIG, f"larger than {limit >> 20} MiB: not read", str(path))
     with open(path, "rb") as f:
@@ -157,4 +215,9 @@ def read_member(path: str | os.PathLike, offset: int, size: int, limit: int) -> 
         data = f.read(size)
     if len(data) != size:
         raise OSError(errno.EIO, "the archive ends inside this image (truncated?)", str(path))
+    if crc32(data) != crc:
+        raise ArchiveChanged(
+            f"{path} changed since it was indexed: the {size} bytes at {offset} are not those "
+            "listed. Delete OUT/.index (the archives' index) and run again"
+        )
     return data

@@ -124,3 +124,40 @@ def dask_client(
         Client(cluster) as client,
     ):
         yield client
+
+
+class StageCluster:
+    """One Dask client for a whole stage, started the first time work asks for one (never,
+    when there is nothing to do): the archives' listing and the shards share it, so a
+    first run from the archives starts one cluster, not two. A later ask for more tasks
+    than the local cluster has workers for adds workers (up to `bounded_workers`)."""
+
+    def __init__(self, workers: int | None = None, address: str | None = None) -> None:
+        self.workers, self.address = workers, address
+        self._stack = contextlib.ExitStack()
+        self._client: Client | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._client is not None
+
+    @property
+    def parallel(self) -> bool:
+        """Whether work given to it would run on more than one process."""
+        return self.address is not None or min(default_workers(), self.workers or 1 << 30) > 1
+
+    def client(self, tasks: int | None = None) -> Client:
+        if self._client is None:
+            self._client = self._stack.enter_context(dask_client(self.workers, self.address, tasks))
+        elif self.address is None:
+            n = bounded_workers(self.workers, tasks)
+            if n > len(self._client.scheduler_info()["workers"]):
+                self._client.cluster.scale(n)
+                self._client.wait_for_workers(n)
+        return self._client
+
+    def __enter__(self) -> StageCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> bool | None:
+        return self._stack.__exit__(*exc)  # type: ignore[arg-type]

@@ -42,7 +42,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from preprocessing.cluster import StageCluster
 from preprocessing.image import ImageProcessor, ImageSettings, Processed
+from preprocessing.index import INDEX, Indexer
 from preprocessing.plan import (
     PrepareSettings,
     ShardPlan,
@@ -163,15 +165,18 @@ def _scan_checked(
     settings: PrepareSettings,
     splits: tuple[str, ...],
     val_labels: str | os.PathLike | None,
+    indexer: Indexer,
 ) -> SourceTree:
     """The source's listing, once the splits and OUT are known to be usable (the settings
-    were checked when they were made)."""
+    were checked when they were made). The official archives' listings are kept in
+    OUT/.index (preprocessing/index.py) by `indexer`."""
     for split in splits:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected some of {', '.join(SPLITS)}")
-    tree = scan(src, splits, val_labels)
+    if not Path(src).is_dir():
+        raise FileNotFoundError(f"source folder {src} does not exist")
     check_out(src, out)
-    return tree
+    return scan(src, splits, val_labels, indexer)
 
 
 @dataclass
@@ -202,7 +207,8 @@ def dry_run(
     """
     settings = settings or PrepareSettings()
     src, out = Path(src), Path(out)
-    tree = _scan_checked(src, out, settings, splits, val_labels)
+    # the archives' listings kept earlier are used, and none is written
+    tree = _scan_checked(src, out, settings, splits, val_labels, Indexer(out / INDEX, write=False))
     layout, _, why = previous_layout(out, settings)
     plans = plan_shards(tree, settings, layout)
     seen = read_seen(out)  # updated in memory only: never written back here
@@ -251,29 +257,15 @@ def preprocess(
     """
     settings = settings or PrepareSettings()
     src, out = Path(src), Path(out)
-    tree = _scan_checked(src, out, settings, splits, val_labels)
-    report = PrepareReport(out, warnings=tree.warnings)
-    with locked(out):
-        layout, previous, report.layout = previous_layout(out, settings)
-        if not rewrite:
-            refuse_other_settings(out, previous, settings)
-        plans = plan_shards(tree, settings, layout)
-        seen = read_seen(out)
-        records, todo = _what_is_done(out, plans, seen, report)
-        report.shards_reused = sum(r is not None for rs in records.values() for r in rs)
-        if todo:
-            report.cluster_started = True
-            for record in _run(
-                out, todo, settings, tree, workers, dask_address, progress, on_progress
-            ):
-                records[record["split"]][record["index"]] = record
-                seen.pop(f"{record['split']}/{record['shard']}", None)  # stamped below
-                report.shards_written += 1
-        note_written(out, seen, records)
-        report.changes = layout_changes(previous, layout, tree, records, report.layout)
-        report.manifest, wrote = _finish(src, out, tree, settings, records)
-        if wrote or report.shards_written or report.shards_removed:
-            append_history(out, _history_entry(report))
+    # one cluster for the archives' listing and the shards, started only if either needs it
+    with StageCluster(workers, dask_address) as cluster:
+        indexer = Indexer(out / INDEX, True, cluster, progress)
+        tree = _scan_checked(src, out, settings, splits, val_labels, indexer)
+        report = PrepareReport(out, warnings=tree.warnings)
+        with locked(out):
+            _write(src, out, settings, tree, rewrite, report, cluster, progress, on_progress)
+        report.cluster_started = cluster.started
+    assert report.manifest is not None
     counts = report.manifest.counts
     report.inputs, report.written, report.rejected = (
         counts["inputs"],
@@ -281,6 +273,37 @@ def preprocess(
         counts["rejected"],
     )
     return report
+
+
+def _write(
+    src: Path,
+    out: Path,
+    settings: PrepareSettings,
+    tree: SourceTree,
+    rewrite: bool,
+    report: PrepareReport,
+    cluster: StageCluster,
+    progress: bool | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> None:
+    """Plan the shards, write those not done, then the manifest (OUT locked)."""
+    layout, previous, report.layout = previous_layout(out, settings)
+    if not rewrite:
+        refuse_other_settings(out, previous, settings)
+    plans = plan_shards(tree, settings, layout)
+    seen = read_seen(out)
+    records, todo = _what_is_done(out, plans, seen, report)
+    report.shards_reused = sum(r is not None for rs in records.values() for r in rs)
+    if todo:
+        for record in _run(out, todo, settings, tree, cluster, progress, on_progress):
+            records[record["split"]][record["index"]] = record
+            seen.pop(f"{record['split']}/{record['shard']}", None)  # stamped below
+            report.shards_written += 1
+    note_written(out, seen, records)
+    report.changes = layout_changes(previous, layout, tree, records, report.layout)
+    report.manifest, wrote = _finish(src, out, tree, settings, records)
+    if wrote or report.shards_written or report.shards_removed:
+        append_history(out, _history_entry(report))
 
 
 def _what_is_done(
@@ -344,54 +367,51 @@ def _run(
     todo: list[ShardPlan],
     settings: PrepareSettings,
     tree: SourceTree,
-    workers: int | None,
-    dask_address: str | None,
+    cluster: StageCluster,
     progress: bool | None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[dict]:
     """Write the shards in `todo` on Dask, one task per shard; yield records as they finish."""
     from distributed import as_completed
 
-    from preprocessing.cluster import dask_client
-
     total = sum(len(p.files) for p in todo)
     show = Progress("preprocess", total, enabled=progress)
     wnids = tuple(w for w, _ in tree.classes)
     rejected = 0
-    with dask_client(workers, dask_address, tasks=len(todo)) as client:
-        futures = [
-            client.submit(
-                write_shard,
-                str(tree.image_root.resolve()),
-                str(out.resolve()),
-                plan,
-                settings.image,
-                wnids,
-                key=f"write-shard-{plan.name}-{plan.digest[:12]}",
-                pure=False,
-            )
-            for plan in todo
-        ]
-        by_key = {f.key: plan for f, plan in zip(futures, todo, strict=True)}
-        try:
-            for future in as_completed(futures):
-                try:
-                    record = future.result()
-                except Exception as err:
-                    name = by_key[future.key].name
-                    raise RuntimeError(
-                        f"writing shard {name} failed: {type(err).__name__}: {err}. Completed "
-                        "shards are kept; run the same command again to resume."
-                    ) from err
-                rejected += len(record["rejects"])
-                show.update(record["inputs"], f"{rejected} rejected")
-                if on_progress is not None:
-                    on_progress(show.done, total)
-                yield record
-        finally:
-            show.close()
-            for f in futures:
-                f.cancel()
+    client = cluster.client(tasks=len(todo))
+    futures = [
+        client.submit(
+            write_shard,
+            str(tree.image_root.resolve()),
+            str(out.resolve()),
+            plan,
+            settings.image,
+            wnids,
+            key=f"write-shard-{plan.name}-{plan.digest[:12]}",
+            pure=False,
+        )
+        for plan in todo
+    ]
+    by_key = {f.key: plan for f, plan in zip(futures, todo, strict=True)}
+    try:
+        for future in as_completed(futures):
+            try:
+                record = future.result()
+            except Exception as err:
+                name = by_key[future.key].name
+                raise RuntimeError(
+                    f"writing shard {name} failed: {type(err).__name__}: {err}. Completed "
+                    "shards are kept; run the same command again to resume."
+                ) from err
+            rejected += len(record["rejects"])
+            show.update(record["inputs"], f"{rejected} rejected")
+            if on_progress is not None:
+                on_progress(show.done, total)
+            yield record
+    finally:
+        show.close()
+        for f in futures:
+            f.cancel()
 
 
 def _finish(

@@ -19,7 +19,8 @@ and is not read.)
 
 ILSVRC-2012's official files, as downloaded into SRC, are read in place
 (preprocessing/archives.py, preprocessing/devkit.py): ILSVRC2012_img_train.tar
-and/or ILSVRC2012_img_val.tar with ILSVRC2012_devkit_t12.tar.gz. Their images
+and/or ILSVRC2012_img_val.tar with ILSVRC2012_devkit_t12.tar.gz, each class tar
+listed once into an index (preprocessing/index.py). Their images
 get the tree's relative paths too (`train/<wnid>/<name>`, `val/<name>`); the
 classes are the devkit's leaves in sorted-wnid order, named by their words, and
 the val labels come from its ground truth.
@@ -37,16 +38,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from preprocessing.archives import (
-    TRAIN_TAR,
-    VAL_TAR,
-    Member,
-    list_train,
-    list_val,
-    read_member,
-)
+from preprocessing.archives import TRAIN_TAR, VAL_TAR, Member, read_member
 from preprocessing.devkit import DEVKIT, read_devkit
 from preprocessing.image import MAX_FILE_BYTES, read_image_file
+from preprocessing.index import Indexer
 from shards.format import SPLITS, sample_key
 
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
@@ -66,10 +61,13 @@ class SourceFile:
     mtime_ns: int
     archive: str = ""  # the official archive that holds it (relative to SRC), if any
     offset: int = 0  # where its bytes start in that archive
+    crc: int = 0  # in an archive: the CRC-32 of its bytes, from the index
 
     def identity(self) -> str:
-        """What says whether this input changed: path, size, mtime and label."""
-        return f"{self.relpath}\t{self.size}\t{self.mtime_ns}\t{self.label}"
+        """What says whether this input changed: path, size, mtime and label; in an
+        archive, its CRC-32 instead of a time (the content, whatever the download's date)."""
+        stamp = f"crc32:{self.crc:08x}" if self.archive else self.mtime_ns
+        return f"{self.relpath}\t{self.size}\t{stamp}\t{self.label}"
 
 
 @dataclass
@@ -107,7 +105,7 @@ class SourceTree:
 def read_input(root: str | os.PathLike, f: SourceFile) -> bytes:
     """An input's bytes: from its file under `root`, or from its archive in `root`."""
     if f.archive:
-        return read_member(Path(root) / f.archive, f.offset, f.size, MAX_FILE_BYTES)
+        return read_member(Path(root) / f.archive, f.offset, f.size, MAX_FILE_BYTES, f.crc)
     return read_image_file(Path(root) / f.relpath)
 
 
@@ -220,13 +218,15 @@ def scan(
     src: str | os.PathLike,
     splits: tuple[str, ...] = SPLITS,
     val_labels: str | os.PathLike | None = None,
+    indexer: Indexer | None = None,
 ) -> SourceTree:
-    """List every labelled input of `splits` under `src`; ValueError if the tree is unusable."""
+    """List every labelled input of `splits` under `src`; ValueError if the tree is unusable.
+    (`indexer`: where the official archives' listings are kept, and who lists them.)"""
     root = Path(src)
     if not root.is_dir():
         raise FileNotFoundError(f"source folder {root} does not exist")
     if (root / DEVKIT).is_file() and any((root / a).is_file() for a in (TRAIN_TAR, VAL_TAR)):
-        return _scan_official(root, splits)
+        return _scan_official(root, splits, indexer or Indexer())
     images = root
     if not any((root / s).is_dir() for s in SPLITS) and (root / KAGGLE_IMAGES).is_dir():
         images = root / KAGGLE_IMAGES  # the Kaggle download
@@ -403,25 +403,35 @@ def _scan_flat_val(
     return files
 
 
-def _scan_official(root: Path, splits: tuple[str, ...]) -> SourceTree:
+def _scan_official(root: Path, splits: tuple[str, ...], indexer: Indexer) -> SourceTree:
     """The official archives' images, listed in place (see the module docstring)."""
     kit = read_devkit(root / DEVKIT)
     tree = SourceTree(root, kit.classes)
     index = {w: i for i, (w, _) in enumerate(kit.classes)}
     if "train" in splits and (root / TRAIN_TAR).is_file():
-        members, tree.rejects = list_train(root / TRAIN_TAR)
-        files, keys = [], set()
-        for m in sorted(members, key=lambda m: (m.folder, m.name)):  # the tree's order
-            rel = f"train/{m.folder}/{m.name}"
-            if m.folder not in index:
-                reason = f"class tar {m.folder}.tar is not a class of the devkit"
-                tree.rejects.append({"path": rel, "reason": reason})
+        chunks, keys = [], set()
+        for tar, members in indexer.train(root / TRAIN_TAR):  # one class tar at a time
+            if isinstance(members, str):  # it could not be listed
+                tree.rejects.append({"path": f"train/{tar.folder}/", "reason": members})
                 continue
-            key = _unique(sample_key(f"{m.folder}/{m.name}"), m.name, keys)
-            files.append(_member_file("train", rel, key, index[m.folder], TRAIN_TAR, m))
+            if tar.folder not in index:
+                reason = f"class tar {tar.name} is not a class of the devkit"
+                tree.rejects += [
+                    {"path": f"train/{m.folder}/{m.name}", "reason": reason} for m in members
+                ]
+                continue
+            chunk = []
+            for m in sorted(members, key=lambda m: m.name):
+                rel = f"train/{m.folder}/{m.name}"
+                key = _unique(sample_key(f"{m.folder}/{m.name}"), m.name, keys)
+                chunk.append(_member_file("train", rel, key, index[m.folder], TRAIN_TAR, m))
+            chunks.append((tar.folder, chunk))
+        tree.rejects += indexer.rejects
+        chunks.sort(key=lambda c: c[0])  # the tree's order: by class folder, then name
+        files = [f for _, chunk in chunks for f in chunk]
         tree.files["train"] = files
     if "val" in splits and (root / VAL_TAR).is_file():
-        members = sorted(list_val(root / VAL_TAR), key=lambda m: m.name)
+        members = sorted(indexer.val(root / VAL_TAR), key=lambda m: m.name)
         if len(members) != len(kit.val_wnids):
             raise ValueError(
                 f"{root / VAL_TAR} holds {len(members)} images, the devkit's ground truth "
@@ -445,4 +455,4 @@ def _scan_official(root: Path, splits: tuple[str, ...]) -> SourceTree:
 
 
 def _member_file(split: str, rel: str, key: str, label: int, archive: str, m: Member) -> SourceFile:
-    return SourceFile(split, rel, key, label, m.size, m.mtime * 10**9, archive, m.offset)
+    return SourceFile(split, rel, key, label, m.size, m.mtime * 10**9, archive, m.offset, m.crc)

@@ -228,6 +228,29 @@ def test_reprocess_rewrites_only_affected_shards(harness, tmp_path):
     assert all(not v for c in again["changes"]["splits"].values() for v in c.values())
 
 
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # webdataset's opener, as above
+def test_reprocess_reads_the_official_archives_in_place(harness, tmp_path):
+    """Issue 25, through a flow: SRC as ILSVRC-2012's official files. The flow's source
+    fingerprint lists the archives into OUT/.index, the stage uses those listings, the
+    samples are the tree's of the same images, and a second run lists and writes nothing."""
+    import dataclasses
+
+    spec = SampleSpec(classes=3, train_per_class=4, val_per_class=2, quirks=0, seed=7)
+    tree, official, out = tmp_path / "tree", tmp_path / "official", tmp_path / "out"
+    generate(tree, spec)
+    generate(official, dataclasses.replace(spec, layout="official"))
+    alexnet_reprocess(str(official), str(out), shard_size=10, workers=1)
+    listings = {p: p.stat().st_mtime_ns for p in (out / ".index").rglob("*.json")}
+    assert len(listings) == spec.classes + 1  # a listing per class tar, and the val tar's
+    scratch = tmp_path / "scratch"
+    preprocess(tree, scratch, PrepareSettings(shard_size=10), workers=1, progress=False)
+    assert samples(out) == samples(scratch)
+
+    again = alexnet_reprocess(str(official), str(out), workers=1)
+    assert again["shards_written"] == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / ".index").rglob("*.json")} == listings
+
+
 def test_training_under_a_launcher(harness, src, tmp_path):
     """launcher=torchrun: the train task starts two ranks and waits for them."""
     out = tmp_path / "out"

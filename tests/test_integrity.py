@@ -379,6 +379,22 @@ def test_workers_are_bounded_by_cores_and_tasks(pristine, tmp_path):
     assert bounded_workers(None, 1) == 1 and bounded_workers(3, None) == min(3, cores)
 
 
+def test_one_stage_cluster_starts_once_and_grows_to_the_tasks():
+    """A stage's cluster (the archives' listing, then the shards) starts on the first ask,
+    sized for its tasks, and a later ask for more tasks adds workers, up to the cores."""
+    from preprocessing.cluster import StageCluster, default_workers
+
+    with StageCluster(workers=2) as cluster:
+        assert not cluster.started and cluster.parallel == (default_workers() > 1)
+        client = cluster.client(tasks=1)
+        assert len(client.scheduler_info()["workers"]) == 1
+        assert cluster.client(tasks=4) is client  # the same cluster, grown
+        assert len(client.scheduler_info()["workers"]) == min(2, default_workers())
+        assert client.submit(sum, [1, 2], pure=False).result() == 3
+    assert client.status == "closed"
+    assert not StageCluster(workers=1).parallel and StageCluster(address="tcp://x:1").parallel
+
+
 def test_unreadable_entries_and_symlink_loops_become_rejects(pristine, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(pristine / "src", src)

@@ -570,7 +570,9 @@ def test_each_download_form_gives_the_same_shards_as_the_tree(tmp_path, layout):
         src = tmp_path / form
         generate(src, dataclasses.replace(SPEC, layout=form))
         out = tmp_path / f"out-{form}"
-        report = preprocess(src, out, SETTINGS, workers=1, progress=False)
+        # the archives listed by 2 Dask workers: the same shards as the tree's in one process
+        workers = 2 if form == "official" else 1
+        report = preprocess(src, out, SETTINGS, workers=workers, progress=False)
         digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*.tar")}
         made[form] = (report, digests, (out / "rejects.jsonl").read_text())
     assert not (tmp_path / layout / "train").exists()  # nothing extracted, nothing in the tree form
@@ -584,6 +586,60 @@ def test_each_download_form_gives_the_same_shards_as_the_tree(tmp_path, layout):
         os.utime(tmp_path / layout / "ILSVRC2012_img_train.tar", (1, 1))
         again = preprocess(tmp_path / layout, tmp_path / f"out-{layout}", SETTINGS, workers=1)
         assert again.shards_written == 0 and not again.cluster_started
+
+
+def test_the_archives_index_is_kept_resumed_and_checked(tmp_path):
+    """Issue 25: the official archives are listed once per class tar into OUT/.index (each
+    image's offset, size and CRC-32). A run killed while listing (some listings written, a
+    writer's temporary left) lists only the rest, to the same index and shards; a re-run
+    reads no archive through again, so an image changed in place under an unchanged header
+    is caught when it is read for its shard (an error, nothing written from it), and once
+    the index is deleted it is listed again and found changed by its content."""
+    import dataclasses
+    import tarfile
+
+    from preprocessing.index import INDEX
+
+    src, out = tmp_path / "official", tmp_path / "out"
+    generate(src, dataclasses.replace(SPEC, layout="official", quirks=0))
+    preprocess(src, out, SETTINGS, workers=1, progress=False)
+    index = out / INDEX
+    listings = sorted(p.relative_to(index) for p in index.rglob("*.json"))
+    assert len(listings) == SPEC.classes + 1  # a class tar each, and the val tar
+    kept = {p: (index / p).read_bytes() for p in listings}
+    shards = digest(out)
+
+    for p in listings[::2]:  # "killed" midway through the listing
+        (index / p).unlink()
+    (index / "train" / "n00000000-0000.json.tmp-killed").write_text("{")  # a writer's half
+    again = preprocess(src, out, SETTINGS, workers=1, progress=False)
+    assert again.shards_written == 0
+    assert {p: (index / p).read_bytes() for p in listings} == kept
+    assert sorted(p.relative_to(index) for p in index.rglob("*") if p.is_file()) == listings
+    assert digest(out) == shards
+
+    train = src / "ILSVRC2012_img_train.tar"
+    with tarfile.open(train) as outer:  # one image's bytes changed, every header as it was
+        first = outer.getmembers()[0]
+        with tarfile.open(fileobj=outer.extractfile(first)) as inner:
+            image = inner.getmembers()[0]
+    at = first.offset_data + image.offset_data + image.size // 2
+    data = bytearray(train.read_bytes())
+    data[at] ^= 0xFF
+    train.write_bytes(bytes(data))
+    relpath = f"train/{first.name.removesuffix('.tar')}/{Path(image.name).name}"
+    (holder,) = [p for p in (out / "shards/train").glob("*.json") if relpath in p.read_text()]
+    for shard in (out / "shards/train").glob("*.tar"):  # to be written again: every image read
+        shard.unlink()
+    with pytest.raises(RuntimeError, match="changed since it was indexed"):
+        preprocess(src, out, SETTINGS, workers=1, progress=False)
+    assert not holder.with_suffix(".tar").exists()  # no shard written from the changed bytes
+
+    shutil.rmtree(index)
+    changed = preprocess(src, out, SETTINGS, workers=1, progress=False)
+    train_changes = read_history(out)[-1]["changes"]["splits"]["train"]
+    assert train_changes["changed"] == [relpath]  # the same size and header: by its CRC-32
+    assert changed.shards_written >= 1
 
 
 def test_damaged_official_archives_are_clear_errors_or_rejects(tmp_path):

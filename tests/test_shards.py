@@ -210,7 +210,7 @@ def test_the_sample_checksum_is_zlibs_crc32_of_the_members_in_order():
     members = (bytes(range(256)) * 157, b"7", b'{"path": "x"}')
     crc = zlib.crc32(members[2], zlib.crc32(members[1], zlib.crc32(members[0])))
     assert fmt.sample_checksum(members) == crc  # whichever CRC-32 is installed
-    assert fmt._crc32 is not zlib.crc32, "isal is not installed: see pyproject.toml"
+    assert fmt.crc32 is not zlib.crc32, "isal is not installed: see pyproject.toml"
 
 
 def test_progress_reports_live_on_a_terminal_in_lines_in_a_log_and_not_at_all_when_quiet():
