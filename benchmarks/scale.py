@@ -115,7 +115,7 @@ def step_cache(src: str, out: str) -> None:
     from shards.manifest import read_manifest, train_shard_digests
 
     settings = prepare_settings()
-    fingerprint = source_fingerprint(src)
+    fingerprint = source_fingerprint(src, out)
     made = has_manifest(out, fingerprint, settings)
     current = has_stats(out, train_shard_digests(read_manifest(out)), "pixel/255")
     print(json.dumps({"manifest_current": made, "stats_current": current}))

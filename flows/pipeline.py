@@ -88,19 +88,16 @@ class _ProgressArtifact:
 
 
 def source_fingerprint(
-    src: str, out: str | None = None, workers: int | None = 1, dask_address: str | None = None
+    src: str, out: str, workers: int | None = 1, dask_address: str | None = None
 ) -> str:
-    """What the preprocess stage's manifest records of the source (see SourceTree.fingerprint).
-    Official archives are listed by `workers` (or at `dask_address`), their listings kept in
-    OUT/.index for the preprocess stage (once OUT is known to be usable)."""
+    """What the preprocess stage's manifest records of the source (SourceTree.fingerprint);
+    official archives listed into OUT/.index (OUT checked first), where the stage finds them."""
     from preprocessing.cluster import StageCluster
     from preprocessing.index import INDEX, Indexer
     from preprocessing.source import scan
     from shards.dataroot import check_out
     from shards.format import SPLITS
 
-    if out is None:
-        return scan(src, SPLITS).fingerprint()
     check_out(Path(src), Path(out))
     with StageCluster(workers, dask_address) as cluster:
         indexer = Indexer(Path(out) / INDEX, True, cluster, progress=None)

@@ -209,3 +209,28 @@ def layout_changes(
             "shards_added": [r["shard"] for r in recs[n_before:] if r is not None],
         }
     return changes
+
+
+class SettingsWouldRewrite(ValueError):
+    """Settings that differ from those a populated data root was made with."""
+
+
+def refuse_other_settings(out: Path, previous: Manifest | None, settings: PrepareSettings) -> None:
+    """A `SettingsWouldRewrite` error when OUT holds shards made with other settings."""
+    if previous is None:
+        return
+    had, wanted = previous.settings, settings.as_dict()
+    shards = sum(len(e.shards) for e in previous.splits.values())
+    if had == wanted or not shards:
+        return
+    changed = ", ".join(
+        f"{k}={had.get(k)!r} -> {wanted.get(k)!r}"
+        for k in sorted(set(had) | set(wanted))
+        if had.get(k) != wanted.get(k)
+    )
+    raise SettingsWouldRewrite(
+        f"{out} holds {shards} shards made with other settings ({changed}): these settings "
+        "would rewrite every one of them (on ImageNet, hours). Give the settings OUT was "
+        "made with (`alexnet reprocess`, and the pipeline, use OUT's own when none are "
+        "given), or pass --rewrite (rewrite=True) to rewrite them"
+    )

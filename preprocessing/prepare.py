@@ -52,6 +52,7 @@ from preprocessing.plan import (
     layout_changes,
     plan_shards,
     previous_layout,
+    refuse_other_settings,
 )
 from preprocessing.source import SourceTree, read_input, scan
 from shards.atomic import (
@@ -322,31 +323,6 @@ def _what_is_done(
         ]
         todo += [p for p, r in zip(split_plans, records[split], strict=True) if r is None]
     return records, todo
-
-
-class SettingsWouldRewrite(ValueError):
-    """Settings that differ from those a populated data root was made with."""
-
-
-def refuse_other_settings(out: Path, previous: Manifest | None, settings: PrepareSettings) -> None:
-    """A `SettingsWouldRewrite` error when OUT holds shards made with other settings."""
-    if previous is None:
-        return
-    had, wanted = previous.settings, settings.as_dict()
-    shards = sum(len(e.shards) for e in previous.splits.values())
-    if had == wanted or not shards:
-        return
-    changed = ", ".join(
-        f"{k}={had.get(k)!r} -> {wanted.get(k)!r}"
-        for k in sorted(set(had) | set(wanted))
-        if had.get(k) != wanted.get(k)
-    )
-    raise SettingsWouldRewrite(
-        f"{out} holds {shards} shards made with other settings ({changed}): these settings "
-        "would rewrite every one of them (on ImageNet, hours). Give the settings OUT was "
-        "made with (`alexnet reprocess`, and the pipeline, use OUT's own when none are "
-        "given), or pass --rewrite (rewrite=True) to rewrite them"
-    )
 
 
 def _remove_unplanned(folder: Path, n_planned: int) -> int:

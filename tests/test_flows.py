@@ -125,7 +125,7 @@ def test_pipeline_graph_caching_and_changed_settings(harness, src, tmp_path):
     )
     assert (out / "runs/pipeline.superseded-1/eval.json").is_file()  # the earlier run is kept
 
-    from preprocessing.prepare import SettingsWouldRewrite
+    from preprocessing.plan import SettingsWouldRewrite
 
     with pytest.raises(SettingsWouldRewrite):  # issue 22.13: not without being told
         alexnet_pipeline(str(src), str(out), quality=90, crops=1, workers=1, overrides=TINY)

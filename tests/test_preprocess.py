@@ -185,7 +185,7 @@ def test_unchanged_rerun_does_no_work_and_changes_no_byte(src, done):
 
 def test_changed_settings_rewrite_and_shrinking_removes_stale_shards(src, done, tmp_path):
     out, _ = done
-    from preprocessing.prepare import SettingsWouldRewrite
+    from preprocessing.plan import SettingsWouldRewrite
 
     work = tmp_path / "work"
     preprocess(src, work, SETTINGS, workers=1, progress=False)

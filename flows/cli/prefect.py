@@ -92,8 +92,7 @@ def _data_options(args: argparse.Namespace) -> dict:
 def _refuse_a_rewrite_first(args: argparse.Namespace) -> None:
     """The flows refuse settings that would rewrite OUT's shards (unless --rewrite); say so
     before a Prefect server is started for nothing."""
-    from preprocessing.plan import PrepareSettings
-    from preprocessing.prepare import refuse_other_settings
+    from preprocessing.plan import PrepareSettings, refuse_other_settings
     from shards.manifest import find_manifest
 
     manifest = find_manifest(args.out)
