@@ -156,7 +156,7 @@ MUTANTS = [
     # --- preprocessing: the source tree, the plan ------------------------------
     m(
         "synsets-bom-kept",
-        "preprocessing/source.py",
+        "preprocessing/labels.py",
         'path.read_text(encoding="utf-8-sig")',
         'path.read_text(encoding="utf-8")',
         PREP,
@@ -183,7 +183,7 @@ MUTANTS = [
     ),
     m(
         "conflicting-val-labels-last-wins",
-        "preprocessing/source.py",
+        "preprocessing/labels.py",
         "if labels.setdefault(stem, wnid) != wnid:",
         "if labels.update({stem: wnid}):",
         PREP,
