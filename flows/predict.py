@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from preprocessing.image import ImageProcessor, Processed, read_image_file
 from preprocessing.plan import PrepareSettings
+from shards.bucket import resolve as resolve_root
 from shards.manifest import read_manifest
 from shards.stats import read_stats
 from training.checkpoint import check_classes, load_model
@@ -48,7 +48,7 @@ def predict_files(
 ) -> list[Prediction]:
     """The `top` classes of each file, in the order given; a file that cannot be read or
     decoded gets its reason in `error`, and the others are still classified."""
-    out = Path(out)
+    out = resolve_root(out)  # a URL: its local view (shards.bucket)
     check_run_name(run)
     manifest = read_manifest(out)
     process = ImageProcessor(PrepareSettings.from_dict(manifest.settings).image)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shards.atomic import read_json
+from shards.bucket import materialize
 from shards.format import IMAGE_EXTS, MANIFEST, record_path, sample_checksum, shard_dir
 from shards.manifest import Manifest, ShardEntry, read_manifest
 
@@ -81,7 +82,7 @@ def iter_members(path: str | os.PathLike) -> Iterator[tuple[str, bytes]]:
     which cost this project's readers 0.3 ms an image. A bad checksum or a
     short read is a ValueError naming the file and the byte offset.
     """
-    with open(path, "rb", buffering=1 << 20) as f:
+    with open(materialize(path), "rb", buffering=1 << 20) as f:  # a view's: fetched first
         offset, extra = 0, {}
         while True:
             block = f.read(_BLOCK)

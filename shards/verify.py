@@ -13,13 +13,16 @@ on a disk for a while. Reads only; returns the problems found (none: all good).
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shards.bucket import materialize, open_root
 from shards.format import IMAGE_EXTS, partials_path, sha256_file, shard_dir
 from shards.manifest import read_manifest
 from shards.reader import iter_grouped
 from shards.stats import read_stats, stats_dir
+from shards.storage import is_url
 
 
 @dataclass
@@ -63,7 +66,12 @@ def _label_ok(data: bytes, n_classes: int) -> bool:
 
 
 def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
-    """Check OUT's shards (and statistics) against its manifest; see the module docstring."""
+    """Check OUT's shards (and statistics) against its manifest; see the module docstring.
+    OUT may be a bucket's URL: every object is then fetched again (into a temporary cache)
+    and checked, whatever a local cache holds."""
+    if is_url(out):
+        with tempfile.TemporaryDirectory(prefix="alexnet-verify-") as cache:
+            return verify(open_root(str(out), Path(cache)), deep)
     out = Path(out)
     manifest = read_manifest(out)
     result = Verification()
@@ -74,6 +82,11 @@ def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
             tar = shard_dir(out, split) / s.shard
             name = f"{split}/{s.shard}"
             result.shards += 1
+            try:
+                materialize(tar)  # a bucket's shard: fetched, and its sha256 checked
+            except ValueError as err:
+                problems.append(f"{name}: {err}")
+                continue
             if not tar.is_file():
                 problems.append(f"{name}: missing")
                 continue
@@ -85,6 +98,11 @@ def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
                 problems.append(f"{name}: sha256 differs from the manifest's")
             if s.partials:
                 own = partials_path(tar)
+                try:
+                    materialize(own)
+                except ValueError as err:
+                    problems.append(f"{split}/{own.name}: {err}")
+                    continue
                 if not own.is_file():
                     problems.append(f"{split}/{own.name}: missing")
                 elif sha256_file(own) != s.partials_sha256:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from shards.atomic import write_json
+from shards.bucket import resolve as resolve_root
 from shards.dataroot import reading
 from shards.format import sha256_file
 from shards.manifest import ClassEntry, read_manifest
@@ -146,7 +147,7 @@ def evaluate(
     neighbours_from: int | None = None,
 ) -> dict:
     """Evaluate run `run` (and an ensemble with it); write eval.json and the rest; return it."""
-    out = Path(out)
+    out = resolve_root(out)  # a URL: its local view (shards.bucket)
     runs = [check_run_name(r) for r in [run, *(ensemble or [])]]  # before anything is read
     # shared: no preprocess or stats may rewrite the shards or statistics meanwhile
     with reading(out):

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from shards.bucket import available
 from shards.manifest import Manifest, read_manifest
 from shards.reader import shard_paths
 from shards.stats import Stats, read_stats
@@ -26,7 +27,7 @@ def read_inputs(out: Path) -> tuple[Manifest, Stats]:
             )
     stats = read_stats(out, manifest)
     for split in ("train", "val"):
-        missing = [p for p in shard_paths(out, split, manifest) if not p.is_file()]
+        missing = [p for p in shard_paths(out, split, manifest) if not available(p)]
         if missing:
             raise FileNotFoundError(
                 f"{missing[0]} is missing ({len(missing)} {split} shard(s) the manifest lists "

@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from shards.atomic import one_writer, write_json
+from shards.bucket import resolve as resolve_root
 from shards.dataroot import reading
 from shards.manifest import Manifest, read_manifest
 from shards.progress import Progress
@@ -92,7 +93,7 @@ def train(
     One process owns a run at a time: rank 0 holds OUT/runs/.NAME.lock, and a
     second `train` of the same run is an error naming the holder.
     """
-    out = Path(out)
+    out = resolve_root(out)  # a URL: its local view (shards.bucket)
     check_run_name(run)
     read_manifest(out)  # a clear error before anything is created under OUT
     if int(os.environ.get("RANK", 0)) != 0:

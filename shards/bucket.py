@@ -1,0 +1,137 @@
+"""A data root in object storage, read through a local view and a shard cache.
+
+    view = open_root("s3://bucket/imagenet")   # a local folder every reader accepts
+
+The view (CACHE/roots/<16 hex of the URL>/) holds copies of the data root's
+small files, fetched each time it is opened: manifest.json, rejects.jsonl,
+history.jsonl, stats/, and each shard's record. Each shard the manifest lists
+is a symbolic link to CACHE/objects/<its sha256>.tar, a content-addressed
+cache shared by every view: the link's target is fetched on first read, by
+whichever process reads it (a loader worker, after the fork: it opens the
+object by URL, from CACHE/objects/<sha256>.tar.url), checked against the
+sha256 on the way in, and read from the disk from then on, so a second epoch
+reads no object. A shard replaced in the bucket has another sha256: another
+cache entry. A damaged object is an error naming it; nothing damaged enters
+the cache.
+
+CACHE is $ALEXNET_CACHE, else ~/.cache/alexnet. Only the stages that read a
+data root (train, evaluate, verify, predict) take a URL so far; the view is
+theirs to lock (the bucket is not locked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from shards import storage
+from shards.atomic import write_bytes
+from shards.format import HISTORY, MANIFEST, REJECTS, partials_path, record_path, shard_dir
+from shards.manifest import Manifest
+from shards.stats import STATS_DIR
+
+SOURCE = ".source"  # in a view: the URL it mirrors
+URL_SUFFIX = ".url"  # beside a cache entry: the object to fetch it from
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ALEXNET_CACHE") or Path.home() / ".cache" / "alexnet")
+
+
+def resolve(out: str | os.PathLike, cache: Path | None = None) -> Path:
+    """OUT as a local folder: itself when it is one, else a view of the data root at the URL
+    (see the module docstring), refreshed now."""
+    path = storage.local(out)
+    return path if path is not None else open_root(str(out), cache)
+
+
+def open_root(url: str, cache: Path | None = None) -> Path:
+    """The local view of the data root at `url`, its small files fetched again now."""
+    url = storage.check_url(url)
+    cache = cache or cache_root()
+    view = cache / "roots" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    try:
+        data = storage.read_bytes(storage.join(url, MANIFEST))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{url} holds no {MANIFEST}: not a data root (or not written to the end yet)"
+        ) from None
+    try:
+        manifest = Manifest.parse(json.loads(data))
+    except ValueError as err:  # a bad one: the same error as from a local root
+        raise ValueError(f"{url}/{MANIFEST}: {err}") from None
+    for name in (REJECTS, HISTORY):
+        _copy_if_there(storage.join(url, name), view / name)
+    for obj in storage.listing(storage.join(url, STATS_DIR)):
+        write_bytes(view / STATS_DIR / obj.rsplit("/", 1)[1], storage.read_bytes(obj))
+    objects = cache / "objects"
+    objects.mkdir(parents=True, exist_ok=True)
+    for split in manifest.splits:
+        for s in manifest.shards(split):
+            tar = shard_dir(view, split) / s.shard
+            remote = storage.join(url, "shards", split, s.shard)
+            write_bytes(record_path(tar), storage.read_bytes(_record_url(remote)))
+            _cached(tar, objects / f"{s.sha256}.tar", remote)
+            if s.partials and s.partials_sha256:  # train shards' pixel sums (verify reads them)
+                sums = partials_path(tar)
+                _cached(sums, objects / f"{s.partials_sha256}.npz", _url_of(remote, sums.name))
+    write_bytes(view / SOURCE, url.encode())
+    write_bytes(view / MANIFEST, data)  # last, as in a data root
+    return view
+
+
+def _cached(link: Path, entry: Path, url: str) -> None:
+    """`link` to the cache entry `entry`, which is fetched from `url` when first read."""
+    source = entry.with_name(entry.name + URL_SUFFIX)
+    if not source.is_file():
+        write_bytes(source, url.encode())
+    _link(link, entry)
+
+
+def _url_of(shard_url: str, name: str) -> str:
+    return shard_url.rsplit("/", 1)[0] + "/" + name
+
+
+def _record_url(shard_url: str) -> str:
+    return shard_url.removesuffix(".tar") + ".json"
+
+
+def _copy_if_there(url: str, dest: Path) -> None:
+    try:
+        write_bytes(dest, storage.read_bytes(url))
+    except FileNotFoundError:
+        dest.unlink(missing_ok=True)
+
+
+def _link(link: Path, target: Path) -> None:
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(link.name + ".link-tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def available(path: Path) -> bool:
+    """Whether a shard can be read: on disk, or a view's link to an entry it can fetch."""
+    return path.is_file() or _source_of(path) is not None
+
+
+def materialize(path: str | os.PathLike) -> str | os.PathLike:
+    """`path`, its cache entry fetched first if it is a view's link to one not yet here."""
+    source = None if os.path.exists(path) else _source_of(Path(path))
+    if source is not None:
+        entry = Path(os.path.realpath(path))
+        storage.fetch(source, entry, sha256=entry.name.split(".")[0])
+    return path
+
+
+def _source_of(path: Path) -> str | None:
+    """The object a view's link fetches its target from (None if `path` is not such)."""
+    if not path.is_symlink():
+        return None
+    url_file = Path(os.path.realpath(path) + URL_SUFFIX)
+    return url_file.read_text() if url_file.is_file() else None

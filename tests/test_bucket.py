@@ -1,0 +1,144 @@
+"""A data root in object storage (issue 26), against a real S3-protocol server: moto's
+`moto_server`, started here on 127.0.0.1 and stopped by process id."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from preprocessing.prepare import PrepareSettings, preprocess
+from preprocessing.sample_data import SampleSpec, generate
+from preprocessing.stats import compute_stats
+from shards import storage
+from shards.bucket import open_root
+from shards.verify import verify
+from tests.conftest import _free_port, _stop
+from training.checkpoint import load_checkpoint
+from training.config import resolve
+from training.evaluate import evaluate
+from training.train import train
+
+SECRET = "sentinel-Secret-7c1f0e9a"  # must never be written anywhere
+BUCKET = "s3://alexnet-test"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on a free loopback port, credentials in the environment only."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    server = str(Path(sys.executable).with_name("moto_server"))
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(
+            [server, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = dict(os.environ)
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        storage.filesystem(BUCKET).mkdir(BUCKET)
+        yield endpoint
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        _stop(proc)
+
+
+def test_urls_with_credentials_or_signatures_are_refused():
+    for url, why in (
+        ("s3://AKIA:secret@bucket/root", "credentials in it is refused"),
+        ("s3://bucket/root?X-Amz-Signature=abc", "query string"),
+        ("s3://", "names no bucket"),
+    ):
+        with pytest.raises(ValueError, match=why) as err:
+            storage.check_url(url)
+        assert "secret" not in str(err.value) and "abc" not in str(err.value)
+    with pytest.raises(ValueError, match="unknown storage scheme 'ftp'"):
+        storage.local("ftp://host/root")
+    assert storage.local("file:///data/out") == Path("/data/out")
+    assert storage.local("out") == Path("out") and storage.local("s3://b/out") is None
+
+
+def _numbers(last: dict) -> dict:
+    """An epoch's metrics without its timings."""
+    return {k: v for k, v in last.items() if k not in ("images_per_s", "data_wait", "seconds")}
+
+
+def _everything_under(*folders: Path) -> bytes:
+    return b"".join(p.read_bytes() for f in folders for p in f.rglob("*") if p.is_file())
+
+
+def test_a_data_root_in_a_bucket_trains_evaluates_and_verifies_as_its_local_copy(
+    s3, tmp_path, monkeypatch, capfd
+):
+    """The data root uploaded as `aws s3 sync` would: training and evaluation from its URL
+    give the local copy's weights and errors; each shard is fetched once into the
+    content-addressed cache (with every shard object then deleted, evaluation still reads
+    every val shard: from the cache, no object); `verify` on the URL fetches every object
+    again and names a flipped byte; the secret key is written nowhere, printed nowhere."""
+    local = tmp_path / "out"
+    spec = SampleSpec(classes=3, train_per_class=8, val_per_class=3, quirks=0, seed=11)
+    generate(tmp_path / "src", spec)
+    preprocess(tmp_path / "src", local, PrepareSettings(shard_size=8), workers=1, progress=False)
+    compute_stats(local, workers=1)
+    url = f"{BUCKET}/root"
+    fs = storage.filesystem(url)
+    fs.put(f"{local}/", url, recursive=True)
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+
+    overrides = ["model.width=0.0625", "epochs=1", "batch_size=8", "loader_workers=1"]
+    config = resolve("smoke", overrides=overrides)
+    mine = train(local, "a", config, progress=False)
+    theirs = train(url, "a", config, progress=False)  # its run folder: in the local view
+    view = open_root(url)
+    assert theirs.run_dir == view / "runs" / "a"
+    assert _numbers(theirs.last) == _numbers(mine.last)
+    a, b = (load_checkpoint(r.run_dir / "checkpoints/last.pt")["model"] for r in (mine, theirs))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    here, there = evaluate(local, "a", crops=1), evaluate(url, "a", crops=1)
+    assert (here["top1_error"], here["top5_error"]) == (there["top1_error"], there["top5_error"])
+    cached = sorted(p.name for p in (tmp_path / "cache/objects").glob("*.tar"))
+    assert len(cached) == len(list(local.rglob("shards/*/*.tar")))  # each shard fetched once
+
+    for obj in fs.find(f"{url}/shards"):  # no object left to read: the cache serves them
+        if obj.endswith(".tar"):
+            fs.rm(obj)
+    again = evaluate(url, "a", crops=1)  # every val shard read again: from the cache
+    assert (again["top1_error"], again["top5_error"]) == (here["top1_error"], here["top5_error"])
+    fs.put(f"{local}/shards/", f"{url}/shards", recursive=True)
+
+    assert not verify(url).problems
+    shard = next(o for o in sorted(fs.find(f"{url}/shards/val")) if o.endswith(".tar"))
+    data = bytearray(fs.cat_file(shard))
+    data[len(data) // 2] ^= 0x01
+    fs.pipe_file(shard, bytes(data))
+    problems = verify(url, deep=True).problems
+    assert len(problems) == 1 and "bytes differ from the manifest's" in problems[0]
+    assert not verify(local).problems  # the local copy and the cache are untouched
+
+    out, err = capfd.readouterr()
+    written = _everything_under(tmp_path / "cache", local)
+    assert SECRET.encode() not in written and SECRET not in out + err
