@@ -131,3 +131,14 @@ def fetch(url: str, dest: Path, sha256: str, size: int | None = None) -> None:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def incomplete_uploads(url: str) -> list[str]:
+    """The keys of multipart uploads begun under `url` and never completed nor aborted (S3
+    only: a writer killed in the middle of a large object leaves one)."""
+    url = check_url(url)
+    if not url.startswith("s3://"):
+        return []
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    found = filesystem(url).call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix)
+    return sorted(u["Key"] for u in found.get("Uploads", []))

@@ -22,7 +22,7 @@ from shards.format import IMAGE_EXTS, partials_path, sha256_file, shard_dir
 from shards.manifest import read_manifest
 from shards.reader import iter_grouped
 from shards.stats import read_stats, stats_dir
-from shards.storage import is_url
+from shards.storage import incomplete_uploads, is_url
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Verification:
     samples: int = 0  # counted when deep
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not wrong with the data
 
 
 def _check_samples(tar: Path, expected: int, n_classes: int, problems: list[str]) -> int:
@@ -71,7 +72,16 @@ def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
     and checked, whatever a local cache holds."""
     if is_url(out):
         with tempfile.TemporaryDirectory(prefix="alexnet-verify-") as cache:
-            return verify(open_root(str(out), Path(cache)), deep)
+            result = verify(open_root(str(out), Path(cache)), deep)
+        unfinished = incomplete_uploads(str(out))
+        if unfinished:
+            result.notes.append(
+                f"{len(unfinished)} incomplete multipart upload(s) under {out} (the first: "
+                f"{unfinished[0]}), left by writers that were killed: they are not part of "
+                "the data root, but the store keeps (and bills) their parts until they are "
+                "aborted; a lifecycle rule (AbortIncompleteMultipartUpload) does it"
+            )
+        return result
     out = Path(out)
     manifest = read_manifest(out)
     result = Verification()

@@ -139,6 +139,81 @@ def test_a_data_root_in_a_bucket_trains_evaluates_and_verifies_as_its_local_copy
     assert len(problems) == 1 and "bytes differ from the manifest's" in problems[0]
     assert not verify(local).problems  # the local copy and the cache are untouched
 
+    # a writer killed in the middle of a large object leaves a multipart upload behind
+    bucket, _, key = f"{url}/shards/train/partial.tar".removeprefix("s3://").partition("/")
+    fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+    (note,) = verify(url).notes
+    assert "1 incomplete multipart upload(s)" in note and "lifecycle rule" in note
+
     out, err = capfd.readouterr()
     written = _everything_under(tmp_path / "cache", local)
     assert SECRET.encode() not in written and SECRET not in out + err
+
+
+def test_the_lease_admits_one_writer_and_passes_on_only_after_its_holder_dies(s3, tmp_path):
+    """Issue 26's lock for a data root in a bucket: of 8 racing writers one gets the
+    lease and the others are told who holds it; a holder renews it (still held past its
+    TTL while alive); SIGKILLed, it stops renewing and the lease passes on once its TTL
+    has run out by the store's clock; the old holder's next renewal finds it lost."""
+    import signal
+    import threading
+
+    from shards.lease import LeaseHeld, LeaseLost, acquire, probe, release, renew
+
+    root = f"{BUCKET}/leased"
+    probe(root)  # moto honours If-None-Match: the store is safe for leases
+    results: list = []
+    start = threading.Barrier(8)
+
+    def race(i: int) -> None:
+        start.wait()
+        try:
+            results.append(acquire(root, f"writer-{i}", ttl_s=30))
+        except Exception as err:  # LeaseHeld expected; anything else fails below
+            results.append(err)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [r for r in results if not isinstance(r, Exception)]
+    assert len(won) == 1 and len(results) == 8
+    refused = [r for r in results if r not in won]
+    assert all(isinstance(r, LeaseHeld) and won[0].holder in str(r) for r in refused), refused
+    release(won[0])
+
+    holder = (
+        "import sys, time\n"
+        "from shards.lease import leased\n"
+        "with leased(sys.argv[1], 'victim', ttl_s=2):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder, root], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        time.sleep(3.5)  # past its TTL: still held, renewed
+        with pytest.raises(LeaseHeld, match=rf"by victim \(pid {proc.pid} on "):
+            acquire(root, "second")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            mine = acquire(root, "second", ttl_s=30)
+            break
+        except LeaseHeld:
+            assert time.monotonic() < deadline, "the dead holder's lease never expired"
+            time.sleep(0.5)
+    stale = type(mine)(mine.url, "victim", '"an old etag"', 2)  # what the dead holder had
+    renew(stale)
+    with pytest.raises(LeaseLost, match="another writer took the lease over"):
+        stale.check()
+    renew(mine)
+    mine.check()  # still ours
+    release(mine)

@@ -239,6 +239,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     result = verify(args.out, deep=args.deep)
     for problem in result.problems:
         print(f"problem: {problem}")
+    for note in result.notes:
+        print(f"note: {note}")
     checked = f"{result.shards} shards, {result.bytes / 2**20:,.1f} MiB"
     if args.deep:
         checked += f", {result.samples} samples"
