@@ -131,6 +131,9 @@ def test_a_data_root_in_a_bucket_trains_evaluates_and_verifies_as_its_local_copy
     fs.put(f"{local}/shards/", f"{url}/shards", recursive=True)
 
     assert not verify(url).problems
+    cli = str(Path(sys.executable).with_name("alexnet"))
+    done = subprocess.run([cli, "verify", url], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and f"{url}: ok (" in done.stdout, done.stdout + done.stderr
     shard = next(o for o in sorted(fs.find(f"{url}/shards/val")) if o.endswith(".tar"))
     data = bytearray(fs.cat_file(shard))
     data[len(data) // 2] ^= 0x01
@@ -147,7 +150,7 @@ def test_a_data_root_in_a_bucket_trains_evaluates_and_verifies_as_its_local_copy
 
     out, err = capfd.readouterr()
     written = _everything_under(tmp_path / "cache", local)
-    assert SECRET.encode() not in written and SECRET not in out + err
+    assert SECRET.encode() not in written and SECRET not in out + err + done.stdout + done.stderr
 
 
 def test_the_lease_admits_one_writer_and_passes_on_only_after_its_holder_dies(s3, tmp_path):

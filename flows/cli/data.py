@@ -228,7 +228,11 @@ def add_verify(sub: argparse._SubParsersAction) -> None:
             "and each shard's count. Reads only. Exit status 1 when anything is wrong."
         ),
     )
-    p.add_argument("out", metavar="OUT", help="the data root to check")
+    p.add_argument(
+        "out",
+        metavar="OUT",
+        help="the data root to check: a folder, or s3://bucket/prefix (every object fetched)",
+    )
     p.add_argument("--deep", action="store_true", help="also parse every sample of every shard")
     p.set_defaults(handler=_run_verify)
 

@@ -31,7 +31,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
             "two-column replica and ranks read disjoint shards."
         ),
     )
-    p.add_argument("out", metavar="OUT", help="a data root with shards and stats")
+    p.add_argument(
+        "out",
+        metavar="OUT",
+        help="a data root with shards and stats: a folder, or s3://bucket/prefix (gs://)",
+    )
     add_run(p, "the run's name (its folder under OUT/runs/); under torchrun write --name")
     p.add_argument(
         "--preset",
@@ -110,7 +114,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
             "figures/*.png (conv1 kernels, top-5 predictions, fc7 nearest neighbours, curves)."
         ),
     )
-    p.add_argument("out", metavar="OUT", help="the data root")
+    p.add_argument("out", metavar="OUT", help="the data root: a folder or a bucket's URL")
     add_run(p, "the run to evaluate")
     add_model_options(p)
     p.add_argument(
@@ -182,7 +186,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
             "probabilities; a file that cannot be read gets a line saying why (exit 1)."
         ),
     )
-    p.add_argument("out", metavar="OUT", help="the data root the run was trained on")
+    p.add_argument(
+        "out", metavar="OUT", help="the data root the run was trained on (a folder or a URL)"
+    )
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to classify")
     add_run(p, "the trained run")
     add_model_options(p)
