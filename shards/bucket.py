@@ -16,7 +16,9 @@ the cache.
 
 CACHE is $ALEXNET_CACHE, else ~/.cache/alexnet. Only the stages that read a
 data root (train, evaluate, verify, predict) take a URL so far; the view is
-theirs to lock (the bucket is not locked).
+theirs to lock (the bucket is not locked). A run trained from a URL is written
+in the view and copied up to URL/runs/NAME/ after each epoch (`Publisher`), so
+its checkpoints outlive the machine.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import os
 from pathlib import Path
 
 from shards import storage
-from shards.atomic import write_bytes
+from shards.atomic import TMP_MARK, write_bytes
 from shards.format import HISTORY, MANIFEST, REJECTS, partials_path, record_path, shard_dir
 from shards.manifest import Manifest
 from shards.stats import STATS_DIR
@@ -135,3 +137,28 @@ def _source_of(path: Path) -> str | None:
         return None
     url_file = Path(os.path.realpath(path) + URL_SUFFIX)
     return url_file.read_text() if url_file.is_file() else None
+
+
+class Publisher:
+    """Copies a run folder up to `url`: each file added or changed (size, mtime) since the
+    last call, written locally first (atomically), so each object is a whole file."""
+
+    def __init__(self, folder: Path, url: str) -> None:
+        self.folder, self.url = folder, storage.check_url(url)
+        self.sent: dict[Path, tuple[int, int]] = {}
+
+    @classmethod
+    def of_run(cls, out: str | os.PathLike, run_dir: Path) -> Publisher | None:
+        """The publisher of a run trained from the data root `out`: None unless a URL."""
+        if not storage.is_url(out):
+            return None
+        return cls(run_dir, storage.join(storage.check_url(str(out)), "runs", run_dir.name))
+
+    def __call__(self) -> None:
+        for path in sorted(self.folder.rglob("*")):
+            if not path.is_file() or path.name.startswith(".") or TMP_MARK in path.name:
+                continue
+            st = path.stat()
+            if self.sent.get(path) != (st.st_size, st.st_mtime_ns):
+                storage.upload(path, storage.join(self.url, *path.relative_to(self.folder).parts))
+                self.sent[path] = (st.st_size, st.st_mtime_ns)

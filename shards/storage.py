@@ -142,3 +142,9 @@ def incomplete_uploads(url: str) -> list[str]:
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     found = filesystem(url).call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix)
     return sorted(u["Key"] for u in found.get("Uploads", []))
+
+
+def upload(path: Path, url: str) -> None:
+    """The file at `path` as the object `url` (one PUT, or a multipart upload for a large
+    one: either is seen whole or not at all)."""
+    filesystem(url).put_file(str(path), url)

@@ -115,6 +115,9 @@ def test_a_data_root_in_a_bucket_trains_evaluates_and_verifies_as_its_local_copy
     theirs = train(url, "a", config, progress=False)  # its run folder: in the local view
     view = open_root(url)
     assert theirs.run_dir == view / "runs" / "a"
+    for name in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl", "report.html"):
+        # copied up after each epoch: the run outlives the machine that trained it
+        assert fs.cat_file(f"{url}/runs/a/{name}") == (theirs.run_dir / name).read_bytes()
     assert _numbers(theirs.last) == _numbers(mine.last)
     a, b = (load_checkpoint(r.run_dir / "checkpoints/last.pt")["model"] for r in (mine, theirs))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from shards.atomic import one_writer, write_json
+from shards.bucket import Publisher
 from shards.bucket import resolve as resolve_root
 from shards.dataroot import reading
 from shards.manifest import Manifest, read_manifest
@@ -93,21 +94,18 @@ def train(
     One process owns a run at a time: rank 0 holds OUT/runs/.NAME.lock, and a
     second `train` of the same run is an error naming the holder.
     """
-    out = resolve_root(out)  # a URL: its local view (shards.bucket)
+    url, out = out, resolve_root(out)  # a URL: its local view (shards.bucket)
     check_run_name(run)
     read_manifest(out)  # a clear error before anything is created under OUT
+    args = (out, run, config, resume, stop_after, devices, progress, on_epoch, resume_overrides)
     if int(os.environ.get("RANK", 0)) != 0:
-        return _train(
-            out, run, config, resume, stop_after, devices, progress, on_epoch, resume_overrides
-        )
+        return _train(*args)
     lock = run_folder(out, run).with_name(f".{run}.lock")  # the name checked: one per folder
     with (
         one_writer(lock, f"run {run!r} of {out}"),
         reading(out),
-    ):
-        return _train(
-            out, run, config, resume, stop_after, devices, progress, on_epoch, resume_overrides
-        )
+    ):  # a run trained from a bucket is copied up to it after each epoch
+        return _train(*args, Publisher.of_run(url, run_folder(out, run)))
 
 
 @dataclass
@@ -153,8 +151,10 @@ def _train(
     progress: bool | None,
     on_epoch: Callable[[dict], None] | None,
     resume_overrides: list[str] | None = None,
+    publish: Callable[[], None] | None = None,
 ) -> TrainResult:
-    """The loop: an epoch, validation, the schedule, checkpoints, until a stop."""
+    """The loop: an epoch, validation, the schedule, checkpoints (and `publish`, after each
+    epoch and at the end), until a stop."""
     r = _setup(out, run, config, resume, devices, progress, resume_overrides)
     c = r.config
     result = TrainResult(r.run_dir, r.epoch, r.step, r.schedule.lowest)
@@ -163,6 +163,8 @@ def _train(
             loss, rates = _train_one_epoch(r)
             r.epoch += 1
             entry, action = _end_epoch(r, loss, rates, on_epoch)
+            if publish is not None:
+                publish()
             result = TrainResult(r.run_dir, r.epoch, r.step, r.schedule.lowest, entry)
             if action == "stop":
                 drops = r.schedule.drops
@@ -186,6 +188,8 @@ def _train(
         _write_rank_record(r)
         if r.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+    if publish is not None:
+        publish()  # the report and the rank record of the end
     return result
 
 
