@@ -23,7 +23,6 @@ so flat in the number of class tars). Prints one JSON object; benchmarks/README.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -32,11 +31,10 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
-from common import TreePeak, machine
+from common import TreePeak, machine, parser
 
 from preprocessing.devkit import DEVKIT, write_devkit
 
@@ -106,14 +104,9 @@ def run(src: Path, index: Path, step: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = parser(__doc__, dry_run=True)
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--per-class", type=int, default=1281)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--dry-run", action="store_true", help="tiny sizes: checks the script runs")
-    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "alexnet-bench"))
     args = ap.parse_args()
     if args.dry_run:
         args.classes, args.per_class, args.repeats = 5, 20, 1

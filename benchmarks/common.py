@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import multiprocessing as mp
+import os
 import platform
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -111,6 +114,19 @@ class TreePeak:
             "processes": len(self.per_pid),
             "tree_mib": round(self.total / mib),
         }
+
+
+def parser(doc: str | None, dry_run: bool = False) -> argparse.ArgumentParser:
+    """A benchmark's argument parser: its docstring as the help, and the arguments every
+    benchmark takes: --repeats, --workdir (its cached corpora), and --dry-run if asked."""
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "alexnet-bench"))
+    if dry_run:
+        ap.add_argument("--dry-run", action="store_true", help="tiny sizes: checks the script runs")
+    return ap
 
 
 def machine() -> str:

@@ -24,18 +24,16 @@ Prints one JSON object; benchmarks/README.md records it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import webdataset as wds
-from common import machine
+from common import machine, parser
 from feed import CROP, absorb, bare, bare_parallel, jpegs_of, run_loader
 from synthetic import write_data_root
 
@@ -108,14 +106,9 @@ STEPS = (
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = parser(__doc__, dry_run=True)
     ap.add_argument("--images", type=int, default=4000)
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--replay-batches", type=int, default=400)
-    ap.add_argument("--dry-run", action="store_true", help="tiny sizes: checks the script runs")
-    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "alexnet-bench"))
     args = ap.parse_args()
     if args.dry_run:
         args.images, args.repeats, args.replay_batches = 300, 1, 8

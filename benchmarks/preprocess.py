@@ -24,18 +24,15 @@ d/c: the archives against the extracted tree (issue 25's target: >= 0.9).
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import multiprocessing as mp
-import os
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from common import PeakRSS, build_corpus, machine
+from common import PeakRSS, build_corpus, machine, parser
 from PIL import Image
 
 from preprocessing.cluster import default_workers
@@ -110,18 +107,14 @@ def cluster_start_stop(cores: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = parser(__doc__)
     ap.add_argument("--images", type=int, default=4000, help="corpus size for the speed runs")
     ap.add_argument(
         "--small", type=int, default=1000, help="smaller corpus, for the memory comparison"
     )
-    ap.add_argument("--repeats", type=int, default=3)
     # ImageNet's 1,282 shards keep every core busy; a corpus of a few thousand
     # needs smaller shards for the same (the default 1,000 would leave cores idle).
     ap.add_argument("--shard-size", type=int, default=250)
-    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "alexnet-bench"))
     ap.add_argument(
         "--official", action="store_true", help="also (d): the same images from the archives"
     )

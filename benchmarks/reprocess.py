@@ -15,16 +15,13 @@ and reports the medians, their ratio, and how many shards each wrote.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from common import build_corpus, machine
+from common import build_corpus, machine, parser
 from PIL import Image
 
 from preprocessing.cluster import default_workers
@@ -52,13 +49,9 @@ def stages(src: Path, out: Path, settings: PrepareSettings, cores: int) -> tuple
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = parser(__doc__)
     ap.add_argument("--images", type=int, default=4000)
     ap.add_argument("--shard-size", type=int, default=500)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "alexnet-bench"))
     args = ap.parse_args()
     cores = default_workers()
     work = Path(args.workdir)

@@ -21,18 +21,15 @@ Shards are small (100) so that the two sizes differ in shard count (10 vs 40).
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import multiprocessing as mp
-import os
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from common import PeakRSS, build_corpus, machine
+from common import PeakRSS, build_corpus, machine, parser
 from PIL import Image
 
 from preprocessing.cluster import dask_client, default_workers
@@ -74,13 +71,9 @@ def timed_stats(out: Path, cores: int, from_pixels: bool) -> tuple[float, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000])
     ap.add_argument("--shard-size", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "alexnet-bench"))
     args = ap.parse_args()
     cores = default_workers()
     work = Path(args.workdir)

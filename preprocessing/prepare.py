@@ -174,9 +174,7 @@ def _scan_checked(
     for split in splits:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected some of {', '.join(SPLITS)}")
-    if not Path(src).is_dir():
-        raise FileNotFoundError(f"source folder {src} does not exist")
-    check_out(src, out)
+    check_out(src, out)  # first: the archives' listings are kept in OUT
     return scan(src, splits, val_labels, indexer)
 
 

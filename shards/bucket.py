@@ -124,11 +124,19 @@ def available(path: Path) -> bool:
 
 def materialize(path: str | os.PathLike) -> str | os.PathLike:
     """`path`, its cache entry fetched first if it is a view's link to one not yet here."""
-    source = None if os.path.exists(path) else _source_of(Path(path))
-    if source is not None:
-        entry = Path(os.path.realpath(path))
-        storage.fetch(source, entry, sha256=entry.name.split(".")[0])
+    fetch_if_linked(path)
     return path
+
+
+def fetch_if_linked(path: str | os.PathLike) -> bool:
+    """Fetch the cache entry of a view's link that is not here yet; True if it was fetched
+    now (its sha256 checked on the way in: no need to hash it again)."""
+    source = None if os.path.exists(path) else _source_of(Path(path))
+    if source is None:
+        return False
+    entry = Path(os.path.realpath(path))
+    storage.fetch(source, entry, sha256=entry.name.split(".")[0])
+    return True
 
 
 def _source_of(path: Path) -> str | None:
