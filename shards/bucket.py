@@ -4,8 +4,8 @@
 
 The view (CACHE/roots/<16 hex of the URL>/) holds copies of the data root's
 small files, fetched each time it is opened: manifest.json, rejects.jsonl,
-history.jsonl, stats/, and each shard's record (once per shard's sha256). Each shard the manifest lists
-is a symbolic link to CACHE/objects/<its sha256>.tar, a content-addressed
+history.jsonl, stats/, and each shard's record (once per shard's sha256). Each
+shard the manifest lists is a symbolic link to CACHE/objects/<its sha256>.tar, a content-addressed
 cache shared by every view: the link's target is fetched on first read, by
 whichever process reads it (a loader worker, after the fork: it opens the
 object by URL, from CACHE/objects/<sha256>.tar.url), checked against the
