@@ -33,11 +33,13 @@ usable earlier manifest, or with other settings, the layout starts afresh.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +57,13 @@ from preprocessing.plan import (
     refuse_other_settings,
 )
 from preprocessing.source import SourceTree, read_input, scan
+from shards import storage
 from shards.atomic import (
     remove_stale_temporaries,
     write_bytes,
     write_json,
 )
+from shards.bucket import view_of
 from shards.dataroot import check_out, completed_record, locked, note_written, read_seen
 from shards.format import (
     SPLITS,
@@ -80,6 +84,7 @@ from shards.manifest import (
 )
 from shards.partials import Partials
 from shards.progress import Progress
+from shards.remote import RemoteRoot, upload_shard
 
 
 @functools.lru_cache(maxsize=4)
@@ -90,7 +95,19 @@ def _processor(settings: ImageSettings) -> ImageProcessor:
 def write_shard(
     src: str, out: str, plan: ShardPlan, settings: ImageSettings, wnids: tuple[str, ...]
 ) -> ShardRecord:
-    """Process one shard's inputs and commit the shard; return its record. (A Dask task.)"""
+    """Process one shard's inputs and commit the shard; return its record. (A Dask task.)
+    To a bucket: written on this worker's disk first, then uploaded (shards/remote.py)."""
+    if storage.is_url(out):
+        with tempfile.TemporaryDirectory(prefix="alexnet-shard-") as stage:
+            record = _write_shard(src, stage, plan, settings, wnids)
+            upload_shard(out, Path(stage), plan.split, plan.name)
+        return record
+    return _write_shard(src, out, plan, settings, wnids)
+
+
+def _write_shard(
+    src: str, out: str, plan: ShardPlan, settings: ImageSettings, wnids: tuple[str, ...]
+) -> ShardRecord:
     process = _processor(settings)
     tar = shard_dir(out, plan.split) / plan.name
     partials = Partials.zeros(settings.size) if plan.split == "train" else None
@@ -144,9 +161,60 @@ def write_shard(
     return record
 
 
+class LocalRoot:
+    """A data root on a local disk, as `_write` writes it (RemoteRoot: one in a bucket)."""
+
+    def __init__(self, out: Path) -> None:
+        self.view, self.location = out, str(out.resolve())
+        self.seen = read_seen(out)
+
+    def completed(self, split: str, name: str, plan: str) -> ShardRecord | None:
+        return completed_record(self.view, split, name, plan, self.seen)
+
+    def present(self, split: str) -> set[int | None]:
+        folder = shard_dir(self.view, split)
+        return {shard_index(p.name) for p in folder.glob("*.tar")} if folder.is_dir() else set()
+
+    def remove_unplanned(self, split: str, n_planned: int) -> int:
+        folder = shard_dir(self.view, split)
+        remove_stale_temporaries(folder)
+        return _remove_unplanned(folder, n_planned)
+
+    def written(self, record: ShardRecord) -> None:
+        self.seen.pop(f"{record['split']}/{record['shard']}", None)  # stamped at commit
+
+    def commit(self, manifest: dict, rejects: list[dict], records: dict) -> bool:
+        note_written(self.view, self.seen, records)
+        return write_manifest(self.view, manifest, rejects)
+
+    def add_history(self, entry: dict) -> None:
+        append_history(self.view, entry)
+
+
+@contextlib.contextmanager
+def writing(out: str | os.PathLike, what: str) -> Iterator[LocalRoot | RemoteRoot]:
+    """OUT opened for writing, and held: a local folder under OUT/.lock, a bucket's
+    prefix under its lease (shards/lease.py) with its files fetched into the view."""
+    path = storage.local(out)
+    if path is not None:
+        with locked(path):
+            yield LocalRoot(path)
+        return
+    from shards.lease import leased
+
+    with leased(str(out), what) as lease:
+        yield RemoteRoot.open(str(out), lease=lease)
+
+
+def _view(out: str | os.PathLike) -> Path:
+    """Where OUT's files are read from here: itself, or a bucket's local view."""
+    path = storage.local(out)
+    return path if path is not None else view_of(str(out))
+
+
 @dataclass
 class PrepareReport:
-    out: Path
+    out: Path | str
     shards_written: int = 0
     shards_reused: int = 0
     shards_removed: int = 0
@@ -161,20 +229,24 @@ class PrepareReport:
 
 
 def _scan_checked(
-    src: Path,
-    out: Path,
-    settings: PrepareSettings,
+    src: str | os.PathLike,
+    out: str | os.PathLike,
     splits: tuple[str, ...],
     val_labels: str | os.PathLike | None,
     indexer: Indexer,
 ) -> SourceTree:
     """The source's listing, once the splits and OUT are known to be usable (the settings
     were checked when they were made). The official archives' listings are kept in
-    OUT/.index (preprocessing/index.py) by `indexer`."""
+    OUT/.index (preprocessing/index.py; a bucket's: in its local view) by `indexer`."""
     for split in splits:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected some of {', '.join(SPLITS)}")
-    check_out(src, out)  # first: the archives' listings are kept in OUT
+    for location in (src, out):
+        if storage.is_url(location):
+            storage.check_url(str(location))  # credentials or a signature in it: refused
+    local_out = storage.local(out)
+    if local_out is not None:  # first: the archives' listings are kept in OUT
+        check_out(None if storage.is_url(src) else Path(src), local_out)
     return scan(src, splits, val_labels, indexer)
 
 
@@ -205,20 +277,18 @@ def dry_run(
     those of the listing.
     """
     settings = settings or PrepareSettings()
-    src, out = Path(src), Path(out)
     # the archives' listings kept earlier are used, and none is written
-    tree = _scan_checked(src, out, settings, splits, val_labels, Indexer(out / INDEX, write=False))
-    layout, _, why = previous_layout(out, settings)
+    tree = _scan_checked(src, out, splits, val_labels, Indexer(_view(out) / INDEX, write=False))
+    path = storage.local(out)
+    # a bucket's files are fetched into its local view (a cache); nothing is written to OUT
+    root = LocalRoot(path) if path is not None else RemoteRoot.open(str(out))
+    layout, _, why = previous_layout(root.view, settings)
     plans = plan_shards(tree, settings, layout)
-    seen = read_seen(out)  # updated in memory only: never written back here
     changes = diff_layout(layout, tree) if layout is not None else {}
     result = {}
     for split, split_plans in plans.items():
-        folder = shard_dir(out, split)
-        on_disk = {shard_index(p.name) for p in folder.glob("*.tar")} if folder.is_dir() else set()
-        complete = [
-            completed_record(out, p.split, p.name, p.digest, seen) is not None for p in split_plans
-        ]
+        on_disk = root.present(split)
+        complete = [root.completed(p.split, p.name, p.digest) is not None for p in split_plans]
         todo = [p.index for p, done in zip(split_plans, complete, strict=True) if not done]
         counts = {
             "inputs": len(tree.files[split]),
@@ -255,14 +325,14 @@ def preprocess(
     shard written (for a progress display elsewhere, such as a Prefect artifact).
     """
     settings = settings or PrepareSettings()
-    src, out = Path(src), Path(out)
+    out = storage.local(out) or storage.check_url(str(out))
     # one cluster for the archives' listing and the shards, started only if either needs it
     with StageCluster(workers, dask_address) as cluster:
-        indexer = Indexer(out / INDEX, True, cluster, progress)
-        tree = _scan_checked(src, out, settings, splits, val_labels, indexer)
+        indexer = Indexer(_view(out) / INDEX, True, cluster, progress)
+        tree = _scan_checked(src, out, splits, val_labels, indexer)
         report = PrepareReport(out, warnings=tree.warnings)
-        with locked(out):
-            _write(src, out, settings, tree, rewrite, report, cluster, progress, on_progress)
+        with writing(out, "preprocess") as root:
+            _write(root, settings, tree, rewrite, report, cluster, progress, on_progress)
         report.cluster_started = cluster.started
     assert report.manifest is not None
     counts = report.manifest.counts
@@ -275,8 +345,7 @@ def preprocess(
 
 
 def _write(
-    src: Path,
-    out: Path,
+    root: LocalRoot | RemoteRoot,
     settings: PrepareSettings,
     tree: SourceTree,
     rewrite: bool,
@@ -285,40 +354,34 @@ def _write(
     progress: bool | None,
     on_progress: Callable[[int, int], None] | None,
 ) -> None:
-    """Plan the shards, write those not done, then the manifest (OUT locked)."""
-    layout, previous, report.layout = previous_layout(out, settings)
+    """Plan the shards, write those not done, then the manifest (OUT held by `writing`)."""
+    layout, previous, report.layout = previous_layout(root.view, settings)
     if not rewrite:
-        refuse_other_settings(out, previous, settings)
+        refuse_other_settings(root.view, previous, settings)
     plans = plan_shards(tree, settings, layout)
-    seen = read_seen(out)
-    records, todo = _what_is_done(out, plans, seen, report)
+    records, todo = _what_is_done(root, plans, report)
     report.shards_reused = sum(r is not None for rs in records.values() for r in rs)
     if todo:
-        for record in _run(out, todo, settings, tree, cluster, progress, on_progress):
+        for record in _run(root.location, todo, settings, tree, cluster, progress, on_progress):
             records[record["split"]][record["index"]] = record
-            seen.pop(f"{record['split']}/{record['shard']}", None)  # stamped below
+            root.written(record)
             report.shards_written += 1
-    note_written(out, seen, records)
     report.changes = layout_changes(previous, layout, tree, records, report.layout)
-    report.manifest, wrote = _finish(src, out, tree, settings, records)
+    report.manifest, wrote = _finish(root, tree, settings, records)
     if wrote or report.shards_written or report.shards_removed:
-        append_history(out, _history_entry(report))
+        root.add_history(_history_entry(report))
 
 
 def _what_is_done(
-    out: Path, plans: dict[str, list[ShardPlan]], seen: dict, report: PrepareReport
+    root: LocalRoot | RemoteRoot, plans: dict[str, list[ShardPlan]], report: PrepareReport
 ) -> tuple[dict[str, list[ShardRecord | None]], list[ShardPlan]]:
     """Per split, the record of each planned shard already complete (else None), and the
     plans still to write; temporaries and shards beyond the plan are removed."""
     records: dict[str, list[ShardRecord | None]] = {}
     todo: list[ShardPlan] = []
     for split, split_plans in plans.items():
-        folder = shard_dir(out, split)
-        remove_stale_temporaries(folder)
-        report.shards_removed += _remove_unplanned(folder, len(split_plans))
-        records[split] = [
-            completed_record(out, p.split, p.name, p.digest, seen) for p in split_plans
-        ]
+        report.shards_removed += root.remove_unplanned(split, len(split_plans))
+        records[split] = [root.completed(p.split, p.name, p.digest) for p in split_plans]
         todo += [p for p, r in zip(split_plans, records[split], strict=True) if r is None]
     return records, todo
 
@@ -337,7 +400,7 @@ def _remove_unplanned(folder: Path, n_planned: int) -> int:
 
 
 def _run(
-    out: Path,
+    out: str,
     todo: list[ShardPlan],
     settings: PrepareSettings,
     tree: SourceTree,
@@ -356,8 +419,8 @@ def _run(
     futures = [
         client.submit(
             write_shard,
-            str(tree.image_root.resolve()),
-            str(out.resolve()),
+            tree.location(),
+            out,
             plan,
             settings.image,
             wnids,
@@ -389,8 +452,7 @@ def _run(
 
 
 def _finish(
-    src: Path,
-    out: Path,
+    root: LocalRoot | RemoteRoot,
     tree: SourceTree,
     settings: PrepareSettings,
     records: dict[str, list[ShardRecord | None]],
@@ -401,24 +463,24 @@ def _finish(
     Splits not processed this time keep their earlier entry (and rejects) if it was
     made with these settings.
     """
-    previous = find_manifest(out)
+    previous = find_manifest(root.view)
     kept = {}
     if previous and previous.settings == settings.as_dict():
-        earlier = read_rejects(out)
+        earlier = read_rejects(root.view)
         for split, entry in previous.data["splits"].items():  # as written, kept verbatim
             kept[split] = (entry, [r for r in earlier if r.get("split") == split])
     done = {split: [r for r in recs if r is not None] for split, recs in records.items()}
     if sum(map(len, done.values())) != sum(map(len, records.values())):
         raise AssertionError("a planned shard has no record")
     source = {
-        "path": str(src.resolve()),
+        "path": tree.source(),
         "fingerprint": tree.fingerprint(),
         "val_labels": tree.val_labels,
     }
     manifest, rejects = build_manifest(
         tree.classes, settings.as_dict(), source, done, tree.rejects, kept
     )
-    return Manifest.parse(manifest), write_manifest(out, manifest, rejects)
+    return Manifest.parse(manifest), root.commit(manifest, rejects, records)
 
 
 def _history_entry(report: PrepareReport) -> dict:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from preprocessing.devkit import DEVKIT, read_devkit
 from preprocessing.image import MAX_FILE_BYTES, read_image_file
 from preprocessing.index import Indexer
 from preprocessing.labels import read_synsets, read_val_labels
+from shards import storage
 from shards.format import SPLITS, sample_key
 
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
@@ -72,18 +74,27 @@ class SourceFile:
 
 @dataclass
 class SourceTree:
-    root: Path  # SRC: the labels files
+    root: Path | str  # SRC: the labels files (a str: the URL of a prefix in a bucket)
     classes: list[tuple[str, str]]  # (wnid, name) in class-index order
     files: dict[str, list[SourceFile]] = field(default_factory=dict)
     rejects: list[dict] = field(default_factory=list)  # {"path", "reason"} found while scanning
     val_labels: str | None = None  # the labels file used, relative to SRC
     warnings: list[str] = field(default_factory=list)  # usable, but probably not meant
-    images: Path | None = None  # where the split folders are, if not in `root` (Kaggle's)
+    images: Path | str | None = None  # where the split folders are, if not in `root` (Kaggle's)
 
     @property
-    def image_root(self) -> Path:
+    def image_root(self) -> Path | str:
         """The folder that the inputs' relative paths start from."""
         return self.images if self.images is not None else self.root
+
+    def location(self) -> str:
+        """`image_root` as a string any machine can read it by (a local one resolved)."""
+        root = self.image_root
+        return root if isinstance(root, str) else str(root.resolve())
+
+    def source(self) -> str:
+        """SRC as the manifest names it (a local one resolved)."""
+        return self.root if isinstance(self.root, str) else str(self.root.resolve())
 
     def fingerprint(self) -> str:
         """sha256 over the class list and every input's identity (see SourceFile.identity)."""
@@ -106,12 +117,77 @@ def read_input(root: str | os.PathLike, f: SourceFile) -> bytes:
     """An input's bytes: from its file under `root`, or from its archive in `root`."""
     if f.archive:
         return read_member(Path(root) / f.archive, f.offset, f.size, MAX_FILE_BYTES, f.crc)
+    if storage.is_url(root):
+        return storage.read_bytes(storage.join(str(root), f.relpath), MAX_FILE_BYTES)
     return read_image_file(Path(root) / f.relpath)
 
 
-def _listdir(folder: Path) -> list[os.DirEntry]:
+def _listdir(folder: str | os.PathLike) -> list[os.DirEntry]:
     with os.scandir(folder) as it:
         return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+
+
+class _Disk:
+    """SRC's folders on a local disk (os.scandir), by path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def join(self, folder: str | os.PathLike, *names: str) -> str:
+        return os.path.join(folder, *names)
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def is_file(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def entries(self, folder: str) -> list:
+        return _listdir(folder)
+
+    def empty(self, folder: str) -> bool:
+        """No visible entry (stops at the first one: cheap on a folder of 1,300 images)."""
+        with os.scandir(folder) as it:
+            return not any(not e.name.startswith(".") for e in it)
+
+    def local(self, path: str) -> Path:
+        return Path(path)
+
+
+class _Bucket:
+    """SRC as a prefix in a bucket: its folders from one recursive listing; the small label
+    files fetched into `here` to be read."""
+
+    def __init__(self, url: str, here: Path) -> None:
+        self.root, self.here = url, here
+        self.folders = storage.walk(url)
+
+    def join(self, folder: str | os.PathLike, *names: str) -> str:
+        return storage.join(str(folder), *names)
+
+    def is_dir(self, path: str) -> bool:
+        return path in self.folders and (path == self.root or bool(self.folders[path]))
+
+    def is_file(self, path: str) -> bool:
+        folder, _, name = path.rpartition("/")
+        return any(e.name == name and not e.folder for e in self.folders.get(folder, ()))
+
+    def entries(self, folder: str) -> list:
+        if folder not in self.folders:
+            raise FileNotFoundError(f"{folder}: no such prefix")
+        return [e for e in self.folders[folder] if not e.name.startswith(".")]
+
+    def empty(self, folder: str) -> bool:
+        return not self.entries(folder)
+
+    def local(self, path: str) -> Path:
+        copy = self.here / path[len(self.root) + 1 :]
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(storage.read_bytes(path, MAX_FILE_BYTES))
+        return copy
+
+
+_Source = _Disk | _Bucket
 
 
 def escaped(name: str) -> str:
@@ -135,12 +211,6 @@ def _not_utf8(rel: str) -> dict:
     }
 
 
-def _empty(folder: str) -> bool:
-    """No visible entry (stops at the first one: cheap on a folder of 1,300 images)."""
-    with os.scandir(folder) as it:
-        return not any(not e.name.startswith(".") for e in it)
-
-
 def _is_file(e: os.DirEntry, rel: str, tree: SourceTree) -> bool:
     """Whether `e` is a regular file (links followed); one that cannot be looked at (a
     symlink loop, a dangling link, no permission) becomes a reject with the reason."""
@@ -162,16 +232,37 @@ def scan(
     indexer: Indexer | None = None,
 ) -> SourceTree:
     """List every labelled input of `splits` under `src`; ValueError if the tree is unusable.
-    (`indexer`: where the official archives' listings are kept, and who lists them.)"""
+    (`indexer`: where the official archives' listings are kept, and who lists them.)
+    SRC may be a bucket's URL (s3://...): its objects are listed once and read by URL."""
+    if storage.is_url(src):
+        with tempfile.TemporaryDirectory(prefix="alexnet-labels-") as here:
+            found = _Bucket(storage.check_url(str(src)), Path(here))
+            if not found.is_dir(found.root):
+                raise FileNotFoundError(f"source {found.root} holds no object")
+            if found.is_file(found.join(found.root, DEVKIT)):
+                raise ValueError(
+                    f"{found.root}: the official archives are read from a local disk only; "
+                    "copy them to one (or upload the extracted tree to the bucket)"
+                )
+            return _scan_tree(found, splits, val_labels)
     root = Path(src)
     if not root.is_dir():
         raise FileNotFoundError(f"source folder {root} does not exist")
     if (root / DEVKIT).is_file() and any((root / a).is_file() for a in (TRAIN_TAR, VAL_TAR)):
         return _scan_official(root, splits, indexer or Indexer())
-    images = root
-    if not any((root / s).is_dir() for s in SPLITS) and (root / KAGGLE_IMAGES).is_dir():
-        images = root / KAGGLE_IMAGES  # the Kaggle download
-    present = [s for s in splits if (images / s).is_dir()]
+    return _scan_tree(_Disk(root), splits, val_labels)
+
+
+def _scan_tree(
+    src: _Source, splits: tuple[str, ...], val_labels: str | os.PathLike | None
+) -> SourceTree:
+    """The class-folder tree (or Kaggle's) at `src`, listed."""
+    root = src.root
+    images: Path | str = root
+    kaggle = src.join(root, KAGGLE_IMAGES)
+    if not any(src.is_dir(src.join(root, s)) for s in SPLITS) and src.is_dir(kaggle):
+        images = Path(kaggle) if isinstance(root, Path) else kaggle  # the Kaggle download
+    present = [s for s in splits if src.is_dir(src.join(images, s))]
     if not present:
         raise ValueError(
             f"{root} has none of {'/, '.join(splits)}/ (expected an ImageNet tree, or the "
@@ -179,10 +270,10 @@ def scan(
         )
 
     # each split's folder listed once (a flat val/ holds 50,000 files)
-    top = {split: _listdir(images / split) for split in present}
+    top = {split: src.entries(src.join(images, split)) for split in present}
     dirs = {split: [e for e in top[split] if _is_dir(e)] for split in present}
     class_dirs = {split: [e for e in dirs[split] if _utf8(e.name)] for split in present}
-    classes = _classes(root, present, {e.name: e for s in present for e in class_dirs[s]})
+    classes = _classes(src, present, {e.name: e for s in present for e in class_dirs[s]})
     tree = SourceTree(root, classes, images=images if images != root else None)
     for split in present:  # class folders whose names cannot be stored
         for e in dirs[split]:
@@ -192,9 +283,9 @@ def scan(
     for split in present:
         folders = class_dirs[split]
         if split == "val" and not folders:
-            tree.files[split] = _scan_flat_val(root, top[split], tree, index, val_labels)
+            tree.files[split] = _scan_flat_val(src, top[split], tree, index, val_labels)
         else:
-            tree.files[split] = _scan_class_folders(root, split, folders, tree, index)
+            tree.files[split] = _scan_class_folders(src, split, folders, tree, index)
     if not tree.classes:
         # a flat val with wnid labels and no mapping or train folders
         raise ValueError(f"{root}: no classes found (no {SYNSET_MAPPING}, no class folders)")
@@ -203,12 +294,12 @@ def scan(
     return tree
 
 
-def _classes(root: Path, present: list[str], folders: dict[str, os.DirEntry]) -> list:
+def _classes(src: _Source, present: list[str], folders: dict[str, os.DirEntry]) -> list:
     """(wnid, name) in class-index order: the mapping file's, whose every class must have a
     folder when there are class folders; else every class folder, sorted."""
-    mapping = root / SYNSET_MAPPING
-    if mapping.is_file():
-        classes = read_synsets(mapping)
+    mapping = src.join(src.root, SYNSET_MAPPING)
+    if src.is_file(mapping):
+        classes = read_synsets(src.local(mapping))
         missing = [w for w, _ in classes if w not in folders]
         if folders and missing:
             raise ValueError(
@@ -218,7 +309,7 @@ def _classes(root: Path, present: list[str], folders: dict[str, os.DirEntry]) ->
             )
         return classes
     for _, e in sorted(folders.items()):
-        if _empty(e.path):
+        if src.empty(e.path):
             raise ValueError(
                 f"{e.path}/ is empty: without {SYNSET_MAPPING} every class folder is a "
                 "class, so an empty one would shift the index of every class after it; "
@@ -263,12 +354,12 @@ def _file(split: str, relpath: str, key: str, label: int, e: os.DirEntry) -> Sou
 
 
 def _scan_class_folders(
-    root: Path, split: str, folders: list[os.DirEntry], tree: SourceTree, index: dict[str, int]
+    src: _Source, split: str, folders: list[os.DirEntry], tree: SourceTree, index: dict[str, int]
 ) -> list[SourceFile]:
     files, keys = [], set()
     for folder in folders:
         try:
-            entries = _listdir(Path(folder.path))
+            entries = src.entries(folder.path)
         except OSError as err:
             reason = f"cannot list the class folder: {err.strerror or err}"
             tree.rejects.append({"path": f"{split}/{folder.name}/", "reason": reason})
@@ -295,7 +386,7 @@ def _scan_class_folders(
 
 
 def _scan_flat_val(
-    root: Path,
+    src: _Source,
     entries: list[os.DirEntry],
     tree: SourceTree,
     index: dict[str, int],
@@ -305,16 +396,17 @@ def _scan_flat_val(
         label_path = Path(val_labels)
         if not label_path.is_file():
             raise FileNotFoundError(f"val labels file {label_path} does not exist")
+        local = isinstance(src.root, Path)
+        tree.val_labels = os.path.relpath(label_path, src.root) if local else str(label_path)
     else:
-        found = [root / c for c in VAL_LABEL_FILES if (root / c).is_file()]
+        found = [c for c in VAL_LABEL_FILES if src.is_file(src.join(src.root, c))]
         if not found:
             raise ValueError(
                 f"{tree.image_root}/val/ is flat but no labels file was found (looked for "
-                f"{', '.join(VAL_LABEL_FILES)} under {root}); pass --val-labels, or "
+                f"{', '.join(VAL_LABEL_FILES)} under {src.root}); pass --val-labels, or "
                 "preprocess only the train split (--splits train)"
             )
-        label_path = found[0]
-    tree.val_labels = os.path.relpath(label_path, root)
+        label_path, tree.val_labels = src.local(src.join(src.root, found[0])), found[0]
     wnids = [w for w, _ in tree.classes] if tree.classes else None
     labels = read_val_labels(label_path, wnids)
     if not tree.classes:

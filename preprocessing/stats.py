@@ -32,13 +32,17 @@ from typing import Any
 
 import numpy as np
 
+from shards import storage
+from shards.bucket import cached, open_root
 from shards.dataroot import locked
 from shards.format import partials_path, sha256_file, shard_dir
+from shards.lease import leased
 from shards.manifest import ShardEntry, read_manifest
 from shards.partials import Partials
 from shards.pixels import decode_rgb
 from shards.reader import iter_samples
-from shards.stats import SCALES, Stats, fix_signs, stats_dir, write_stats
+from shards.remote import upload_stats
+from shards.stats import MEAN, PCA, SCALES, Stats, fix_signs, stats_dir, write_stats
 
 CACHE = "cache"
 FAN_IN = 8
@@ -60,6 +64,8 @@ def shard_partials(
     out: str, entry: ShardEntry, size: int, from_pixels: bool
 ) -> tuple[Counter, Partials]:
     """One train shard's partial sums, and where they came from. (A Dask task.)"""
+    if storage.is_url(out):
+        return _bucket_partials(out, entry, size, from_pixels)
     tar = shard_dir(out, "train") / entry.shard
     if not from_pixels:
         own = partials_path(tar)
@@ -71,6 +77,19 @@ def shard_partials(
     partials = pixels_partials(tar, size)
     partials.save(_cache_path(out, entry.sha256))
     return Counter(pixels=1), partials
+
+
+def _bucket_partials(
+    url: str, entry: ShardEntry, size: int, from_pixels: bool
+) -> tuple[Counter, Partials]:
+    """A train shard's partial sums read by this worker from the bucket at `url`, through
+    its machine's cache (bucket.cached: each object checked against its sha256): the
+    preprocess stage's .stats.npz, else the shard's decoded pixels."""
+    tar_url = storage.join(url, "shards", "train", entry.shard)
+    if not from_pixels and entry.partials and entry.partials_sha256:
+        sums = storage.join(url, "shards", "train", entry.partials)
+        return Counter(partials=1), Partials.load(cached(sums, entry.partials_sha256, ".npz"))
+    return Counter(pixels=1), pixels_partials(cached(tar_url, entry.sha256, ".tar"), size)
 
 
 def merge(*parts: tuple[Counter, Partials]) -> tuple[Counter, Partials]:
@@ -128,15 +147,30 @@ def compute_stats(
     """Run the stats stage over OUT's train shards and write OUT/stats/ (holding OUT/.lock)."""
     if scale not in SCALES:
         raise ValueError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    out = Path(out)
-    read_manifest(out)  # a clear error first if OUT is not a data root
-    with locked(out):  # no preprocess may rewrite the shards while their sums are taken
-        return _compute_stats(out, scale, from_pixels, workers, dask_address)
+    path = storage.local(out)
+    if path is None:  # a bucket: its manifest read through the view, written under its lease
+        url = storage.check_url(str(out))
+        view = open_root(url)  # a clear error first if it is not a data root
+        with leased(url, "stats") as lease:
+            report = _compute_stats(open_root(url), scale, from_pixels, workers, dask_address, url)
+            lease.check()
+            upload_stats(url, stats_dir(view), [MEAN, PCA])  # pca.json last: it names mean.npy
+        return report
+    read_manifest(path)  # a clear error first if OUT is not a data root
+    with locked(path):  # no preprocess may rewrite the shards while their sums are taken
+        return _compute_stats(path, scale, from_pixels, workers, dask_address)
 
 
 def _compute_stats(
-    out: Path, scale: str, from_pixels: bool, workers: int | None, dask_address: str | None
+    out: Path,
+    scale: str,
+    from_pixels: bool,
+    workers: int | None,
+    dask_address: str | None,
+    location: str | None = None,
 ) -> StatsReport:
+    """The statistics of OUT's train shards, written to OUT/stats/; the workers read the
+    shards at `location` (a bucket's URL), else in OUT."""
     from preprocessing.cluster import dask_client
 
     manifest = read_manifest(out)
@@ -146,7 +180,7 @@ def _compute_stats(
     if not entries:
         raise ValueError(f"{out}: the train split has no shards")
     size = int(manifest.settings["size"])
-    root = str(out.resolve())
+    root = location or str(out.resolve())
     groups = [entries[i : i + FAN_IN] for i in range(0, len(entries), FAN_IN)]
     with dask_client(workers, dask_address, tasks=len(groups)) as client:
         how, total = _reduce(client, root, groups, size, from_pixels)

@@ -29,11 +29,12 @@ import os
 from pathlib import Path
 
 from shards import storage
-from shards.atomic import TMP_MARK, write_bytes
+from shards.atomic import TMP_MARK, write_bytes, write_if_changed
 from shards.format import HISTORY, MANIFEST, REJECTS, partials_path, record_path, shard_dir
 from shards.manifest import Manifest
 from shards.stats import STATS_DIR
 
+HISTORY_DIR = "history"  # in a bucket: one object per run that changed the data root
 SOURCE = ".source"  # in a view: the URL it mirrors
 URL_SUFFIX = ".url"  # beside a cache entry: the object to fetch it from
 
@@ -49,11 +50,17 @@ def resolve(out: str | os.PathLike, cache: Path | None = None) -> Path:
     return path if path is not None else open_root(str(out), cache)
 
 
+def view_of(url: str, cache: Path | None = None) -> Path:
+    """The local view's folder of the data root at `url` (see the module docstring)."""
+    url = storage.check_url(url)
+    return (cache or cache_root()) / "roots" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
 def open_root(url: str, cache: Path | None = None) -> Path:
     """The local view of the data root at `url`, its small files fetched again now."""
     url = storage.check_url(url)
     cache = cache or cache_root()
-    view = cache / "roots" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    view = view_of(url, cache)
     try:
         data = storage.read_bytes(storage.join(url, MANIFEST))
     except FileNotFoundError:
@@ -64,8 +71,8 @@ def open_root(url: str, cache: Path | None = None) -> Path:
         manifest = Manifest.parse(json.loads(data))
     except ValueError as err:  # a bad one: the same error as from a local root
         raise ValueError(f"{url}/{MANIFEST}: {err}") from None
-    for name in (REJECTS, HISTORY):
-        _copy_if_there(storage.join(url, name), view / name)
+    _copy_if_there(storage.join(url, REJECTS), view / REJECTS)
+    write_history(url, view)
     for obj in storage.listing(storage.join(url, STATS_DIR)):
         write_bytes(view / STATS_DIR / obj.rsplit("/", 1)[1], storage.read_bytes(obj))
     objects = cache / "objects"
@@ -86,6 +93,17 @@ def open_root(url: str, cache: Path | None = None) -> Path:
     write_bytes(view / SOURCE, url.encode())
     write_bytes(view / MANIFEST, data)  # last, as in a data root
     return view
+
+
+def write_history(url: str, view: Path) -> None:
+    """view/history.jsonl from the data root's history: one object per run under
+    URL/history/ (object stores have no append), in the order of their names (the time)."""
+    entries = storage.listing(storage.join(url, HISTORY_DIR))
+    if not entries:
+        (view / HISTORY).unlink(missing_ok=True)
+        return
+    lines = [storage.read_bytes(u).strip() + b"\n" for u in entries]
+    write_if_changed(view / HISTORY, b"".join(lines))
 
 
 def _cached(link: Path, entry: Path, url: str) -> None:
@@ -141,6 +159,15 @@ def fetch_if_linked(path: str | os.PathLike) -> bool:
     entry = Path(os.path.realpath(path))
     storage.fetch(source, entry, sha256=entry.name.split(".")[0])
     return True
+
+
+def cached(url: str, sha256: str, suffix: str) -> Path:
+    """The object at `url` as this machine's cache entry CACHE/objects/<sha256><suffix>,
+    fetched (and checked) first if it is not here yet."""
+    entry = cache_root() / "objects" / f"{sha256}{suffix}"
+    if not entry.is_file():
+        storage.fetch(url, entry, sha256=sha256)
+    return entry
 
 
 def _source_of(path: Path) -> str | None:

@@ -48,8 +48,9 @@ def reading(out: Path) -> contextlib.AbstractContextManager[None]:
     return shared_reader(data_root_lock(out), f"the data root {out}")
 
 
-def check_out(src: Path, out: Path) -> None:
-    """Refuse an OUT that is not ours to write, or that lies inside the source."""
+def check_out(src: Path | None, out: Path) -> None:
+    """Refuse an OUT that is not ours to write, or that lies inside the source (None: a
+    source in a bucket, which no local OUT can be inside)."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a directory")
     if out.is_dir():
@@ -63,6 +64,8 @@ def check_out(src: Path, out: Path) -> None:
                 f"{out} holds files that are not a data root's ({', '.join(foreign[:5])}); "
                 "choose an empty or new folder"
             )
+    if src is None:
+        return
     s, o = src.resolve(), out.resolve()
     if o == s or any(o.is_relative_to(s / split) for split in SPLITS):
         raise ValueError(f"output {out} must not be inside the source's train/ or val/ folders")

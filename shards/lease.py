@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import errno
 import json
 import os
 import socket
@@ -78,13 +77,6 @@ def _split(url: str) -> tuple[Any, str, str]:
     return storage.filesystem(url), bucket, key
 
 
-def _refused(err: OSError) -> bool:
-    """Whether s3fs's error is a failed precondition (HTTP 412)."""
-    return isinstance(err, FileExistsError) or (
-        err.errno == errno.EINVAL and "pre-condition" in str(err)
-    )
-
-
 def _body(holder: str, ttl_s: float) -> bytes:
     return json.dumps({"holder": holder, "ttl_s": ttl_s}).encode()
 
@@ -102,7 +94,7 @@ def acquire(root: str, what: str, ttl_s: float = TTL_S) -> Lease:
             )
             return Lease(url, holder, made["ETag"], ttl_s)
         except OSError as err:
-            if not _refused(err):
+            if not storage.refused(err):
                 raise
         try:
             theirs = json.loads(fs.cat_file(url))
@@ -121,7 +113,7 @@ def acquire(root: str, what: str, ttl_s: float = TTL_S) -> Lease:
             try:  # expired: taken over; of several takers, one deletes it
                 fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=head["ETag"])
             except OSError as err:
-                if not _refused(err):
+                if not storage.refused(err):
                     raise
     raise LeaseHeld(f"{root}: its lease changed hands five times while this writer waited")
 
@@ -141,7 +133,7 @@ def renew(lease: Lease) -> None:
     except FileNotFoundError:
         lease.lost = "the lease object was deleted (taken over after it expired)"
     except OSError as err:
-        if not _refused(err):
+        if not storage.refused(err):
             raise
         lease.lost = "another writer took the lease over after it expired"
 
@@ -153,13 +145,15 @@ def release(lease: Lease) -> None:
         try:
             fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=lease.etag)
         except OSError as err:
-            if not _refused(err):
+            if not storage.refused(err):
                 raise
 
 
 @contextlib.contextmanager
-def leased(root: str, what: str, ttl_s: float = TTL_S) -> Iterator[Lease]:
-    """Hold the lease of `root` while the block runs, renewed every third of `ttl_s`."""
+def leased(root: str, what: str, ttl_s: float | None = None) -> Iterator[Lease]:
+    """Hold the lease of `root` while the block runs, renewed every third of `ttl_s`
+    (default: $ALEXNET_LEASE_TTL_S, else 60 s: how long a killed writer blocks the next)."""
+    ttl_s = ttl_s or float(os.environ.get("ALEXNET_LEASE_TTL_S") or TTL_S)
     probe(root)
     lease = acquire(root, what, ttl_s)
 
@@ -194,7 +188,7 @@ def probe(root: str) -> None:
         try:
             fs.call_s3("put_object", Bucket=bucket, Key=test, Body=b"2", IfNoneMatch="*")
         except OSError as err:
-            if _refused(err):
+            if storage.refused(err):
                 _PROBED.add(bucket)
                 return
             raise

@@ -291,12 +291,19 @@ def build_manifest(
     return manifest, rejects
 
 
+def root_files(manifest: dict, rejects: list[dict]) -> list[tuple[str, bytes]]:
+    """The data root's own files as written: rejects.jsonl, then manifest.json (last)."""
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects)
+    return [(REJECTS, lines.encode()), (MANIFEST, json_bytes(manifest))]
+
+
 def write_manifest(out: str | os.PathLike, manifest: dict, rejects: list[dict]) -> bool:
     """Write rejects.jsonl, then manifest.json (last), each atomically and only if its
     bytes change; return whether either was written."""
-    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects)
-    wrote = write_if_changed(Path(out) / REJECTS, lines.encode())
-    return write_if_changed(Path(out) / MANIFEST, json_bytes(manifest)) or wrote
+    wrote = [
+        write_if_changed(Path(out) / name, data) for name, data in root_files(manifest, rejects)
+    ]
+    return any(wrote)
 
 
 def train_shard_digests(manifest: Manifest) -> list[str]:

@@ -19,9 +19,11 @@ that a key another process has just written does not exist).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +96,24 @@ def filesystem(url: str) -> Any:
     return _MADE[key]
 
 
-def read_bytes(url: str) -> bytes:
-    """The object at `url` (FileNotFoundError if there is none)."""
-    return filesystem(url).cat_file(url)
+def read_bytes(url: str, limit: int | None = None) -> bytes:
+    """The object at `url` (FileNotFoundError if there is none); with `limit`, an OSError for
+    one larger than that, not read."""
+    if limit is None:
+        return filesystem(url).cat_file(url)
+    data = filesystem(url).cat_file(url, start=0, end=limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit >> 20} MiB: not read", url)
+    return data
+
+
+def read_many(urls: list[str]) -> dict[str, bytes]:
+    """Each object of `urls`, by its URL (fetched concurrently: s3fs batches the GETs)."""
+    if not urls:
+        return {}
+    scheme = urllib.parse.urlsplit(urls[0]).scheme
+    got = filesystem(urls[0]).cat(urls, on_error="raise")
+    return {f"{scheme}://{k.split('://')[-1]}": v for k, v in got.items()}
 
 
 def listing(url: str) -> list[str]:
@@ -131,6 +148,120 @@ def fetch(url: str, dest: Path, sha256: str, size: int | None = None) -> None:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectEntry:
+    """An object, or a folder (a common prefix), as a folder listing's entry: the part of
+    `os.DirEntry` that the source scan uses (name, path, is_dir, is_file, stat)."""
+
+    name: str
+    path: str  # its URL
+    size: int = 0
+    mtime_ns: int = 0  # the object's Last-Modified
+    folder: bool = False
+
+    def is_dir(self, follow_symlinks: bool = True) -> bool:
+        return self.folder
+
+    def is_file(self, follow_symlinks: bool = True) -> bool:
+        return not self.folder
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def stat(self, follow_symlinks: bool = True) -> _Stat:
+        return _Stat(self.size, self.mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stat:
+    st_size: int
+    st_mtime_ns: int
+
+
+def walk(url: str) -> dict[str, list[ObjectEntry]]:
+    """Every folder under the prefix `url` (its own URL included, as `url`) with its entries,
+    sorted by name, from one recursive listing (1,282 pages at ImageNet's 1.28M images)."""
+    url = check_url(url)
+    scheme = urllib.parse.urlsplit(url).scheme
+    tree: dict[str, dict[str, ObjectEntry]] = {url: {}}
+    for name, info in filesystem(url).find(url, detail=True).items():
+        full = f"{scheme}://{name}"
+        parts = full[len(url) + 1 :].split("/")
+        folder = url
+        for part in parts[:-1]:  # the folders on the way, each an entry of its parent
+            sub = f"{folder}/{part}"
+            tree[folder].setdefault(part, ObjectEntry(part, sub, folder=True))
+            tree.setdefault(sub, {})
+            folder = sub
+        modified = info.get("LastModified") or info.get("updated") or info.get("mtime")
+        stamp = int(modified.timestamp() * 1e9) if hasattr(modified, "timestamp") else 0
+        tree[folder][parts[-1]] = ObjectEntry(parts[-1], full, int(info.get("size") or 0), stamp)
+    return {
+        folder: sorted(entries.values(), key=lambda e: e.name) for folder, entries in tree.items()
+    }
+
+
+def sizes(url: str) -> dict[str, int]:
+    """The size of each object under the prefix `url`, by its key relative to `url`."""
+    url = check_url(url)
+    scheme = urllib.parse.urlsplit(url).scheme
+    try:
+        found = filesystem(url).find(url, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {f"{scheme}://{n}"[len(url) + 1 :]: int(i.get("size") or 0) for n, i in found.items()}
+
+
+def put_bytes(url: str, data: bytes) -> None:
+    """`data` as the object `url`, in one PUT (seen whole or not at all)."""
+    filesystem(url).pipe_file(url, data)
+
+
+def remove(urls: list[str]) -> None:
+    """Delete these objects (those already gone are no error)."""
+    if urls:
+        filesystem(urls[0]).rm(urls)
+
+
+def refused(err: OSError) -> bool:
+    """Whether s3fs's error is a failed precondition (HTTP 412)."""
+    return isinstance(err, FileExistsError) or (
+        err.errno == errno.EINVAL and "pre-condition" in str(err)
+    )
+
+
+class Conflict(RuntimeError):
+    """A conditional write refused: the object is not the version this writer read."""
+
+
+def etag(url: str) -> str | None:
+    """The object's ETag, or None if there is no such object."""
+    try:
+        return filesystem(url).info(url).get("ETag")
+    except FileNotFoundError:
+        return None
+
+
+def put_if(url: str, data: bytes, expected: str | None) -> None:
+    """`data` as the object `url` if that object is still the version with ETag `expected`
+    (None: if there is none yet); else Conflict. S3's If-Match / If-None-Match; other
+    stores get a plain PUT (the lease is then the only guard)."""
+    if not url.startswith("s3://"):
+        put_bytes(url, data)
+        return
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    condition = {"IfMatch": expected} if expected else {"IfNoneMatch": "*"}
+    try:
+        filesystem(url).call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+    except OSError as err:
+        if refused(err):
+            raise Conflict(
+                f"{url} was changed by another writer since this one read it: nothing was "
+                "overwritten; run the command again (it resumes from what is there)"
+            ) from None
+        raise
 
 
 def incomplete_uploads(url: str) -> list[str]:

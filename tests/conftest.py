@@ -84,9 +84,9 @@ def _stop(proc: subprocess.Popen) -> None:
             time.sleep(0.1)
 
 
-def start_dask(logs: Path) -> tuple[str, list[subprocess.Popen]]:
-    """A real `dask scheduler` and one `dask worker` on 127.0.0.1: (address, processes),
-    each process in a session of its own (stop them with `_stop`)."""
+def start_dask(logs: Path, workers: int = 1) -> tuple[str, list[subprocess.Popen]]:
+    """A real `dask scheduler` and `workers` `dask worker`s on 127.0.0.1: (address,
+    processes), each process in a session of its own (stop them with `_stop`)."""
     from distributed import Client
 
     dask = str(Path(sys.executable).with_name("dask"))
@@ -102,7 +102,7 @@ def start_dask(logs: Path) -> tuple[str, list[subprocess.Popen]]:
             "--scheduler-file",
             str(info),
             "--nworkers",
-            "1",
+            str(workers),
             "--nthreads",
             "1",
             *local,
@@ -125,7 +125,7 @@ def start_dask(logs: Path) -> tuple[str, list[subprocess.Popen]]:
                 time.sleep(0.1)
         address = json.loads(info.read_text())["address"]
         with Client(address, timeout="60s") as client:
-            client.wait_for_workers(1, timeout=60)
+            client.wait_for_workers(workers, timeout=60)
     except BaseException:
         for proc in reversed(procs):
             _stop(proc)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
 from shards import storage
 from shards.bucket import open_root
+from shards.manifest import Manifest, read_manifest
 from shards.verify import verify
-from tests.conftest import _free_port, _stop
+from tests.conftest import _free_port, _stop, start_dask
 from training.checkpoint import load_checkpoint
 from training.config import resolve
 from training.evaluate import evaluate
@@ -82,6 +84,69 @@ def test_urls_with_credentials_or_signatures_are_refused():
     assert storage.local("out") == Path("out") and storage.local("s3://b/out") is None
 
 
+SPEC = SampleSpec(classes=3, train_per_class=8, val_per_class=3, quirks=0, seed=11)
+SETTINGS = PrepareSettings(shard_size=8)
+
+
+@pytest.fixture(scope="module")
+def roots(s3, tmp_path_factory):
+    """sample-data uploaded to the bucket, then preprocessed and its statistics taken twice:
+    from the local tree into a local folder in this process, and from the bucket into the
+    bucket on a real Dask scheduler with 2 workers (started now: credentials reach them
+    from their environment only). Yields (local, url, a re-run's report, the Dask logs)."""
+    tmp = tmp_path_factory.mktemp("roots")
+    generate(tmp / "src", SPEC)
+    src, url = f"{BUCKET}/src", f"{BUCKET}/root"
+    storage.filesystem(src).put(f"{tmp / 'src'}/", src, recursive=True)
+    local = tmp / "out"
+    preprocess(tmp / "src", local, SETTINGS, workers=1, progress=False)
+    compute_stats(local, workers=1)
+    os.environ["ALEXNET_CACHE"] = str(tmp / "driver-cache")
+    (tmp / "dask").mkdir()
+    address, procs = start_dask(tmp / "dask", workers=2)
+    try:
+        made = preprocess(src, url, SETTINGS, dask_address=address, progress=False)
+        assert made.shards_written == 5 and made.cluster_started
+        compute_stats(url, dask_address=address)
+        fs = storage.filesystem(url)
+        before = {k: v["ETag"] for k, v in fs.find(url, detail=True).items()}
+        again = preprocess(src, url, SETTINGS, dask_address=address, progress=False)
+        after = {k: v["ETag"] for k, v in fs.find(url, detail=True).items()}
+        assert after == before  # an unchanged re-run writes no object
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        del os.environ["ALEXNET_CACHE"]
+    yield local, url, again, tmp / "dask"
+
+
+def test_preprocess_and_stats_from_a_bucket_to_a_bucket_on_dask_give_the_local_bytes(roots):
+    """Issue 26's chain: the shards, partial sums and statistics written from the bucket to
+    the bucket by 2 Dask workers are the local run's, byte for byte; an unchanged re-run
+    does no image work and writes nothing (checked by the fixture: every ETag the same);
+    the Dask logs hold no secret."""
+    local, url, again, logs = roots
+    fs = storage.filesystem(url)
+    assert again.shards_written == 0 and again.shards_reused == 5
+    assert not again.cluster_started  # no image work: not even a task
+    files = sorted(p for p in local.rglob("*") if p.is_file() and p.suffix in (".tar", ".npz"))
+    assert len(files) == 5 + 3 + 0  # 3 train shards with their sums, 2 val shards
+    for p in files:
+        rel = p.relative_to(local).as_posix()
+        assert fs.cat_file(f"{url}/{rel}") == p.read_bytes(), rel
+    for name in ("mean.npy", "pca.json"):
+        assert fs.cat_file(f"{url}/stats/{name}") == (local / "stats" / name).read_bytes()
+    assert fs.cat_file(f"{url}/rejects.jsonl") == (local / "rejects.jsonl").read_bytes()
+    theirs = Manifest.parse(json.loads(fs.cat_file(f"{url}/manifest.json")))
+    mine = read_manifest(local)
+    assert theirs.source["path"] == f"{BUCKET}/src" and theirs.counts == mine.counts
+    for split in ("train", "val"):
+        assert [s.sha256 for s in theirs.shards(split)] == [s.sha256 for s in mine.shards(split)]
+    (entry,) = [json.loads(fs.cat_file(h)) for h in fs.find(f"{url}/history")]
+    assert entry["shards_written"] == 5  # one object per run that changed the root
+    assert SECRET.encode() not in _everything_under(logs)
+
+
 def _numbers(last: dict) -> dict:
     """An epoch's metrics without its timings."""
     return {k: v for k, v in last.items() if k not in ("images_per_s", "data_wait", "seconds")}
@@ -92,21 +157,15 @@ def _everything_under(*folders: Path) -> bytes:
 
 
 def test_a_data_root_in_a_bucket_trains_evaluates_and_verifies_as_its_local_copy(
-    s3, tmp_path, monkeypatch, capfd
+    roots, tmp_path, monkeypatch, capfd
 ):
-    """The data root uploaded as `aws s3 sync` would: training and evaluation from its URL
+    """The data root written to the bucket above: training and evaluation from its URL
     give the local copy's weights and errors; each shard is fetched once into the
     content-addressed cache (with every shard object then deleted, evaluation still reads
     every val shard: from the cache, no object); `verify` on the URL fetches every object
     again and names a flipped byte; the secret key is written nowhere, printed nowhere."""
-    local = tmp_path / "out"
-    spec = SampleSpec(classes=3, train_per_class=8, val_per_class=3, quirks=0, seed=11)
-    generate(tmp_path / "src", spec)
-    preprocess(tmp_path / "src", local, PrepareSettings(shard_size=8), workers=1, progress=False)
-    compute_stats(local, workers=1)
-    url = f"{BUCKET}/root"
+    local, url, _, _ = roots
     fs = storage.filesystem(url)
-    fs.put(f"{local}/", url, recursive=True)
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
 
     overrides = ["model.width=0.0625", "epochs=1", "batch_size=8", "loader_workers=1"]
