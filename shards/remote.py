@@ -126,9 +126,14 @@ class RemoteRoot:
         each only if its bytes change; return whether either was written. LeaseLost first
         if this writer's lease was taken over meanwhile."""
         wrote = False
-        for name, data in root_files(manifest, rejects):
-            here = self.view / name
-            if here.is_file() and here.read_bytes() == data:
+        files = root_files(manifest, rejects)
+        if any(not self._holds(name, data) for name, data in files):
+            # before rejects.jsonl too: a writer that would lose the manifest writes nothing
+            target = storage.join(self.url, MANIFEST)
+            if storage.etag(target) != self.manifest_etag:
+                raise storage.Conflict.at(target)
+        for name, data in files:
+            if self._holds(name, data):
                 continue
             target = storage.join(self.url, name)
             if self.lease is not None:
@@ -138,9 +143,14 @@ class RemoteRoot:
                 self.manifest_etag = storage.etag(target)
             else:
                 storage.put_bytes(target, data)
-            write_bytes(here, data)
+            write_bytes(self.view / name, data)
             wrote = True
         return wrote
+
+    def _holds(self, name: str, data: bytes) -> bool:
+        """Whether the root's file `name` (as read at open) is `data` already."""
+        here = self.view / name
+        return here.is_file() and here.read_bytes() == data
 
     def add_history(self, entry: dict) -> None:
         """One object under history/ for this run (named by the time, so they sort)."""

@@ -235,6 +235,13 @@ def refused(err: OSError) -> bool:
 class Conflict(RuntimeError):
     """A conditional write refused: the object is not the version this writer read."""
 
+    @classmethod
+    def at(cls, url: str) -> Conflict:
+        return cls(
+            f"{url} was changed by another writer since this one read it: nothing was "
+            "overwritten; run the command again (it resumes from what is there)"
+        )
+
 
 def etag(url: str) -> str | None:
     """The object's ETag, or None if there is no such object."""
@@ -257,10 +264,7 @@ def put_if(url: str, data: bytes, expected: str | None) -> None:
         filesystem(url).call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
     except OSError as err:
         if refused(err):
-            raise Conflict(
-                f"{url} was changed by another writer since this one read it: nothing was "
-                "overwritten; run the command again (it resumes from what is there)"
-            ) from None
+            raise Conflict.at(url) from None
         raise
 
 

@@ -282,3 +282,87 @@ def test_the_lease_admits_one_writer_and_passes_on_only_after_its_holder_dies(s3
     renew(mine)
     mine.check()  # still ours
     release(mine)
+
+
+def test_the_manifest_write_is_conditional_on_the_version_the_writer_read(roots, tmp_path):
+    """Two writers that both read the data root (as two would where leases are switched
+    off): the first to commit wins; the second's commit is refused and writes nothing,
+    not even rejects.jsonl; a writer that read the new version may replace it."""
+    from shards.remote import RemoteRoot
+
+    local, _, _, _ = roots
+    url = f"{BUCKET}/raced"
+    fs = storage.filesystem(url)
+    manifest = json.loads((local / "manifest.json").read_text())
+    first = RemoteRoot.open(url, cache=tmp_path / "a")
+    second = RemoteRoot.open(url, cache=tmp_path / "b")
+    assert first.commit(manifest, [], {})
+    won = fs.cat_file(f"{url}/manifest.json")
+    other = dict(manifest, source=dict(manifest["source"], path="s3://elsewhere/src"))
+    with pytest.raises(storage.Conflict, match="changed by another writer since this one read"):
+        second.commit(other, [{"path": "train/x", "reason": "r", "split": "train"}], {})
+    assert fs.cat_file(f"{url}/manifest.json") == won
+    assert fs.cat_file(f"{url}/rejects.jsonl") == b""  # the first writer's (none)
+    third = RemoteRoot.open(url, cache=tmp_path / "c")
+    assert third.commit(other, [], {})
+    assert json.loads(fs.cat_file(f"{url}/manifest.json"))["source"]["path"] == "s3://elsewhere/src"
+
+
+def test_preprocess_killed_mid_run_resumes_over_the_bucket_to_the_same_bytes(roots, tmp_path):
+    """preprocess from the bucket into the bucket, SIGKILLed once its first shard is
+    complete: the next run is told who holds the lease until the dead writer's TTL has
+    run out, then keeps the complete shards, writes the rest, and gives the local run's
+    bytes; nothing of the killed run is left behind (no lease, no stray object)."""
+    import signal
+
+    from shards.lease import LeaseHeld
+
+    settings = PrepareSettings(shard_size=2)  # 17 shards: the kill lands mid-run
+    local = tmp_path / "local"
+    preprocess(roots[0].parent / "src", local, settings, workers=1, progress=False)
+    url, src = f"{BUCKET}/killed", f"{BUCKET}/src"
+    fs = storage.filesystem(url)
+    env = dict(os.environ, ALEXNET_LEASE_TTL_S="3", ALEXNET_CACHE=str(tmp_path / "cache"))
+    script = (
+        "import sys\n"
+        "from preprocessing.prepare import PrepareSettings, preprocess\n"
+        "preprocess(sys.argv[1], sys.argv[2], PrepareSettings(shard_size=2), workers=1)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, src, url],
+        env=env,
+        cwd=Path.cwd(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not fs.exists(f"{url}/shards/train/train-000000.json"):
+            assert proc.poll() is None and time.monotonic() < deadline, "no shard was written"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not fs.exists(f"{url}/manifest.json")  # killed before its end
+    os.environ["ALEXNET_CACHE"] = str(tmp_path / "cache")
+    try:
+        with pytest.raises(LeaseHeld, match=rf"by preprocess \(pid {proc.pid} on "):
+            preprocess(src, url, settings, workers=1, progress=False)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                done = preprocess(src, url, settings, workers=1, progress=False)
+                break
+            except LeaseHeld:
+                assert time.monotonic() < deadline, "the killed writer's lease never expired"
+                time.sleep(0.5)
+    finally:
+        del os.environ["ALEXNET_CACHE"]
+    assert done.shards_reused >= 1 and done.shards_written + done.shards_reused == 17
+    mine = sorted(p.relative_to(local).as_posix() for p in local.rglob("shards/*/*") if p.is_file())
+    theirs = sorted(k.split("/killed/", 1)[1] for k in fs.find(f"{url}/shards"))
+    assert theirs == mine  # no stray object, no leftover lease
+    for rel in mine:
+        assert fs.cat_file(f"{url}/{rel}") == (local / rel).read_bytes() or rel.endswith(".json")
+    assert not fs.exists(f"{url}/.lease")

@@ -84,9 +84,17 @@ def add_preprocess(sub: argparse._SubParsersAction) -> None:
             "running the same command again keeps completed shards and finishes the job."
         ),
     )
-    p.add_argument("src", metavar="SRC", help="the ImageNet tree (train/<wnid>/..., val/...)")
     p.add_argument(
-        "out", metavar="OUT", help="the data root to write (new, empty, or an earlier OUT)"
+        "src",
+        metavar="SRC",
+        help="the ImageNet tree (train/<wnid>/..., val/...), the official archives, or "
+        "the tree in a bucket: s3://bucket/prefix (credentials from the environment)",
+    )
+    p.add_argument(
+        "out",
+        metavar="OUT",
+        help="the data root to write (new, empty, or an earlier OUT): a folder, or "
+        "s3://bucket/prefix (written under a lease; see docs/multi-node.md)",
     )
     p.add_argument("--splits", default="train,val", help="comma-separated splits to process")
     p.add_argument(
@@ -138,9 +146,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         print(f"{args.out}: every shard was already complete; nothing to do")
     else:
         print(f"wrote {report.shards_written} shards, kept {report.shards_reused} complete ones")
-    print(
-        f"manifest: {Path(args.out) / 'manifest.json'}; rejects: {Path(args.out) / 'rejects.jsonl'}"
-    )
+    print(f"manifest: {_in(args.out, 'manifest.json')}; rejects: {_in(args.out, 'rejects.jsonl')}")
     return 0
 
 
@@ -174,7 +180,11 @@ def add_stats(sub: argparse._SubParsersAction) -> None:
             "the result does not depend on workers or shard order."
         ),
     )
-    p.add_argument("out", metavar="OUT", help="a data root written by `alexnet preprocess`")
+    p.add_argument(
+        "out",
+        metavar="OUT",
+        help="a data root written by `alexnet preprocess` (a folder, or s3://bucket/prefix)",
+    )
     p.add_argument(
         "--scale",
         choices=sorted(SCALES),
@@ -210,9 +220,7 @@ def _run_stats(args: argparse.Namespace) -> int:
     print(f"eigenvalues ({s.scale}): " + " ".join(f"{v:.6g}" for v in s.eigenvalues))
     for i, v in enumerate(s.eigenvectors):
         print(f"eigenvector {i}: " + " ".join(f"{x:+.4f}" for x in v))
-    print(
-        f"wrote {Path(args.out) / 'stats' / 'mean.npy'} and {Path(args.out) / 'stats' / 'pca.json'}"
-    )
+    print(f"wrote {_in(args.out, 'stats', 'mean.npy')} and {_in(args.out, 'stats', 'pca.json')}")
     return 0
 
 
@@ -253,3 +261,10 @@ def _run_verify(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.out}: ok ({checked} as the manifest lists them)")
     return 0
+
+
+def _in(out: str, *names: str) -> str:
+    """The file `names` of the data root OUT, as the user would name it."""
+    from shards import storage
+
+    return storage.join(out, *names) if storage.is_url(out) else str(Path(out, *names))
