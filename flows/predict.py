@@ -48,8 +48,8 @@ def predict_files(
 ) -> list[Prediction]:
     """The `top` classes of each file, in the order given; a file that cannot be read or
     decoded gets its reason in `error`, and the others are still classified."""
-    out = resolve_root(out)  # a URL: its local view (shards.bucket)
     check_run_name(run)
+    out = resolve_root(out, runs=[run])  # a URL: its local view (shards.bucket)
     manifest = read_manifest(out)
     process = ImageProcessor(PrepareSettings.from_dict(manifest.settings).image)
     loaded = load_model(checkpoint_of(out, run, checkpoint), devices)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from shards import storage
@@ -35,6 +37,7 @@ from shards.manifest import Manifest
 from shards.stats import STATS_DIR
 
 HISTORY_DIR = "history"  # in a bucket: one object per run that changed the data root
+METRICS = "metrics.jsonl"  # a run's append-only log (training.runlog)
 SOURCE = ".source"  # in a view: the URL it mirrors
 URL_SUFFIX = ".url"  # beside a cache entry: the object to fetch it from
 
@@ -43,11 +46,45 @@ def cache_root() -> Path:
     return Path(os.environ.get("ALEXNET_CACHE") or Path.home() / ".cache" / "alexnet")
 
 
-def resolve(out: str | os.PathLike, cache: Path | None = None) -> Path:
+def resolve(out: str | os.PathLike, cache: Path | None = None, runs: Sequence[str] = ()) -> Path:
     """OUT as a local folder: itself when it is one, else a view of the data root at the URL
-    (see the module docstring), refreshed now."""
+    (see the module docstring), refreshed now, with the run folders `runs` fetched from
+    URL/runs/ where this machine has none (trained on another machine: `pull_run`)."""
     path = storage.local(out)
-    return path if path is not None else open_root(str(out), cache)
+    if path is not None:
+        return path
+    view = open_root(str(out), cache)
+    for run in runs:
+        pull_run(str(out), view / "runs" / run)
+    return view
+
+
+def pull_run(url: str, run_dir: Path) -> bool:
+    """Fetch URL/runs/NAME into the view's `run_dir` when the bucket's copy is further on
+    than this machine's (its metrics.jsonl, an append-only log, is longer: the run went on
+    elsewhere) or this machine has none; whether it did. Whole or not at all: fetched into
+    a temporary sibling, renamed into place (a second process that did the same meanwhile
+    wins)."""
+    remote = storage.join(storage.check_url(url), "runs", run_dir.name)
+    found = storage.sizes(remote)
+    mine = run_dir / METRICS
+    if not found or (
+        run_dir.exists() and found.get(METRICS, 0) <= (mine.stat().st_size if mine.is_file() else 0)
+    ):
+        return False
+    tmp = run_dir.with_name(f".{run_dir.name}.fetch-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for key, data in storage.read_many([storage.join(remote, k) for k in found]).items():
+        write_bytes(tmp / key[len(remote) + 1 :], data)
+    old = run_dir.with_name(f".{run_dir.name}.old-{os.getpid()}")
+    if run_dir.exists():
+        os.rename(run_dir, old)
+    try:
+        os.rename(tmp, run_dir)
+    except OSError:  # another process fetched it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return True
 
 
 def view_of(url: str, cache: Path | None = None) -> Path:
@@ -194,10 +231,20 @@ class Publisher:
         return cls(run_dir, storage.join(storage.check_url(str(out)), "runs", run_dir.name))
 
     def __call__(self) -> None:
-        for path in sorted(self.folder.rglob("*")):
-            if not path.is_file() or path.name.startswith(".") or TMP_MARK in path.name:
-                continue
-            st = path.stat()
-            if self.sent.get(path) != (st.st_size, st.st_mtime_ns):
+        for path, state in self._files():
+            if self.sent.get(path) != state:
                 storage.upload(path, storage.join(self.url, *path.relative_to(self.folder).parts))
-                self.sent[path] = (st.st_size, st.st_mtime_ns)
+                self.sent[path] = state
+
+    def baseline(self) -> None:
+        """Take the folder's files as they are now as sent (a run fetched from the bucket,
+        or one whose files are there already): only later changes go up."""
+        self.sent.update(self._files())
+
+    def _files(self) -> list[tuple[Path, tuple[int, int]]]:
+        found = []
+        for path in sorted(self.folder.rglob("*")):
+            if path.is_file() and not path.name.startswith(".") and TMP_MARK not in path.name:
+                st = path.stat()
+                found.append((path, (st.st_size, st.st_mtime_ns)))
+        return found

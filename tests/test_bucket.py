@@ -19,6 +19,7 @@ from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
 from shards import storage
 from shards.bucket import open_root
+from shards.format import sha256_file
 from shards.manifest import Manifest, read_manifest
 from shards.verify import verify
 from tests.conftest import _free_port, _stop, start_dask
@@ -185,6 +186,23 @@ def test_a_data_root_in_a_bucket_trains_evaluates_and_verifies_as_its_local_copy
     cached = sorted(p.name for p in (tmp_path / "cache/objects").glob("*.tar"))
     assert len(cached) == len(list(local.rglob("shards/*/*.tar")))  # each shard fetched once
 
+    # another machine (a cache of its own) resumes the run from the bucket's copy of it,
+    # and a third evaluates it: the same weights as resuming the local run; eval.json goes up
+    more = {"resume": True, "resume_overrides": ["epochs=2"], "progress": False}
+    mine = train(local, "a", **more)
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "machine-2"))
+    theirs = train(url, "a", **more)
+    assert theirs.run_dir.is_relative_to(tmp_path / "machine-2") and theirs.epochs_done == 2
+    a, b = (load_checkpoint(r.run_dir / "checkpoints/last.pt")["model"] for r in (mine, theirs))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "machine-3"))
+    there, here = evaluate(url, "a", crops=1), evaluate(local, "a", crops=1)
+    assert (here["top1_error"], here["top5_error"]) == (there["top1_error"], there["top5_error"])
+    assert json.loads(fs.cat_file(f"{url}/runs/a/eval.json"))["top1_error"] == there["top1_error"]
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))  # the first machine again
+    (entry,) = evaluate(url, "a", crops=1, checkpoint="last")["checkpoints"]
+    assert entry["sha256"] == sha256_file(theirs.run_dir / "checkpoints/last.pt")  # not its own
+
     for obj in fs.find(f"{url}/shards"):  # no object left to read: the cache serves them
         if obj.endswith(".tar"):
             fs.rm(obj)
@@ -211,7 +229,7 @@ def test_a_data_root_in_a_bucket_trains_evaluates_and_verifies_as_its_local_copy
     assert "1 incomplete multipart upload(s)" in note and "lifecycle rule" in note
 
     out, err = capfd.readouterr()
-    written = _everything_under(tmp_path / "cache", local)
+    written = _everything_under(tmp_path, local)
     assert SECRET.encode() not in written and SECRET not in out + err + done.stdout + done.stderr
 
 

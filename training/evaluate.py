@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from shards.atomic import write_json
+from shards.bucket import Publisher
 from shards.bucket import resolve as resolve_root
 from shards.dataroot import reading
 from shards.format import sha256_file
@@ -147,13 +148,19 @@ def evaluate(
     neighbours_from: int | None = None,
 ) -> dict:
     """Evaluate run `run` (and an ensemble with it); write eval.json and the rest; return it."""
-    out = resolve_root(out)  # a URL: its local view (shards.bucket)
     runs = [check_run_name(r) for r in [run, *(ensemble or [])]]  # before anything is read
+    url, out = out, resolve_root(out, runs=runs)  # a URL: its local view (shards.bucket)
+    publish = Publisher.of_run(url, run_folder(out, run))
+    if publish is not None:
+        publish.baseline()  # what evaluation writes goes up, not the checkpoints again
     # shared: no preprocess or stats may rewrite the shards or statistics meanwhile
     with reading(out):
-        return _evaluate(
+        result = _evaluate(
             out, runs, crops, checkpoint, devices, batch_size, figures, neighbours_from
         )
+    if publish is not None:  # the results beside the run in the bucket
+        publish()
+    return result
 
 
 def _evaluate(

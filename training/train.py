@@ -94,8 +94,9 @@ def train(
     One process owns a run at a time: rank 0 holds OUT/runs/.NAME.lock, and a
     second `train` of the same run is an error naming the holder.
     """
-    url, out = out, resolve_root(out)  # a URL: its local view (shards.bucket)
     check_run_name(run)
+    # a URL: its local view (shards.bucket), with the run's folder if it was trained elsewhere
+    url, out = out, resolve_root(out, runs=[run])
     read_manifest(out)  # a clear error before anything is created under OUT
     args = (out, run, config, resume, stop_after, devices, progress, on_epoch, resume_overrides)
     if int(os.environ.get("RANK", 0)) != 0:

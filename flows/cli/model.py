@@ -14,6 +14,7 @@ from flows.cli.options import (
     print_made,
     run_name,
 )
+from shards import storage
 from training.config import PRESETS
 from training.runlog import run_folder
 
@@ -167,8 +168,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         print(f"{entry['run']:<24} {entry['top1_error']:>12.2%} {entry['top5_error']:>12.2%}")
     if "ensemble" in result:
         print(f"{'ensemble':<24} {result['top1_error']:>12.2%} {result['top5_error']:>12.2%}")
-    run_dir = run_folder(args.out, args.run)
-    print(f"wrote {run_dir / 'eval.json'} and {run_dir / 'per_class_error.json'}")
+    run_dir = storage.join(args.out, "runs", args.run) if storage.is_url(args.out) else None
+    run_dir = run_dir or str(run_folder(args.out, args.run))
+    print(f"wrote {run_dir}/eval.json and {run_dir}/per_class_error.json")
     print_made(result)
     return 0
 
