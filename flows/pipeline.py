@@ -47,6 +47,7 @@ from prefect.artifacts import (
 from prefect.context import TaskRunContext
 
 from flows.results import Computed, Preprocessed, Trained
+from shards import bucket, storage
 from shards.atomic import read_json
 from shards.format import sha256_file
 from shards.manifest import find_manifest, train_shard_digests
@@ -94,19 +95,36 @@ def source_fingerprint(
     official archives listed into OUT/.index (OUT checked first), where the stage finds them."""
     from preprocessing.cluster import StageCluster
     from preprocessing.index import INDEX, Indexer
-    from preprocessing.source import scan
-    from shards.dataroot import check_out
+    from preprocessing.prepare import scan_checked, view
     from shards.format import SPLITS
 
-    check_out(Path(src), Path(out))
     with StageCluster(workers, dask_address) as cluster:
-        indexer = Indexer(Path(out) / INDEX, True, cluster, progress=None)
-        return scan(src, SPLITS, indexer=indexer).fingerprint()
+        indexer = Indexer(view(out) / INDEX, True, cluster, progress=None)
+        return scan_checked(src, out, SPLITS, None, indexer).fingerprint()
+
+
+def _where(out: str) -> str:
+    """OUT as a cache key names it: a folder resolved, a bucket's URL as it is."""
+    return out if storage.is_url(out) else str(Path(out).resolve())
+
+
+def _here(out: str, run: str | None = None) -> Path:
+    """OUT as it is read on this machine: the folder, or a bucket's local view refreshed
+    now (with the run's folder if it is further on in the bucket); a view with no manifest
+    where the bucket holds no data root yet."""
+    if not storage.is_url(out):
+        return Path(out)
+    try:
+        return bucket.resolve(out, runs=[run] if run else [])
+    except FileNotFoundError:  # nothing there yet: nor in the view
+        empty = bucket.view_of(out)
+        (empty / "manifest.json").unlink(missing_ok=True)
+        return empty
 
 
 def _preprocess_key(context: TaskRunContext, p: dict[str, Any]) -> str:
     fingerprint = p.get("fingerprint") or source_fingerprint(p["src"], p["out"])
-    return _key("preprocess", fingerprint, p["settings"], str(Path(p["out"]).resolve()))
+    return _key("preprocess", fingerprint, p["settings"], _where(p["out"]))
 
 
 def when_missing(t: Any, present: bool) -> Any:
@@ -165,7 +183,7 @@ def preprocess_task(
 
 
 def _stats_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    return _key("stats", p["manifest"]["train_shards"], p["scale"], str(Path(p["out"]).resolve()))
+    return _key("stats", p["manifest"]["train_shards"], p["scale"], _where(p["out"]))
 
 
 @task(
@@ -195,17 +213,20 @@ TRAIN_KEY = "pipeline-cache-key"  # in the run folder: which train task made it
 
 
 def _train_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
-    return _key("train", p["stats"]["key"], p["config"], p["run"], str(Path(p["out"]).resolve()))
+    return _key("train", p["stats"]["key"], p["config"], p["run"], _where(p["out"]))
 
 
 def _fresh_run_dir(out: str, run: str) -> Path | None:
-    """Move an earlier run of this name aside (nothing is deleted); return where it went."""
-    run_dir = run_folder(out, run)
+    """Move an earlier run of this name aside (nothing is deleted); return where it went.
+    In a bucket, its objects too (copied, then deleted: object stores have no rename)."""
+    run_dir = run_folder(_here(out, run), run)
     if not run_dir.exists():
         return None
     n = 1
     while (target := run_dir.with_name(f"{run}.superseded-{n}")).exists():
         n += 1
+    if storage.is_url(out):
+        storage.move(storage.join(out, "runs", run), storage.join(out, "runs", target.name))
     run_dir.rename(target)
     return target
 
@@ -216,10 +237,14 @@ def _launch_training(out: str, run: str, config: dict, launcher: list[str]) -> N
 
     # Beside the run folder, not in it (training wants a new run folder), and on
     # OUT's file system, which every node of a multi-node launch sees.
-    runs = Path(out).resolve() / "runs"
+    runs = _here(out).resolve() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     config_file = runs / f".{run}.launch.json"  # the resolved config, exactly
     config_file.write_text(json.dumps(TrainConfig.from_dict(config).to_dict(), indent=1))
+    handed = str(config_file)
+    if storage.is_url(out):  # the nodes share no disk: they read it from the bucket
+        handed = storage.join(out, "runs", config_file.name)
+        storage.upload(config_file, handed)
     # -m flows.cli: torchrun's way to run a module; "--name", not "--run", which
     # torchrun's own parser would take.
     command = [
@@ -227,13 +252,13 @@ def _launch_training(out: str, run: str, config: dict, launcher: list[str]) -> N
         "-m",
         "flows.cli",
         "train",
-        str(runs.parent),
+        out if storage.is_url(out) else str(runs.parent),
         "--name",
         run,
         "--preset",
         "paper",
         "--config",
-        str(config_file),
+        handed,
     ]
     logger = get_run_logger()
     logger.info("launching training: %s", " ".join(command))
@@ -252,6 +277,8 @@ def _launch_training(out: str, run: str, config: dict, launcher: list[str]) -> N
         raise RuntimeError(f"the training launcher {launcher[0]!r} was not found") from None
     finally:
         config_file.unlink(missing_ok=True)
+        if handed != str(config_file):
+            storage.remove([handed])
     if code != 0:
         raise RuntimeError(
             f"the training launch exited with status {code}: {' '.join(command)}\n" + "".join(tail)
@@ -269,8 +296,9 @@ def train_task(
     key = _train_key(None, {"out": out, "run": run, "config": config, "stats": stats})
     if _trained_with(out, run, key):  # e.g. by a run whose Prefect cache is in another home
         get_run_logger().info("run %r is already trained with these inputs; reused", run)
-        return _train_result(run_folder(out, run), _last_epoch(run_folder(out, run)))
-    marker = run_folder(out, run) / TRAIN_KEY
+        run_dir = run_folder(_here(out, run), run)
+        return _train_result(run_dir, _last_epoch(run_dir))
+    marker = run_folder(_here(out, run), run) / TRAIN_KEY
     why = (
         "was trained with other settings or data"
         if marker.is_file()
@@ -281,7 +309,7 @@ def train_task(
         get_run_logger().info("an earlier run %r %s; kept as %s", run, why, moved)
     if launcher:
         _launch_training(out, run, config, launcher)
-        run_dir = run_folder(out, run)
+        run_dir = run_folder(_here(out, run), run)
         last = _last_epoch(run_dir)
     else:
         epochs = _ProgressArtifact("alexnet-train-progress", f"training run {run}", every_s=0)
@@ -296,13 +324,15 @@ def train_task(
         run_dir, last = result.run_dir, result.last
     made = _train_result(run_dir, last)
     (run_dir / TRAIN_KEY).write_text(key)
+    if storage.is_url(out):  # beside the run in the bucket, for the next pipeline anywhere
+        storage.upload(run_dir / TRAIN_KEY, storage.join(out, "runs", run, TRAIN_KEY))
     return made
 
 
 def _trained_with(out: str, run: str, key: str) -> bool:
     """Whether the run folder holds a best checkpoint that a pipeline trained with the
     inputs of `key` (its marker)."""
-    run_dir = run_folder(out, run)
+    run_dir = run_folder(_here(out, run), run)
     marker = run_dir / TRAIN_KEY
     ckpt = run_dir / "checkpoints" / "best.pt"
     return marker.is_file() and marker.read_text() == key and ckpt.is_file()
@@ -400,23 +430,24 @@ def train_and_evaluate(
 
 def _evaluated_on_disk(out: str, run: str, crops: int, checkpoint_sha256: str) -> dict | None:
     """The run's eval.json when it is an evaluation of this checkpoint with these crops."""
-    evaluated = read_json(run_folder(out, run) / "eval.json") or {}
+    run_dir = run_folder(_here(out, run), run)
+    evaluated = read_json(run_dir / "eval.json") or {}
     of_this = [c.get("sha256") for c in evaluated.get("checkpoints", [])]
     if evaluated.get("crops") == crops and checkpoint_sha256 in of_this:
-        report = run_folder(out, run) / "report.html"
+        report = run_dir / "report.html"
         return {**evaluated, **({"report": str(report)} if report.is_file() else {})}
     return None
 
 
 def own_settings(out: str) -> dict | None:
     """The settings OUT's shards were made with (its manifest's), if it has any."""
-    m = find_manifest(out)
+    m = find_manifest(_here(out))
     return m.settings if m is not None else None
 
 
 def has_manifest(out: str, fingerprint: str, settings: dict) -> bool:
     """Whether OUT's manifest was made from this source with these settings."""
-    m = find_manifest(out)
+    m = find_manifest(_here(out))
     return m is not None and m.source.get("fingerprint") == fingerprint and m.settings == settings
 
 
@@ -425,7 +456,7 @@ def has_stats(out: str, train_shards: list[str], scale: str) -> bool:
     from shards.stats import read_stats
 
     try:
-        stats = read_stats(out)
+        stats = read_stats(_here(out))
     except (OSError, ValueError):
         return False
     return [s.get("sha256") for s in stats.shards] == train_shards and stats.scale == scale

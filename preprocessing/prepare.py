@@ -29,6 +29,13 @@ which shards that rewrote; the manifest itself describes the data only, so an
 unchanged re-run leaves every byte of OUT as it was. (A
 changed input is one whose path, size, mtime or label changed.) Without a
 usable earlier manifest, or with other settings, the layout starts afresh.
+
+SRC and OUT may be buckets' URLs (s3://...): the source is listed once and
+each worker reads its images by URL; to a bucket each worker writes its shard
+on its own disk, then uploads it (payloads, record last), and the manifest goes
+last with a conditional write, all under the bucket's lease (`writing`,
+shards/remote.py). `LocalRoot` and `RemoteRoot` answer the same questions, so
+`_write` is one code path for both.
 """
 
 from __future__ import annotations
@@ -206,8 +213,9 @@ def writing(out: str | os.PathLike, what: str) -> Iterator[LocalRoot | RemoteRoo
         yield RemoteRoot.open(str(out), lease=lease)
 
 
-def _view(out: str | os.PathLike) -> Path:
-    """Where OUT's files are read from here: itself, or a bucket's local view."""
+def view(out: str | os.PathLike) -> Path:
+    """Where OUT's files are read from here: itself, or a bucket's local view (its folder;
+    `shards.bucket.resolve` refreshes it)."""
     path = storage.local(out)
     return path if path is not None else view_of(str(out))
 
@@ -228,7 +236,7 @@ class PrepareReport:
     warnings: list[str] = field(default_factory=list)  # the source's (SourceTree.warnings)
 
 
-def _scan_checked(
+def scan_checked(
     src: str | os.PathLike,
     out: str | os.PathLike,
     splits: tuple[str, ...],
@@ -278,7 +286,7 @@ def dry_run(
     """
     settings = settings or PrepareSettings()
     # the archives' listings kept earlier are used, and none is written
-    tree = _scan_checked(src, out, splits, val_labels, Indexer(_view(out) / INDEX, write=False))
+    tree = scan_checked(src, out, splits, val_labels, Indexer(view(out) / INDEX, write=False))
     path = storage.local(out)
     # a bucket's files are fetched into its local view (a cache); nothing is written to OUT
     root = LocalRoot(path) if path is not None else RemoteRoot.open(str(out))
@@ -328,8 +336,8 @@ def preprocess(
     out = storage.local(out) or storage.check_url(str(out))
     # one cluster for the archives' listing and the shards, started only if either needs it
     with StageCluster(workers, dask_address) as cluster:
-        indexer = Indexer(_view(out) / INDEX, True, cluster, progress)
-        tree = _scan_checked(src, out, splits, val_labels, indexer)
+        indexer = Indexer(view(out) / INDEX, True, cluster, progress)
+        tree = scan_checked(src, out, splits, val_labels, indexer)
         report = PrepareReport(out, warnings=tree.warnings)
         with writing(out, "preprocess") as root:
             _write(root, settings, tree, rewrite, report, cluster, progress, on_progress)

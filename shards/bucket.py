@@ -14,11 +14,12 @@ reads no object. A shard replaced in the bucket has another sha256: another
 cache entry. A damaged object is an error naming it; nothing damaged enters
 the cache.
 
-CACHE is $ALEXNET_CACHE, else ~/.cache/alexnet. Only the stages that read a
-data root (train, evaluate, verify, predict) take a URL so far; the view is
-theirs to lock (the bucket is not locked). A run trained from a URL is written
-in the view and copied up to URL/runs/NAME/ after each epoch (`Publisher`), so
-its checkpoints outlive the machine.
+CACHE is $ALEXNET_CACHE, else ~/.cache/alexnet. This module is the readers'
+side (train, evaluate, verify, predict; the view is theirs to lock, the bucket
+is not); the writers' (preprocess, stats) is shards/remote.py, under the
+bucket's lease. A run trained from a URL is written in the view and copied up to
+URL/runs/NAME/ after each epoch (`Publisher`), so its checkpoints outlive the
+machine, and another machine fetches it from there (`pull_run`).
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def _link(link: Path, target: Path) -> None:
     if _links_to(link, target):
         return
     link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(link.name + ".link-tmp")
+    tmp = link.with_name(f"{link.name}.link-tmp-{os.getpid()}")  # ranks open one view at once
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target)
     os.replace(tmp, link)

@@ -80,16 +80,18 @@ def join(url: str, *names: str) -> str:
     return "/".join([url.rstrip("/"), *names])
 
 
-_MADE: dict[tuple[str, int], Any] = {}  # (scheme, pid): this process's own file system
+_MADE: dict[tuple, Any] = {}  # (scheme, pid, the environment it was made from): its own
+_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_REGION")
 
 
 def filesystem(url: str) -> Any:
     """This process's fsspec file system for `url`'s scheme, made from the environment alone
-    (one per process: a forked child makes its own; making one costs ~0.1 s)."""
+    (one per process and environment: a forked child makes its own; making one costs ~0.1 s)."""
     import fsspec
 
     scheme = urllib.parse.urlsplit(url).scheme
-    key = (scheme, os.getpid())
+    # another endpoint or identity in the environment: another file system
+    key = (scheme, os.getpid(), *(os.environ.get(v) for v in _ENVIRONMENT))
     if key not in _MADE:
         options: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
         _MADE[key] = fsspec.filesystem("gcs" if scheme == "gs" else scheme, **options)
@@ -277,6 +279,11 @@ def incomplete_uploads(url: str) -> list[str]:
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     found = filesystem(url).call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix)
     return sorted(u["Key"] for u in found.get("Uploads", []))
+
+
+def move(src: str, dest: str) -> None:
+    """The objects under the prefix `src` to `dest` (copied, then deleted: no rename)."""
+    filesystem(src).mv(src, dest, recursive=True)
 
 
 def upload(path: Path, url: str) -> None:

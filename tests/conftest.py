@@ -12,12 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from preprocessing.sample_data import SampleReport, SampleSpec, generate
+from shards import storage
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -142,3 +144,45 @@ def dask_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         for proc in reversed(procs):
             _stop(proc)
+
+
+SECRET = "sentinel-Secret-7c1f0e9a"  # must never be written anywhere
+BUCKET = "s3://alexnet-test"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on a free loopback port, credentials in the environment only."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    server = str(Path(sys.executable).with_name("moto_server"))
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(
+            [server, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = dict(os.environ)
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY=SECRET,
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        storage.filesystem(BUCKET).mkdir(BUCKET)
+        yield endpoint
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        _stop(proc)

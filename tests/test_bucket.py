@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,52 +21,11 @@ from shards.bucket import open_root
 from shards.format import sha256_file
 from shards.manifest import Manifest, read_manifest
 from shards.verify import verify
-from tests.conftest import _free_port, _stop, start_dask
+from tests.conftest import BUCKET, SECRET, _stop, start_dask
 from training.checkpoint import load_checkpoint
 from training.config import resolve
 from training.evaluate import evaluate
 from training.train import train
-
-SECRET = "sentinel-Secret-7c1f0e9a"  # must never be written anywhere
-BUCKET = "s3://alexnet-test"
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A moto S3 server on a free loopback port, credentials in the environment only."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    server = str(Path(sys.executable).with_name("moto_server"))
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(
-            [server, "-H", "127.0.0.1", "-p", str(port)],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    endpoint = f"http://127.0.0.1:{port}"
-    saved = dict(os.environ)
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY=SECRET,
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
-        storage.filesystem(BUCKET).mkdir(BUCKET)
-        yield endpoint
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        _stop(proc)
 
 
 def test_urls_with_credentials_or_signatures_are_refused():

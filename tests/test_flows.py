@@ -30,6 +30,7 @@ from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
 from shards.manifest import read_history, read_manifest
 from shards.reader import shard_paths
+from tests.conftest import BUCKET
 
 TINY = ["model.width=0.0625", "epochs=1", "batch_size=16", "loader_workers=0"]
 
@@ -274,6 +275,34 @@ def test_training_under_a_launcher(harness, src, tmp_path):
             workers=1,
             overrides=TINY,
         )
+
+
+def test_the_pipeline_runs_from_a_bucket_into_a_bucket(harness, s3, src, tmp_path, monkeypatch):
+    """SRC and OUT as s3:// URLs, as `prefect deployment run` passes them: every task
+    runs and leaves its outputs in the bucket; the same flow run again on another machine
+    (a cache of its own, nothing of the first on its disk) finds them there: every task a
+    cache hit, no object written."""
+    from shards import storage
+
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "machine-1"))
+    bucket_src, out = f"{BUCKET}/flow-src", f"{BUCKET}/flow-out"
+    fs = storage.filesystem(out)
+    fs.put(f"{src}/", bucket_src, recursive=True)
+    tasks, result = run_flow(bucket_src, out)
+    assert sorted(tasks) == ["evaluate", "preprocess", "stats", "train"]
+    assert all(t.state.name == "Completed" for t in tasks.values()), tasks
+    run = f"{out}/runs/pipeline"
+    for name in ("stats/pca.json", "runs/pipeline/checkpoints/best.pt", "runs/pipeline/eval.json"):
+        assert fs.exists(f"{out}/{name}"), name
+    assert json.loads(fs.cat_file(f"{run}/eval.json"))["top1_error"] == result["top1_error"]
+    assert json.loads(fs.cat_file(f"{out}/manifest.json"))["source"]["path"] == bucket_src
+
+    before = {k: v["ETag"] for k, v in fs.find(out, detail=True).items()}
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "machine-2"))
+    again, result2 = run_flow(bucket_src, out)
+    assert all(t.state.name == "Cached" for t in again.values()), again
+    assert result2["top1_error"] == result["top1_error"]
+    assert {k: v["ETag"] for k, v in fs.find(out, detail=True).items()} == before
 
 
 def _children(pid: int, marker: str) -> list[int]:

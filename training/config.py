@@ -241,7 +241,12 @@ def resolve(
 def read_config_file(path: str | Path) -> dict:
     """Settings from a TOML file (for people), or a JSON one (`TrainConfig.to_dict()`
     written out: how the pipeline hands a resolved config to a launched training)."""
-    text = Path(path).read_text()
+    from shards import storage
+
+    if storage.is_url(path):  # handed to the nodes of a launch from a bucket
+        text = storage.read_bytes(storage.check_url(str(path))).decode()
+    else:
+        text = Path(path).read_text()
     try:
         return json.loads(text) if Path(path).suffix == ".json" else tomllib.loads(text)
     except ValueError as err:  # both parsers' errors are ValueErrors

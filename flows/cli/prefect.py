@@ -66,9 +66,17 @@ def _prefect(src: str, out: str) -> None:
     at once, not a server start and then a traceback."""
     if os.environ.get("PREFECT_API_URL"):
         _check_server(os.environ["PREFECT_API_URL"])
-    if not Path(src).is_dir():
+    from shards import storage
+    from shards.bucket import view_of
+
+    if storage.is_url(src):
+        if not storage.sizes(storage.check_url(src)):
+            raise FileNotFoundError(f"source {src} holds no object")
+    elif not Path(src).is_dir():
         raise FileNotFoundError(f"source folder {src} does not exist")
-    os.environ.setdefault("PREFECT_HOME", str(Path(out).resolve() / ".prefect"))
+    # beside OUT's own files: in the folder, or in a bucket's local view
+    where = view_of(out) if storage.is_url(out) else Path(out).resolve()
+    os.environ.setdefault("PREFECT_HOME", str(where / ".prefect"))
     home = Path(os.environ["PREFECT_HOME"])
     home.mkdir(parents=True, exist_ok=True)  # its SQLite file goes here
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -93,16 +101,21 @@ def _refuse_a_rewrite_first(args: argparse.Namespace) -> None:
     """The flows refuse settings that would rewrite OUT's shards (unless --rewrite); say so
     before a Prefect server is started for nothing."""
     from preprocessing.plan import PrepareSettings, refuse_other_settings
+    from shards.bucket import resolve
     from shards.manifest import find_manifest
 
-    manifest = find_manifest(args.out)
+    try:
+        here = resolve(args.out)  # a bucket's: its local view, refreshed
+    except FileNotFoundError:  # a bucket with no data root yet
+        return
+    manifest = find_manifest(here)
     if manifest is None or args.rewrite:
         return
     given = {k: v for k in ("shard_size", "quality") if (v := getattr(args, k)) is not None}
     settings = dict(manifest.settings)
     settings.update({"shard_size": given["shard_size"]} if "shard_size" in given else {})
     settings.update({"quality": given["quality"]} if "quality" in given else {})
-    refuse_other_settings(Path(args.out), manifest, PrepareSettings.from_dict(settings))
+    refuse_other_settings(here, manifest, PrepareSettings.from_dict(settings))
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
