@@ -67,6 +67,7 @@ MODEL = "tests/test_model.py"
 TRAIN = "tests/test_train.py"
 EVAL = "tests/test_evaluate.py"
 INTEG = "tests/test_integrity.py"
+BUCKET = "tests/test_bucket.py"
 
 MUTANTS = [
     # --- preprocessing: decode, resize, crop -------------------------------------
@@ -341,6 +342,34 @@ MUTANTS = [
         INTEG,
         "-k",
         "reach_the_disk",
+    ),
+    # --- a data root in a bucket ---------------------------------------------------
+    m(
+        "bucket-manifest-commit-unconditional",
+        "shards/remote.py",
+        "if storage.etag(target) != self.manifest_etag:",
+        "if False:",
+        BUCKET,
+        "-k",
+        "conditional",
+    ),
+    m(
+        "bucket-shard-complete-without-its-tar",
+        "shards/remote.py",
+        'if "checksums" not in record or self.sizes.get(_key(tar, self.view)) != record["bytes"]:',
+        'if "checksums" not in record:',
+        BUCKET,
+        "-k",
+        "killed",
+    ),
+    m(
+        "bucket-run-not-fetched-when-further-on",
+        "shards/bucket.py",
+        "run_dir.exists() and found.get(METRICS, 0) <= (",
+        "run_dir.exists() or found.get(METRICS, 0) <= (",
+        BUCKET,
+        "-k",
+        "trains",
     ),
     # --- statistics -------------------------------------------------------------
     m(

@@ -64,9 +64,16 @@ def roots(s3, tmp_path_factory):
     (tmp / "dask").mkdir()
     address, procs = start_dask(tmp / "dask", workers=2)
     try:
-        made = preprocess(src, url, SETTINGS, dask_address=address, progress=False)
-        assert made.shards_written == 5 and made.cluster_started
-        compute_stats(url, dask_address=address)
+        cli = [str(Path(sys.executable).with_name("alexnet")), "--dask-address", address]
+        for args, says in (
+            (["preprocess", src, url, "--shard-size", "8"], "wrote 5 shards, kept 0 complete"),
+            (["stats", url], f"wrote {url}/stats/mean.npy and {url}/stats/pca.json"),
+        ):
+            done = subprocess.run(
+                [cli[0], *args, *cli[1:]], capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0 and says in done.stdout, done.stdout + done.stderr
+            assert SECRET not in done.stdout + done.stderr
         fs = storage.filesystem(url)
         before = {k: v["ETag"] for k, v in fs.find(url, detail=True).items()}
         again = preprocess(src, url, SETTINGS, dask_address=address, progress=False)
@@ -96,7 +103,7 @@ def test_preprocess_and_stats_from_a_bucket_to_a_bucket_on_dask_give_the_local_b
     for name in ("mean.npy", "pca.json"):
         assert fs.cat_file(f"{url}/stats/{name}") == (local / "stats" / name).read_bytes()
     assert fs.cat_file(f"{url}/rejects.jsonl") == (local / "rejects.jsonl").read_bytes()
-    theirs = Manifest.parse(json.loads(fs.cat_file(f"{url}/manifest.json")))
+    theirs = Manifest.parse(json.loads(fs.cat_file(f"{url}/manifest.json")))  # the CLI's
     mine = read_manifest(local)
     assert theirs.source["path"] == f"{BUCKET}/src" and theirs.counts == mine.counts
     for split in ("train", "val"):
@@ -342,3 +349,15 @@ def test_preprocess_killed_mid_run_resumes_over_the_bucket_to_the_same_bytes(roo
     for rel in mine:
         assert fs.cat_file(f"{url}/{rel}") == (local / rel).read_bytes() or rel.endswith(".json")
     assert not fs.exists(f"{url}/.lease")
+
+    # a shard's tar deleted from the bucket (its record left): that shard, and only it,
+    # is written again
+    gone = "shards/train/train-000003.tar"
+    fs.rm(f"{url}/{gone}")
+    os.environ["ALEXNET_CACHE"] = str(tmp_path / "cache")
+    try:
+        again = preprocess(src, url, settings, workers=1, progress=False)
+    finally:
+        del os.environ["ALEXNET_CACHE"]
+    assert (again.shards_written, again.shards_reused) == (1, 16)
+    assert fs.cat_file(f"{url}/{gone}") == (local / gone).read_bytes()

@@ -30,7 +30,7 @@ from preprocessing.sample_data import SampleSpec, generate
 from preprocessing.stats import compute_stats
 from shards.manifest import read_history, read_manifest
 from shards.reader import shard_paths
-from tests.conftest import BUCKET
+from tests.conftest import BUCKET, SECRET
 
 TINY = ["model.width=0.0625", "epochs=1", "batch_size=16", "loader_workers=0"]
 
@@ -303,6 +303,9 @@ def test_the_pipeline_runs_from_a_bucket_into_a_bucket(harness, s3, src, tmp_pat
     assert all(t.state.name == "Cached" for t in again.values()), again
     assert result2["top1_error"] == result["top1_error"]
     assert {k: v["ETag"] for k, v in fs.find(out, detail=True).items()} == before
+    with get_client(sync_client=True) as client:  # parameters, artifacts, logs: no secret
+        seen = [*client.read_flow_runs(), *client.read_artifacts(), *client.read_logs()]
+    assert "flow-out" in str(seen) and SECRET not in str(seen)
 
 
 def _children(pid: int, marker: str) -> list[int]:
