@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +45,8 @@ from prefect.artifacts import (
 from prefect.context import TaskRunContext
 
 from flows.results import Computed, Preprocessed, Trained
-from shards import bucket, storage
+from flows.runs import fresh_run_dir, here, launch_training, where
+from shards import storage
 from shards.atomic import read_json
 from shards.format import sha256_file
 from shards.manifest import find_manifest, train_shard_digests
@@ -95,36 +94,18 @@ def source_fingerprint(
     official archives listed into OUT/.index (OUT checked first), where the stage finds them."""
     from preprocessing.cluster import StageCluster
     from preprocessing.index import INDEX, Indexer
-    from preprocessing.prepare import scan_checked, view
+    from preprocessing.prepare import scan_checked
     from shards.format import SPLITS
+    from shards.writing import view
 
     with StageCluster(workers, dask_address) as cluster:
         indexer = Indexer(view(out) / INDEX, True, cluster, progress=None)
         return scan_checked(src, out, SPLITS, None, indexer).fingerprint()
 
 
-def _where(out: str) -> str:
-    """OUT as a cache key names it: a folder resolved, a bucket's URL as it is."""
-    return out if storage.is_url(out) else str(Path(out).resolve())
-
-
-def _here(out: str, run: str | None = None) -> Path:
-    """OUT as it is read on this machine: the folder, or a bucket's local view refreshed
-    now (with the run's folder if it is further on in the bucket); a view with no manifest
-    where the bucket holds no data root yet."""
-    if not storage.is_url(out):
-        return Path(out)
-    try:
-        return bucket.resolve(out, runs=[run] if run else [])
-    except FileNotFoundError:  # nothing there yet: nor in the view
-        empty = bucket.view_of(out)
-        (empty / "manifest.json").unlink(missing_ok=True)
-        return empty
-
-
 def _preprocess_key(context: TaskRunContext, p: dict[str, Any]) -> str:
     fingerprint = p.get("fingerprint") or source_fingerprint(p["src"], p["out"])
-    return _key("preprocess", fingerprint, p["settings"], _where(p["out"]))
+    return _key("preprocess", fingerprint, p["settings"], where(p["out"]))
 
 
 def when_missing(t: Any, present: bool) -> Any:
@@ -183,7 +164,7 @@ def preprocess_task(
 
 
 def _stats_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    return _key("stats", p["manifest"]["train_shards"], p["scale"], _where(p["out"]))
+    return _key("stats", p["manifest"]["train_shards"], p["scale"], where(p["out"]))
 
 
 @task(
@@ -213,76 +194,7 @@ TRAIN_KEY = "pipeline-cache-key"  # in the run folder: which train task made it
 
 
 def _train_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
-    return _key("train", p["stats"]["key"], p["config"], p["run"], _where(p["out"]))
-
-
-def _fresh_run_dir(out: str, run: str) -> Path | None:
-    """Move an earlier run of this name aside (nothing is deleted); return where it went.
-    In a bucket, its objects too (copied, then deleted: object stores have no rename)."""
-    run_dir = run_folder(_here(out, run), run)
-    if not run_dir.exists():
-        return None
-    n = 1
-    while (target := run_dir.with_name(f"{run}.superseded-{n}")).exists():
-        n += 1
-    if storage.is_url(out):
-        storage.move(storage.join(out, "runs", run), storage.join(out, "runs", target.name))
-    run_dir.rename(target)
-    return target
-
-
-def _launch_training(out: str, run: str, config: dict, launcher: list[str]) -> None:
-    """Run `alexnet train` under `launcher` (torchrun, srun, ...) and wait for it."""
-    from training.config import TrainConfig
-
-    # Beside the run folder, not in it (training wants a new run folder), and on
-    # OUT's file system, which every node of a multi-node launch sees.
-    runs = _here(out).resolve() / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    config_file = runs / f".{run}.launch.json"  # the resolved config, exactly
-    config_file.write_text(json.dumps(TrainConfig.from_dict(config).to_dict(), indent=1))
-    handed = str(config_file)
-    if storage.is_url(out):  # the nodes share no disk: they read it from the bucket
-        handed = storage.join(out, "runs", config_file.name)
-        storage.upload(config_file, handed)
-    # -m flows.cli: torchrun's way to run a module; "--name", not "--run", which
-    # torchrun's own parser would take.
-    command = [
-        *launcher,
-        "-m",
-        "flows.cli",
-        "train",
-        out if storage.is_url(out) else str(runs.parent),
-        "--name",
-        run,
-        "--preset",
-        "paper",
-        "--config",
-        handed,
-    ]
-    logger = get_run_logger()
-    logger.info("launching training: %s", " ".join(command))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    try:
-        with subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        ) as proc:
-            assert proc.stdout is not None
-            tail: list[str] = []
-            for line in proc.stdout:
-                logger.info("%s", line.rstrip())
-                tail = [*tail[-19:], line]
-            code = proc.wait()
-    except FileNotFoundError:
-        raise RuntimeError(f"the training launcher {launcher[0]!r} was not found") from None
-    finally:
-        config_file.unlink(missing_ok=True)
-        if handed != str(config_file):
-            storage.remove([handed])
-    if code != 0:
-        raise RuntimeError(
-            f"the training launch exited with status {code}: {' '.join(command)}\n" + "".join(tail)
-        )
+    return _key("train", p["stats"]["key"], p["config"], p["run"], where(p["out"]))
 
 
 @task(name="train", cache_key_fn=_train_key, persist_result=True)
@@ -296,20 +208,20 @@ def train_task(
     key = _train_key(None, {"out": out, "run": run, "config": config, "stats": stats})
     if _trained_with(out, run, key):  # e.g. by a run whose Prefect cache is in another home
         get_run_logger().info("run %r is already trained with these inputs; reused", run)
-        run_dir = run_folder(_here(out, run), run)
+        run_dir = run_folder(here(out, run), run)
         return _train_result(run_dir, _last_epoch(run_dir))
-    marker = run_folder(_here(out, run), run) / TRAIN_KEY
+    marker = run_folder(here(out, run), run) / TRAIN_KEY
     why = (
         "was trained with other settings or data"
         if marker.is_file()
         else "was not made by this pipeline (no cache key in it)"
     )
-    moved = _fresh_run_dir(out, run)
+    moved = fresh_run_dir(out, run)
     if moved:
         get_run_logger().info("an earlier run %r %s; kept as %s", run, why, moved)
     if launcher:
-        _launch_training(out, run, config, launcher)
-        run_dir = run_folder(_here(out, run), run)
+        launch_training(out, run, config, launcher)
+        run_dir = run_folder(here(out, run), run)
         last = _last_epoch(run_dir)
     else:
         epochs = _ProgressArtifact("alexnet-train-progress", f"training run {run}", every_s=0)
@@ -332,7 +244,7 @@ def train_task(
 def _trained_with(out: str, run: str, key: str) -> bool:
     """Whether the run folder holds a best checkpoint that a pipeline trained with the
     inputs of `key` (its marker)."""
-    run_dir = run_folder(_here(out, run), run)
+    run_dir = run_folder(here(out, run), run)
     marker = run_dir / TRAIN_KEY
     ckpt = run_dir / "checkpoints" / "best.pt"
     return marker.is_file() and marker.read_text() == key and ckpt.is_file()
@@ -430,7 +342,7 @@ def train_and_evaluate(
 
 def _evaluated_on_disk(out: str, run: str, crops: int, checkpoint_sha256: str) -> dict | None:
     """The run's eval.json when it is an evaluation of this checkpoint with these crops."""
-    run_dir = run_folder(_here(out, run), run)
+    run_dir = run_folder(here(out, run), run)
     evaluated = read_json(run_dir / "eval.json") or {}
     of_this = [c.get("sha256") for c in evaluated.get("checkpoints", [])]
     if evaluated.get("crops") == crops and checkpoint_sha256 in of_this:
@@ -441,13 +353,13 @@ def _evaluated_on_disk(out: str, run: str, crops: int, checkpoint_sha256: str) -
 
 def own_settings(out: str) -> dict | None:
     """The settings OUT's shards were made with (its manifest's), if it has any."""
-    m = find_manifest(_here(out))
+    m = find_manifest(here(out))
     return m.settings if m is not None else None
 
 
 def has_manifest(out: str, fingerprint: str, settings: dict) -> bool:
     """Whether OUT's manifest was made from this source with these settings."""
-    m = find_manifest(_here(out))
+    m = find_manifest(here(out))
     return m is not None and m.source.get("fingerprint") == fingerprint and m.settings == settings
 
 
@@ -456,7 +368,7 @@ def has_stats(out: str, train_shards: list[str], scale: str) -> bool:
     from shards.stats import read_stats
 
     try:
-        stats = read_stats(_here(out))
+        stats = read_stats(here(out))
     except (OSError, ValueError):
         return False
     return [s.get("sha256") for s in stats.shards] == train_shards and stats.scale == scale

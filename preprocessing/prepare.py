@@ -40,7 +40,6 @@ shards/remote.py). `LocalRoot` and `RemoteRoot` answer the same questions, so
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import functools
 import hashlib
@@ -66,32 +65,28 @@ from preprocessing.plan import (
 from preprocessing.source import SourceTree, read_input, scan
 from shards import storage
 from shards.atomic import (
-    remove_stale_temporaries,
     write_bytes,
     write_json,
 )
-from shards.bucket import view_of
-from shards.dataroot import check_out, completed_record, locked, note_written, read_seen
+from shards.dataroot import check_out
 from shards.format import (
     SPLITS,
     ShardWriter,
     partials_path,
     record_path,
     shard_dir,
-    shard_index,
 )
 from shards.manifest import (
     Manifest,
     ShardRecord,
-    append_history,
     build_manifest,
     find_manifest,
     read_rejects,
-    write_manifest,
 )
 from shards.partials import Partials
 from shards.progress import Progress
 from shards.remote import RemoteRoot, upload_shard
+from shards.writing import LocalRoot, view, writing
 
 
 @functools.lru_cache(maxsize=4)
@@ -166,58 +161,6 @@ def _write_shard(
         record["partials_sha256"] = hashlib.sha256(data).hexdigest()
     write_json(record_path(tar), record)  # last: this marks the shard complete
     return record
-
-
-class LocalRoot:
-    """A data root on a local disk, as `_write` writes it (RemoteRoot: one in a bucket)."""
-
-    def __init__(self, out: Path) -> None:
-        self.view, self.location = out, str(out.resolve())
-        self.seen = read_seen(out)
-
-    def completed(self, split: str, name: str, plan: str) -> ShardRecord | None:
-        return completed_record(self.view, split, name, plan, self.seen)
-
-    def present(self, split: str) -> set[int | None]:
-        folder = shard_dir(self.view, split)
-        return {shard_index(p.name) for p in folder.glob("*.tar")} if folder.is_dir() else set()
-
-    def remove_unplanned(self, split: str, n_planned: int) -> int:
-        folder = shard_dir(self.view, split)
-        remove_stale_temporaries(folder)
-        return _remove_unplanned(folder, n_planned)
-
-    def written(self, record: ShardRecord) -> None:
-        self.seen.pop(f"{record['split']}/{record['shard']}", None)  # stamped at commit
-
-    def commit(self, manifest: dict, rejects: list[dict], records: dict) -> bool:
-        note_written(self.view, self.seen, records)
-        return write_manifest(self.view, manifest, rejects)
-
-    def add_history(self, entry: dict) -> None:
-        append_history(self.view, entry)
-
-
-@contextlib.contextmanager
-def writing(out: str | os.PathLike, what: str) -> Iterator[LocalRoot | RemoteRoot]:
-    """OUT opened for writing, and held: a local folder under OUT/.lock, a bucket's
-    prefix under its lease (shards/lease.py) with its files fetched into the view."""
-    path = storage.local(out)
-    if path is not None:
-        with locked(path):
-            yield LocalRoot(path)
-        return
-    from shards.lease import leased
-
-    with leased(str(out), what) as lease:
-        yield RemoteRoot.open(str(out), lease=lease)
-
-
-def view(out: str | os.PathLike) -> Path:
-    """Where OUT's files are read from here: itself, or a bucket's local view (its folder;
-    `shards.bucket.resolve` refreshes it)."""
-    path = storage.local(out)
-    return path if path is not None else view_of(str(out))
 
 
 @dataclass
@@ -392,19 +335,6 @@ def _what_is_done(
         records[split] = [root.completed(p.split, p.name, p.digest) for p in split_plans]
         todo += [p for p, r in zip(split_plans, records[split], strict=True) if r is None]
     return records, todo
-
-
-def _remove_unplanned(folder: Path, n_planned: int) -> int:
-    """Delete shards (and their records and partials) numbered beyond the plan."""
-    removed = 0
-    if folder.is_dir():
-        for p in sorted(folder.iterdir()):
-            stem = p.name.split(".")[0]
-            index = shard_index(f"{stem}.tar")
-            if index is not None and index >= n_planned:
-                p.unlink()
-                removed += p.suffix == ".tar"
-    return removed
 
 
 def _run(

@@ -43,6 +43,7 @@ from preprocessing.devkit import DEVKIT, read_devkit
 from preprocessing.image import MAX_FILE_BYTES, read_image_file
 from preprocessing.index import Indexer
 from preprocessing.labels import read_synsets, read_val_labels
+from preprocessing.listing import Bucket, Disk, Source
 from shards import storage
 from shards.format import SPLITS, sample_key
 
@@ -122,74 +123,6 @@ def read_input(root: str | os.PathLike, f: SourceFile) -> bytes:
     return read_image_file(Path(root) / f.relpath)
 
 
-def _listdir(folder: str | os.PathLike) -> list[os.DirEntry]:
-    with os.scandir(folder) as it:
-        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-
-
-class _Disk:
-    """SRC's folders on a local disk (os.scandir), by path."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def join(self, folder: str | os.PathLike, *names: str) -> str:
-        return os.path.join(folder, *names)
-
-    def is_dir(self, path: str) -> bool:
-        return os.path.isdir(path)
-
-    def is_file(self, path: str) -> bool:
-        return os.path.isfile(path)
-
-    def entries(self, folder: str) -> list:
-        return _listdir(folder)
-
-    def empty(self, folder: str) -> bool:
-        """No visible entry (stops at the first one: cheap on a folder of 1,300 images)."""
-        with os.scandir(folder) as it:
-            return not any(not e.name.startswith(".") for e in it)
-
-    def local(self, path: str) -> Path:
-        return Path(path)
-
-
-class _Bucket:
-    """SRC as a prefix in a bucket: its folders from one recursive listing; the small label
-    files fetched into `here` to be read."""
-
-    def __init__(self, url: str, here: Path) -> None:
-        self.root, self.here = url, here
-        self.folders = storage.walk(url)
-
-    def join(self, folder: str | os.PathLike, *names: str) -> str:
-        return storage.join(str(folder), *names)
-
-    def is_dir(self, path: str) -> bool:
-        return path in self.folders and (path == self.root or bool(self.folders[path]))
-
-    def is_file(self, path: str) -> bool:
-        folder, _, name = path.rpartition("/")
-        return any(e.name == name and not e.folder for e in self.folders.get(folder, ()))
-
-    def entries(self, folder: str) -> list:
-        if folder not in self.folders:
-            raise FileNotFoundError(f"{folder}: no such prefix")
-        return [e for e in self.folders[folder] if not e.name.startswith(".")]
-
-    def empty(self, folder: str) -> bool:
-        return not self.entries(folder)
-
-    def local(self, path: str) -> Path:
-        copy = self.here / path[len(self.root) + 1 :]
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_bytes(storage.read_bytes(path, MAX_FILE_BYTES))
-        return copy
-
-
-_Source = _Disk | _Bucket
-
-
 def escaped(name: str) -> str:
     """A file name that is not valid UTF-8 (its bad bytes came back from the OS as
     surrogates), as text that can be printed and stored: b'bad\\xff.JPEG'."""
@@ -236,7 +169,7 @@ def scan(
     SRC may be a bucket's URL (s3://...): its objects are listed once and read by URL."""
     if storage.is_url(src):
         with tempfile.TemporaryDirectory(prefix="alexnet-labels-") as here:
-            found = _Bucket(storage.check_url(str(src)), Path(here))
+            found = Bucket(storage.check_url(str(src)), Path(here))
             if not found.is_dir(found.root):
                 raise FileNotFoundError(f"source {found.root} holds no object")
             if found.is_file(found.join(found.root, DEVKIT)):
@@ -250,11 +183,11 @@ def scan(
         raise FileNotFoundError(f"source folder {root} does not exist")
     if (root / DEVKIT).is_file() and any((root / a).is_file() for a in (TRAIN_TAR, VAL_TAR)):
         return _scan_official(root, splits, indexer or Indexer())
-    return _scan_tree(_Disk(root), splits, val_labels)
+    return _scan_tree(Disk(root), splits, val_labels)
 
 
 def _scan_tree(
-    src: _Source, splits: tuple[str, ...], val_labels: str | os.PathLike | None
+    src: Source, splits: tuple[str, ...], val_labels: str | os.PathLike | None
 ) -> SourceTree:
     """The class-folder tree (or Kaggle's) at `src`, listed."""
     root = src.root
@@ -294,7 +227,7 @@ def _scan_tree(
     return tree
 
 
-def _classes(src: _Source, present: list[str], folders: dict[str, os.DirEntry]) -> list:
+def _classes(src: Source, present: list[str], folders: dict[str, os.DirEntry]) -> list:
     """(wnid, name) in class-index order: the mapping file's, whose every class must have a
     folder when there are class folders; else every class folder, sorted."""
     mapping = src.join(src.root, SYNSET_MAPPING)
@@ -354,7 +287,7 @@ def _file(split: str, relpath: str, key: str, label: int, e: os.DirEntry) -> Sou
 
 
 def _scan_class_folders(
-    src: _Source, split: str, folders: list[os.DirEntry], tree: SourceTree, index: dict[str, int]
+    src: Source, split: str, folders: list[os.DirEntry], tree: SourceTree, index: dict[str, int]
 ) -> list[SourceFile]:
     files, keys = [], set()
     for folder in folders:
@@ -386,7 +319,7 @@ def _scan_class_folders(
 
 
 def _scan_flat_val(
-    src: _Source,
+    src: Source,
     entries: list[os.DirEntry],
     tree: SourceTree,
     index: dict[str, int],
