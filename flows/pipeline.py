@@ -50,6 +50,7 @@ from shards import storage
 from shards.atomic import read_json
 from shards.format import sha256_file
 from shards.manifest import find_manifest, train_shard_digests
+from shards.progress import duration, error_text, plural
 from training.config import PIPELINE_PRESET
 from training.runlog import check_run_name, run_folder
 
@@ -279,7 +280,9 @@ def evaluate_task(out: str, run: str, crops: int, trained: Trained) -> dict:
         return earlier
     result = evaluate(out, run, crops=crops)
     get_run_logger().info(
-        "evaluate: top-1 %.4f, top-5 %.4f", result["top1_error"], result["top5_error"]
+        "evaluate: %s (%s)",
+        error_text(result["top1_error"], result["top5_error"]),
+        plural(result["crops"], "crop"),
     )
     return result
 
@@ -375,19 +378,29 @@ def has_stats(out: str, train_shards: list[str], scale: str) -> bool:
 
 
 def report_results(run: str, result: dict) -> None:
-    """The results artifact: errors, and links to the report and the figures."""
-    figures = "\n".join(
-        f"- [{Path(p).name}]({Path(p).resolve().as_uri()})" for p in result.get("figures", [])
-    )
+    """The results artifact: the headline numbers (on the artifact's line in the UI too),
+    and links to the report and the figures that a browser opens from the Prefect UI (over
+    HTTP under `alexnet serve`: flows/reports.py)."""
+    from flows.reports import link
+    from training.runlog import epoch_lines, read_metrics
+
     report = result.get("report")
-    if report:
-        figures = f"- [report.html]({Path(report).resolve().as_uri()}): the whole run\n{figures}"
+    epochs = epoch_lines(read_metrics(Path(report).parent)) if report else []
+    took = duration(sum(e.get("seconds", 0.0) for e in epochs)) if epochs else "?"
+    errors = error_text(result["top1_error"], result["top5_error"])
+    links = [f"- [report.html]({link(report)}): the whole run, with its figures"] if report else []
+    links += [f"- [{Path(p).name}]({link(p)})" for p in result.get("figures", [])]
+    headline = f"{errors} after {plural(len(epochs), 'epoch')} ({took} training)"
     create_markdown_artifact(
         key="alexnet-results",
         markdown=(
-            f"# AlexNet run `{run}`\n\n| | top-1 error | top-5 error |\n|---|---|---|\n"
-            f"| {result['crops']} crops, {result['n']} val images | {result['top1_error']:.2%} | "
-            f"{result['top5_error']:.2%} |\n\nFigures:\n{figures}\n"
+            f"# AlexNet run `{run}`: {errors}\n\n"
+            "| top-1 error | top-5 error | evaluated on | epochs | training time |\n"
+            "|---|---|---|---|---|\n"
+            f"| {result['top1_error']:.2%} | {result['top5_error']:.2%} | {result['n']} val "
+            f"images, {plural(result['crops'], 'crop')} | {len(epochs)} | {took} |\n\n"
+            + "\n".join(links)
+            + "\n"
         ),
-        description="AlexNet evaluation",
+        description=headline,
     )

@@ -21,6 +21,29 @@ import time
 from typing import Any, TextIO
 
 
+def plural(n: int, word: str) -> str:
+    """`1 crop`, `10 crops`, `1 epoch`: a count with its noun, in the right number."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `3 min 20 s`, `2 h 05 min`: a time span as people read it."""
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def error_text(top1: float, top5: float) -> str:
+    """The one way errors are written for people: `top-1 error 38.10%, top-5 error 15.32%`
+    (errors, not accuracies, always labelled, always percentages)."""
+    return f"top-1 error {top1:.2%}, top-5 error {top5:.2%}"
+
+
 class Progress:
     """Counts items done out of `total` (None: not known), with rate and ETA."""
 
@@ -114,7 +137,7 @@ class Progress:
         text = f"{self.label}: {self.done}{of} {self.unit}, {rate:.0f} {self.unit}/s{extra}"
         if self.total is not None:
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            text += f", ETA {eta:.0f}s"
+            text += f", ETA {duration(eta)}"
         return text
 
     def note(self, text: str) -> None:

@@ -65,7 +65,7 @@ def _start_server(env: dict, log_path: Path) -> tuple[subprocess.Popen, str]:
         with open(log_path, "w") as log:
             server = subprocess.Popen(
                 [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                env=env,
+                env={**env, "PREFECT_SERVER_UI_API_URL": api},  # where its UI finds the API
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -112,7 +112,10 @@ def _run_served_deployment(api: str, client: dict, src: Path, out: Path, tmp_pat
     serve_log = tmp_path / "serve.log"
     with open(serve_log, "w") as log:
         serve = subprocess.Popen(
-            [BIN / "alexnet", "serve", "--src", str(src), "--out", str(out), "--workers", "1"],
+            [
+                *(BIN / "alexnet", "serve", "--src", str(src), "--out", str(out), "--workers", "1"),
+                *("--reports-port", str(reports := _free_port())),
+            ],
             env=client,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -157,14 +160,55 @@ def _run_served_deployment(api: str, client: dict, src: Path, out: Path, tmp_pat
             if scheduled or time.monotonic() > deadline:
                 break
             time.sleep(2)
-        ran = [r["state_type"] for r in runs if r["deployment_id"] == pipeline["id"]]
-        assert ran == ["COMPLETED"], runs
+        ran = [r for r in runs if r["deployment_id"] == pipeline["id"]]
+        assert [r["state_type"] for r in ran] == ["COMPLETED"], runs
+        ui = api.removesuffix("/api")
+        _open_the_report_from_the_ui(ui, ran[0]["id"], f"http://127.0.0.1:{reports}", tmp_path)
         assert scheduled, "no scheduled runs of alexnet-reprocess/nightly after 90 s"
         assert all(r["state_type"] == "SCHEDULED" for r in scheduled), scheduled
         assert all(r["expected_start_time"][11:19] == "03:00:00" for r in scheduled), scheduled
     finally:
         _stop(serve)
     assert _gone(serve)
+
+
+def _open_the_report_from_the_ui(ui: str, flow_run: str, reports: str, tmp_path: Path) -> None:
+    """Issue 27.1, as a user in a browser: the flow run's page in the Prefect UI, its
+    Artifacts tab, the results artifact (its headline, the errors, readable on the card
+    without a click), then one click on its report.html link: the run's report loads,
+    served over HTTP by `alexnet serve` (a file:// link would be refused from the UI)."""
+    from tests.browser import Chromium
+
+    tabs = "[...document.querySelectorAll('.p-tab')]"
+    with Chromium(tmp_path) as page:
+        # a window tall enough for the UI's virtual scroller to draw the artifact cards
+        page.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=1400,
+            height=1600,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        page.goto(f"{ui}/runs/flow-run/{flow_run}")
+        page.wait_for(f"{tabs}.some(t => t.innerText.trim() === 'Artifacts')")
+        page.value(f"{tabs}.find(t => t.innerText.trim() === 'Artifacts').click()")
+        card = page.wait_for(
+            "[...document.querySelectorAll('a[href^=\"/artifacts/artifact/\"]')]"
+            ".map(a => a.innerText).find(t => t.includes('alexnet-results'))"
+        )
+        assert card
+        shown = page.value("document.querySelector('.flow-run-artifacts').innerText")
+        assert "top-1 error" in shown and "top-5 error" in shown and "epoch" in shown, shown
+        page.value("document.querySelector('a[href^=\"/artifacts/artifact/\"]').click()")
+        link = "[...document.querySelectorAll('a')].find(a => a.href.includes('report.html'))"
+        href = page.wait_for(f"{link} && {link}.href")
+        assert href.startswith(f"{reports}/run/"), href
+        page.value(f"(a => {{ a.removeAttribute('target'); a.click(); }})({link})")  # same tab
+        page.wait_for("document.title.startsWith('AlexNet run pipeline')")
+        assert page.value("location.href") == href
+        shown = page.value("document.body.innerText")
+        assert "top-1 error" in shown.lower() and "Figures" in shown, shown[:500]
+        page.wait_for("[...document.images].every(i => i.complete && i.naturalWidth > 0)", 30)
 
 
 def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from shards.atomic import read_json, write_bytes
+from shards.progress import plural
 from training.events import Events
 from training.figures import conv1_kernels
 from training.runlog import epoch_lines, loss_by_epoch, read_metrics
@@ -190,7 +191,7 @@ def write_report(run_dir: str | Path) -> Path:
         H=H,
         PAD=PAD,
         name=run_dir.name,
-        status=f"{len(epochs)} epochs trained" if epochs else "no epoch trained yet",
+        status=f"{plural(len(epochs), 'epoch')} trained" if epochs else "no epoch trained yet",
         charts=_curves(metrics),
         evaluation=_evaluation(run_dir),
         classes=_classes(run_dir),

@@ -34,9 +34,14 @@ class Meter:
         return None if self._loss is None else self._loss.item() / self.steps
 
     def rates(self) -> dict:
-        """images/s and the fraction of wall time the loop waited for data (after `loss()`)."""
+        """images/s, the fraction of wall time the loop waited for data (after `loss()`), and
+        the seconds since the meter started (an epoch's: its training time)."""
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        return {"images_per_s": self.images / elapsed, "data_wait": min(self.wait / elapsed, 1.0)}
+        return {
+            "images_per_s": self.images / elapsed,
+            "data_wait": min(self.wait / elapsed, 1.0),
+            "seconds": round(elapsed, 3),
+        }
 
 
 def timed(batches: Iterable[Batch]) -> Iterator[tuple[Batch, float]]:

@@ -41,7 +41,7 @@ from shards.bucket import Publisher
 from shards.bucket import resolve as resolve_root
 from shards.dataroot import reading
 from shards.manifest import Manifest, read_manifest
-from shards.progress import Progress
+from shards.progress import Progress, error_text, plural
 from shards.reader import shard_paths
 from shards.stats import Stats
 from training.checkpoint import save_checkpoint
@@ -175,11 +175,11 @@ def _train(
                 break
             if stop_after is not None and r.epoch - r.first_epoch >= stop_after:
                 result.stopped = (
-                    f"stopped after {stop_after} epochs as asked (resume with --resume)"
+                    f"stopped after {plural(stop_after, 'epoch')} as asked (resume with --resume)"
                 )
                 break
         else:
-            result.stopped = f"reached {c.epochs} epochs"
+            result.stopped = f"reached {plural(c.epochs, 'epoch')}"
     finally:
         r.show.close()
         if r.events is not None:
@@ -209,8 +209,8 @@ def _end_epoch(
     if on_epoch is not None and r.rank == 0:
         on_epoch({**entry, "epochs": c.epochs})
     r.show.note(
-        f"epoch {r.epoch}/{c.epochs}: loss {loss:.4f}, val top-1 {top1:.2%}, "
-        f"top-5 {top5:.2%}, lr {lr:g}, {rates['images_per_s']:.0f} img/s, "
+        f"epoch {r.epoch}/{c.epochs}: loss {loss:.4f}, val {error_text(top1, top5)}, "
+        f"lr {lr:g}, {rates['images_per_s']:.0f} img/s, "
         f"data wait {rates['data_wait']:.0%}"
     )
     if r.rank == 0:

@@ -15,6 +15,7 @@ from flows.cli.options import (
     run_name,
 )
 from shards import storage
+from shards.progress import error_text, plural
 from training.config import PRESETS
 from training.runlog import run_folder
 
@@ -94,10 +95,11 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     last = result.last
     if last:
-        print(f"run {args.run}: {result.epochs_done} epochs, {result.step} steps; {result.stopped}")
+        done = f"{plural(result.epochs_done, 'epoch')}, {plural(result.step, 'step')}"
+        print(f"run {args.run}: {done}; {result.stopped}")
         print(
-            f"last epoch: val top-1 error {last['val_top1_error']:.2%}, "
-            f"top-5 {last['val_top5_error']:.2%}; best top-1 {result.best_top1_error:.2%}"
+            f"last epoch: val {error_text(last['val_top1_error'], last['val_top5_error'])}; "
+            f"best top-1 error {result.best_top1_error:.2%}"
         )
     print(f"run folder: {result.run_dir}")
     return 0
@@ -162,7 +164,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     )
     print(
         f"{'model':<24} {'top-1 error':>12} {'top-5 error':>12}   ({result['n']} val images, "
-        f"{result['crops']} crops)"
+        f"{plural(result['crops'], 'crop')})"
     )
     for entry in result["checkpoints"]:
         print(f"{entry['run']:<24} {entry['top1_error']:>12.2%} {entry['top5_error']:>12.2%}")

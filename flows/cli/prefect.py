@@ -16,6 +16,7 @@ from flows.cli.options import (
     positive_int,
     print_made,
 )
+from shards.progress import error_text, plural
 from training.config import PIPELINE_PRESET, PRESETS
 
 
@@ -132,8 +133,8 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         **_data_options(args),
     )
     print(
-        f"pipeline {args.run}: top-1 error {result['top1_error']:.2%}, "
-        f"top-5 {result['top5_error']:.2%} ({result['crops']} crops, {result['n']} images)"
+        f"pipeline {args.run}: {error_text(result['top1_error'], result['top5_error'])} "
+        f"({plural(result['crops'], 'crop')}, {result['n']} images)"
     )
     print_made(result)
     return 0
@@ -204,6 +205,23 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         help="Dask workers of the flows' local clusters (default: all cores)",
     )
     p.add_argument("--dask-address", default=None, help="an existing Dask scheduler to use")
+    p.add_argument(
+        "--reports-port",
+        type=int,
+        default=4201,
+        help="serve the runs' reports read-only over HTTP on this port, so the Prefect UI's "
+        "links to them open (0: any free port; -1: do not serve them)",
+    )
+    p.add_argument(
+        "--reports-host",
+        default="127.0.0.1",
+        help="the address the reports are served on (0.0.0.0: every interface)",
+    )
+    p.add_argument(
+        "--reports-name",
+        default=None,
+        help="the host name browsers reach the reports by (default: --reports-host)",
+    )
     p.set_defaults(handler=_run_serve)
 
 
@@ -234,6 +252,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     _check_server(os.environ["PREFECT_API_URL"])
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from flows.deploy import serve
+
+    if args.reports_port >= 0:
+        from flows import reports
+
+        reports.start(args.reports_host, args.reports_port, args.reports_name)
+        print(f"reports: {os.environ[reports.REPORTS_URL]} (run folders, read-only)", flush=True)
 
     serve(
         src=args.src,
