@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from preprocessing.image import ImageProcessor, Processed, read_image_file
 from preprocessing.plan import PrepareSettings
 from shards.bucket import resolve as resolve_root
 from shards.manifest import read_manifest
+from shards.progress import Progress
 from shards.stats import read_stats
 from training.checkpoint import check_classes, load_model
 from training.evaluate import check_finite, checkpoint_of
@@ -35,6 +37,26 @@ class Prediction:
     error: str | None = None  # why this file could not be classified
 
 
+def expand(paths: list[str]) -> list[Prediction]:
+    """One Prediction per file to classify: a file as given, a folder as every visible
+    file under it (in name order; an empty one: a line saying so)."""
+    found = []
+    for given in map(str, paths):
+        if not os.path.isdir(given):
+            found.append(Prediction(given))
+            continue
+        inside = sorted(
+            os.path.join(root, name)
+            for root, dirs, names in os.walk(given)
+            for name in names
+            if not name.startswith(".") and not any(d.startswith(".") for d in Path(root).parts)
+        )
+        found += [Prediction(f) for f in inside] or [
+            Prediction(given, error="a folder with no file in it")
+        ]
+    return found
+
+
 @torch.no_grad()
 def predict_files(
     out: str | os.PathLike,
@@ -45,9 +67,12 @@ def predict_files(
     checkpoint: str = "best",
     devices: list[str] | None = None,
     batch_size: int = 32,
+    progress: bool | None = None,
 ) -> list[Prediction]:
-    """The `top` classes of each file, in the order given; a file that cannot be read or
-    decoded gets its reason in `error`, and the others are still classified."""
+    """The `top` classes of each file (a folder: of each file in it), in the order given; a
+    file that cannot be read or decoded gets its reason in `error`, and the others are
+    still classified. Read, decoded and classified a batch at a time (memory stays flat
+    over a folder of any size), with progress on many files."""
     check_run_name(run)
     out = resolve_root(out, runs=[run])  # a URL: its local view (shards.bucket)
     manifest = read_manifest(out)
@@ -57,26 +82,33 @@ def predict_files(
     device = next(loaded.model.parameters()).device
     mean = torch.from_numpy(read_stats(out, manifest).mean).to(device)  # current ones only
     classes = manifest.classes
-    results = [Prediction(str(p)) for p in paths]
-    ready: list[tuple[Prediction, np.ndarray]] = []
-    for result in results:
-        try:
-            processed = process(read_image_file(result.path))
-        except OSError as err:
-            result.error = f"cannot read the file: {err.strerror or err}"
-            continue
-        if isinstance(processed, Processed):
-            ready.append((result, processed.pixels))
-        else:
-            result.error = processed.reason
-    for start in range(0, len(ready), batch_size):
-        batch = ready[start : start + batch_size]
-        images = torch.from_numpy(np.stack([pixels for _, pixels in batch]))
-        probs, _ = view_probs(loaded, images, mean, crops)
-        check_finite(probs, loaded.path, "images")
-        best = torch.topk(probs.cpu(), min(top, probs.shape[1]))
-        for (result, _), values, indices in zip(batch, best.values, best.indices, strict=True):
-            for v, i in zip(values.tolist(), indices.tolist(), strict=True):
-                c = classes[i]
-                result.top.append({"index": i, "wnid": c.wnid, "name": c.name, "probability": v})
+    results = expand(paths)
+    show = Progress("predict", len(results), enabled=progress, quiet=len(results) < 2 * batch_size)
+    for start in range(0, len(results), batch_size):
+        ready: list[tuple[Prediction, np.ndarray]] = []
+        for result in results[start : start + batch_size]:
+            if result.error:
+                continue
+            try:
+                processed = process(read_image_file(result.path))
+            except OSError as err:
+                result.error = f"cannot read the file: {err.strerror or err}"
+                continue
+            if isinstance(processed, Processed):
+                ready.append((result, processed.pixels))
+            else:
+                result.error = processed.reason
+        if ready:
+            images = torch.from_numpy(np.stack([pixels for _, pixels in ready]))
+            probs, _ = view_probs(loaded, images, mean, crops)
+            check_finite(probs, loaded.path, "images")
+            best = torch.topk(probs.cpu(), min(top, probs.shape[1]))
+            for (result, _), values, indices in zip(ready, best.values, best.indices, strict=True):
+                for v, i in zip(values.tolist(), indices.tolist(), strict=True):
+                    c = classes[i]
+                    result.top.append(
+                        {"index": i, "wnid": c.wnid, "name": c.name, "probability": v}
+                    )
+        show.update(min(batch_size, len(results) - start))
+    show.close()
     return results

@@ -20,6 +20,7 @@ from pathlib import Path
 from shards.bucket import fetch_if_linked, open_root
 from shards.format import IMAGE_EXTS, partials_path, sha256_file, shard_dir
 from shards.manifest import read_manifest
+from shards.progress import Progress
 from shards.reader import iter_grouped
 from shards.stats import read_stats, stats_dir
 from shards.storage import incomplete_uploads, is_url
@@ -66,13 +67,16 @@ def _label_ok(data: bytes, n_classes: int) -> bool:
         return False
 
 
-def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
+def verify(
+    out: str | os.PathLike, deep: bool = False, progress: bool | None = None
+) -> Verification:
     """Check OUT's shards (and statistics) against its manifest; see the module docstring.
     OUT may be a bucket's URL: every object is then fetched again (into a temporary cache)
-    and checked, whatever a local cache holds."""
+    and checked, whatever a local cache holds. What a later stage will miss (statistics,
+    a split) is a note. Progress: one step per shard."""
     if is_url(out):
         with tempfile.TemporaryDirectory(prefix="alexnet-verify-") as cache:
-            result = verify(open_root(str(out), Path(cache)), deep)
+            result = verify(open_root(str(out), Path(cache)), deep, progress)
         unfinished = incomplete_uploads(str(out))
         if unfinished:
             result.notes.append(
@@ -87,8 +91,11 @@ def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
     result = Verification()
     problems = result.problems
     n_classes = len(manifest.classes)
+    total = sum(len(entry.shards) for entry in manifest.splits.values())
+    show = Progress("verify", total, unit="shards", enabled=progress, quiet=total < 20)
     for split, entry in manifest.splits.items():
         for s in entry.shards:
+            show.update(1)
             tar = shard_dir(out, split) / s.shard
             name = f"{split}/{s.shard}"
             result.shards += 1
@@ -119,9 +126,21 @@ def verify(out: str | os.PathLike, deep: bool = False) -> Verification:
                     problems.append(f"{split}/{own.name}: sha256 differs from the manifest's")
             if deep:
                 result.samples += _check_samples(tar, s.count, n_classes, problems)
+    show.close()
     if stats_dir(out).is_dir():  # once `alexnet stats` has run, both files must be there
         try:
             read_stats(out, manifest)
         except (ValueError, FileNotFoundError) as err:
             problems.append(f"statistics: {err}")
+    elif "train" in manifest.splits:
+        result.notes.append(
+            "no statistics yet (stats/mean.npy, stats/pca.json): `alexnet train`, `evaluate` "
+            "and `predict` need them; `alexnet stats OUT` computes them"
+        )
+    for split, needed in (
+        ("train", "`alexnet stats` and `train`"),
+        ("val", "`alexnet train` (it validates on it) and `evaluate`"),
+    ):
+        if split not in manifest.splits:
+            result.notes.append(f"no {split} split: {needed} need one (`alexnet preprocess`)")
     return result

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +294,11 @@ def test_both_nets_of_the_papers_comparison_train_and_evaluate_from_the_command(
         cmd = [exe, "train", str(trained), "--run", run, "--preset", "smoke", *settings]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
+        said = done.stdout + done.stderr  # issue 27.5: errors labelled as errors, in %
+        assert "epoch 1/1: " in said and ", val top-1 error " in said and "1 epoch, " in said
+        assert not re.search(r"top-[15] \d", said), said  # a bare "top-1 85%" reads as accuracy
+        assert f"report: {trained / 'runs' / run / 'report.html'}" in done.stdout
+        assert f"next: alexnet evaluate {trained} --run {run}" in done.stdout
     form = load_checkpoint(trained / "runs/one/checkpoints/last.pt")["form"]
     assert form == "one-gpu" and isinstance(
         load_model(trained / "runs/one/checkpoints/best.pt").model, OneGpuAlexNet
@@ -633,3 +640,92 @@ def test_an_ensembles_errors_are_those_of_its_members_mean_softmax(trained):
     assert result["top5_error"] == 0.0  # 4 classes
     per_member = [c["top1_error"] for c in result["checkpoints"]]
     assert per_member == pytest.approx([_topk_by_sorting(p, labels, 1) / n for p in probs])
+
+
+def test_predict_classifies_the_files_of_a_folder(trained, tmp_path):
+    """Issue 27.10: `predict` on a folder said only "Is a directory". Now every visible
+    file under it is classified, in name order, as if each were given (hidden files and
+    folders left out); an empty folder gets a line saying so; the CLI's probability
+    column lines up (100.00% is seven characters wide)."""
+    import subprocess
+    import sys
+
+    from flows.predict import predict_files
+
+    images = sorted(p for p in (trained.parent / "src" / "val").rglob("*") if p.is_file())[:3]
+    folder, empty = tmp_path / "photos", tmp_path / "empty"
+    (folder / "b").mkdir(parents=True)
+    empty.mkdir()
+    for image, name in zip(images, ("a.jpg", "b/c.jpg", "d.jpg"), strict=True):
+        shutil.copy(image, folder / name)
+    (folder / ".DS_Store").write_bytes(b"\0")
+    rows = predict_files(trained, "a", [str(folder), str(empty)], crops=1, batch_size=2)
+    expected = [str(folder / n) for n in ("a.jpg", "b/c.jpg", "d.jpg")]
+    assert [r.path for r in rows] == [*expected, str(empty)]
+    assert rows[-1].error == "a folder with no file in it"
+    one_by_one = predict_files(trained, "a", expected, crops=1)  # other batches: ulps apart
+    for mine, theirs in zip(rows[:3], one_by_one, strict=True):
+        assert [c["wnid"] for c in mine.top] == [c["wnid"] for c in theirs.top] and mine.top
+        got, want = ([c["probability"] for c in r.top] for r in (mine, theirs))
+        assert got == pytest.approx(want, abs=1e-5)
+
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    cmd = [exe, "predict", str(trained), "--run", "a", str(folder), "--crops", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows_shown = [line for line in done.stdout.splitlines() if line.startswith("  ")]
+    assert len(rows_shown) == 3 * 4  # 4 classes
+    assert {line.index(" n0") for line in rows_shown} == {10}  # the wnid column, always
+
+
+def test_each_crop_count_keeps_its_own_result(trained):
+    """Issue 27.9: `evaluate --crops 1` overwrote the 10-crop result. Now eval.json keeps
+    the errors of each crop count evaluated for this checkpoint (the latest's details at
+    its top), and the report shows them side by side."""
+    ten = evaluate(trained, "a", crops=10, figures=False)
+    one = evaluate(trained, "a", crops=1, figures=False)
+    saved = json.loads((trained / "runs/a/eval.json").read_text())
+    assert saved["crops"] == 1 and sorted(saved["by_crops"]) == ["1", "10"]
+    for crops, result in (("10", ten), ("1", one)):
+        kept = saved["by_crops"][crops]
+        assert (kept["top1_error"], kept["top5_error"]) == (
+            result["top1_error"],
+            result["top5_error"],
+        )
+    html = (trained / "runs/a/report.html").read_text()
+    assert "Every crop count evaluated" in html and "10 crops" in html and "1 crop<" in html
+
+
+def test_what_train_and_evaluate_say_to_a_new_user(trained, tmp_path):
+    """Issue 27.6: a mistyped run name got "train it" with the paper preset, whatever the
+    machine; the paper preset started on a CPU without a word; Ctrl-C said only
+    "interrupted". Now: the runs there and the nearest name, the smoke preset suggested;
+    a warning before the paper preset on a machine with no GPU; --resume named."""
+    import signal
+    import subprocess
+    import sys
+
+    with pytest.raises(FileNotFoundError, match=r"no run 'aa' \(did you mean 'a'\?\)") as err:
+        evaluate(trained, "aa", crops=1)
+    assert "--preset smoke" in str(err.value) and "runs: a" in str(err.value)
+
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    done = subprocess.run(
+        [exe, "train", str(tmp_path / "no-root"), "--run", "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    warned = "warning: no GPU here" in done.stderr
+    assert done.returncode == 2 and warned == (not torch.cuda.is_available())
+    proc = subprocess.Popen(
+        [exe, "train", str(trained), "--run", "ctrl-c", "--preset", "smoke"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    _, said = proc.communicate(timeout=120)
+    assert proc.returncode == 130, said[-2000:]
+    assert f"alexnet train {trained} --run ctrl-c --resume` continues" in said

@@ -639,3 +639,24 @@ def test_writes_reach_the_disk_with_their_folder_and_metrics_lines(tmp_path, mon
     assert any(s.startswith(str(tmp_path / "a.json")) for s in synced)  # the file, before
     append_metrics(tmp_path, {"step": 1})
     assert synced[-1] == str(tmp_path / "metrics.jsonl")
+
+
+def test_verify_says_what_a_later_stage_will_miss(small_tree, tmp_path):
+    """Issue 27.10: `verify` said "ok" on a root with no statistics (and no val split),
+    which `train` then refused. The shards are still ok; the notes say what is missing
+    for which stage, and the command that makes it."""
+    src, _ = small_tree
+    out = tmp_path / "out"
+    preprocess(
+        src, out, PrepareSettings(shard_size=50), splits=("train",), workers=1, progress=False
+    )
+    result = verify(out)
+    assert not result.problems
+    notes = "\n".join(result.notes)
+    assert "no statistics yet" in notes and "`alexnet stats OUT`" in notes
+    assert "no val split" in notes and "`alexnet train`" in notes
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    done = subprocess.run([exe, "verify", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "note: no statistics yet" in done.stdout
+    compute_stats(out, workers=1)
+    assert "no statistics" not in "\n".join(verify(out).notes)

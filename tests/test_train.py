@@ -119,7 +119,7 @@ def test_clear_errors_before_training(data, tmp_path):
         train(data, "occupied", resolve("smoke"), progress=False)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(data, "never-started", resume=True, progress=False)
-    with pytest.raises(ValueError, match="unknown training settings"):
+    with pytest.raises(ValueError, match=r"unknown setting: epohcs \(did you mean epochs\?\)"):
         resolve("smoke", overrides=["epohcs=3"])
 
 

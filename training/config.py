@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import json
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -106,14 +107,50 @@ class TrainConfig:
         data = dict(data)
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+            raise _unknown(sorted(unknown), "")
         model = data.pop("model", {})
         if isinstance(model, dict):
             bad = set(model) - {f.name for f in fields(AlexNetConfig)}
             if bad:
-                raise ValueError(f"unknown model settings: {', '.join(sorted(bad))}")
+                raise _unknown(sorted(bad), "model.")
             model = AlexNetConfig(**model)
         return cls(model=model, **data)
+
+
+def setting_names() -> list[str]:
+    """Every setting's name as `--set` takes it (`epochs`, `model.width`, ...)."""
+    top = [f.name for f in fields(TrainConfig) if f.name != "model"]
+    return top + [f"model.{f.name}" for f in fields(AlexNetConfig)]
+
+
+def _unknown(names: list[str], prefix: str) -> ValueError:
+    """An error naming unknown settings, with the nearest known name of each, and where
+    the list of settings is."""
+    known = setting_names()
+    said = []
+    for name in names:
+        close = difflib.get_close_matches(prefix + name, known, n=1, cutoff=0.6)
+        said.append(f"{prefix}{name}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return ValueError(
+        f"unknown setting{'s' if len(said) > 1 else ''}: {', '.join(said)}; `alexnet config` "
+        f"lists them with their values ({', '.join(known[:6])}, ...)"
+    )
+
+
+def to_toml(config: TrainConfig) -> str:
+    """The settings as a TOML file `--config` reads back (a setting that is unset, None,
+    as a comment): what `alexnet config` and `train --print-config` print."""
+    data = config.to_dict()
+    model = data.pop("model")
+    lines = [_toml_line(k, v) for k, v in data.items()]
+    lines += ["", "[model]", *(_toml_line(k, v) for k, v in model.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_line(key: str, value: Any) -> str:
+    if value is None:
+        return f"# {key} = (unset)"
+    return f"{key} = {json.dumps(value)}"  # JSON's bools, numbers, strings, lists are TOML's
 
 
 # The preset `alexnet pipeline`, `alexnet reprocess --train` and the flows use unless told.

@@ -13,6 +13,7 @@ Writes to OUT/runs/NAME/: eval.json, per_class_error.json, figures/*.png.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shards.atomic import write_json
+from shards.atomic import read_json, write_json
 from shards.bucket import Publisher
 from shards.bucket import resolve as resolve_root
 from shards.dataroot import reading
@@ -129,9 +130,25 @@ def checkpoint_of(out: Path, run: str, which: str) -> Path:
         if which not in ("best", "last")
         else run_folder(out, run) / "checkpoints" / f"{which}.pt"
     )
+    if which in ("best", "last") and not run_folder(out, run).is_dir():
+        runs = Path(out) / "runs"
+        there = (
+            sorted(p.name for p in runs.iterdir() if p.is_dir() and p.name[0] != ".")
+            if (runs.is_dir())
+            else []
+        )
+        close = difflib.get_close_matches(run, there, n=1)
+        raise FileNotFoundError(
+            f"{out} has no run {run!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; its runs: {', '.join(there) or 'none yet'}. To train one: alexnet train "
+            f"{out} --run {run} --preset smoke (a CPU demo in minutes; the paper preset is "
+            "for GPUs)"
+        )
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found: train run {run!r} first (alexnet train {out} --run {run})"
+            f"{path} not found: run {run!r} has no checkpoint yet (training it: alexnet train "
+            f"{out} --run {run} --resume)"
         )
     return path
 
@@ -195,6 +212,7 @@ def _evaluate(
     if len(members) > 1:
         result["ensemble"] = runs
     run_dir = run_folder(out, run)
+    result["by_crops"] = _by_crops(run_dir, result)
     # One set: eval.json is its marker, removed first and written last, listing every
     # file of the set with its sha256. A killed or failed evaluation leaves no eval.json,
     # never an old one beside new files.
@@ -220,6 +238,23 @@ def _evaluate(
     write_json(run_dir / "eval.json", result)
     result["report"] = str(write_report(run_dir))  # a view of the set, written after it
     return result
+
+
+def _by_crops(run_dir: Path, result: dict) -> dict:
+    """The errors of every crop count evaluated for these checkpoints, this one's updated:
+    `--crops 1` after `--crops 10` keeps the 10-crop numbers beside the 1-crop ones (an
+    earlier checkpoint's are dropped: they measured another model)."""
+    models = [c["sha256"] for c in result["checkpoints"]]
+    earlier = read_json(run_dir / "eval.json")
+    kept = earlier.get("by_crops", {}) if isinstance(earlier, dict) else {}
+    kept = {k: v for k, v in kept.items() if isinstance(v, dict) and v.get("models") == models}
+    kept[str(result["crops"])] = {
+        "top1_error": result["top1_error"],
+        "top5_error": result["top5_error"],
+        "n": result["n"],
+        "models": models,
+    }
+    return dict(sorted(kept.items(), key=lambda kv: int(kv[0])))
 
 
 def per_class(probs: torch.Tensor, labels: torch.Tensor, classes: Sequence[ClassEntry]) -> dict:

@@ -138,7 +138,12 @@ def _evaluation(run_dir: Path) -> dict | None:
     ]
     if "ensemble" in result:
         rows.append(["ensemble", f"{result['top1_error']:.2%}", f"{result['top5_error']:.2%}"])
-    return {"crops": result["crops"], "n": result["n"], "rows": rows}
+    by_crops = [  # every crop count evaluated for this model, the latest's details above
+        [plural(int(k), "crop"), f"{v['top1_error']:.2%}", f"{v['top5_error']:.2%}", v["n"]]
+        for k, v in result.get("by_crops", {}).items()
+    ]
+    crops = plural(result["crops"], "crop")
+    return {"crops": crops, "n": result["n"], "rows": rows, "by_crops": by_crops}
 
 
 def _classes(run_dir: Path, n: int = 10) -> dict | None:

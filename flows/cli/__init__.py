@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from flows.cli.data import add_preprocess, add_sample_data, add_stats, add_verify
-from flows.cli.model import add_evaluate, add_predict, add_train
+from flows.cli.model import add_config, add_evaluate, add_predict, add_train
 from flows.cli.options import Formatter, package_version
 from flows.cli.prefect import add_pipeline, add_reprocess, add_serve
 
@@ -27,6 +27,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_stats,
     add_verify,
     add_train,
+    add_config,
     add_evaluate,
     add_predict,
     add_pipeline,
@@ -65,5 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"alexnet: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("alexnet: interrupted", file=sys.stderr)
+        hint = getattr(args, "interrupted", None)
+        print(f"alexnet: interrupted{'; ' + hint(args) if hint else ''}", file=sys.stderr)
         return 130

@@ -189,7 +189,8 @@ def add_stats(sub: argparse._SubParsersAction) -> None:
         "--scale",
         choices=sorted(SCALES),
         default="pixel/255",
-        help="values the covariance is taken on (the spec's default: pixel/255)",
+        help="values the covariance is taken on (pixel/255 by default: docs/alexnet-spec.md, "
+        "section 3)",
     )
     p.add_argument(
         "--from-pixels",

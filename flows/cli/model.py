@@ -26,8 +26,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         formatter_class=Formatter,
         help="train the two-column AlexNet on OUT's shards (paper or smoke preset)",
         description=(
-            "Train AlexNet as the paper does (section 5 of the spec) on OUT's shards and\n"
-            "statistics, writing OUT/runs/RUN/: config.json, metrics.jsonl, checkpoints/.\n"
+            "Train AlexNet as the paper does (docs/alexnet-spec.md, section 4) on OUT's\n"
+            "shards and statistics, writing OUT/runs/RUN/: config.json, metrics.jsonl,\n"
+            "checkpoints/, report.html.\n"
             "Settings: --preset, then --config FILE.toml, then --set key=value (for example\n"
             "--set epochs=5 --set model.width=0.5). Under torchrun, each process is one\n"
             "two-column replica and ranks read disjoint shards."
@@ -39,22 +40,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="a data root with shards and stats: a folder, or s3://bucket/prefix (gs://)",
     )
     add_run(p, "the run's name (its folder under OUT/runs/); under torchrun write --name")
+    _add_settings(p)
     p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default=None,
-        help="starting settings (default: paper)",
-    )
-    p.add_argument(
-        "--config", default=None, help="a TOML (or JSON) file of settings over the preset"
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting (repeatable)",
+        "--print-config",
+        action="store_true",
+        help="print the resolved settings (as a TOML file --config reads) and exit",
     )
     p.add_argument(
         "--resume",
@@ -70,19 +60,93 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="end this invocation after N epochs (resume later with --resume)",
     )
     add_devices(p, " (default: two GPUs, one GPU, or cpu)")
-    p.set_defaults(handler=_run_train)
+    p.set_defaults(handler=_run_train, interrupted=_train_interrupted)
+
+
+def _train_interrupted(args: argparse.Namespace) -> str:
+    return (
+        f"`alexnet train {args.out} --run {args.run} --resume` continues from the last "
+        "completed epoch"
+    )
+
+
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    """--preset, --config and --set: a training run's settings, in that order."""
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="starting settings: paper (the paper's, for GPUs: 90 epochs at most) or smoke "
+        "(a small net that learns on a CPU in minutes) (default: paper)",
+    )
+    p.add_argument(
+        "--config", default=None, help="a TOML (or JSON) file of settings over the preset"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting (repeatable; `alexnet config` lists them)",
+    )
+
+
+def add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "config",
+        formatter_class=Formatter,
+        help="list the training settings with their values (a preset's, or resolved)",
+        description=(
+            "Print every training setting with its value: the preset's, then --config's,\n"
+            "then --set's, as `alexnet train` would resolve them. The output is a TOML file\n"
+            "that --config reads back (`alexnet config --preset smoke > my.toml`). What each\n"
+            "setting means: docs/alexnet-spec.md."
+        ),
+    )
+    _add_settings(p)
+    p.set_defaults(handler=_run_config)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    from training.config import resolve, to_toml
+
+    preset = args.preset or "paper"
+    print(
+        f"# alexnet train settings: preset {preset}"
+        + "".join(f", --set {o}" for o in args.overrides)
+    )
+    print(to_toml(resolve(preset, args.config, args.overrides)), end="")
+    return 0
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from training.config import resolve
+    from training.config import resolve, to_toml
     from training.train import train
 
+    if args.print_config:
+        if args.resume:
+            raise ValueError(
+                "--print-config shows a new run's settings; a resumed run's are in its config.json"
+            )
+        print(to_toml(resolve(args.preset or "paper", args.config, args.overrides)), end="")
+        return 0
     if args.resume and (args.preset is not None or args.config is not None):
         raise ValueError(
             "--resume continues the run with its saved settings: --preset and --config do "
             "not apply (--set epochs=N and the like can: see training.config.RESUMABLE)"
         )
     config = None if args.resume else resolve(args.preset or "paper", args.config, args.overrides)
+    if not args.resume and args.preset is None and args.config is None and not args.devices:
+        import torch
+
+        if not torch.cuda.is_available():
+            print(
+                "warning: no GPU here, and the paper preset (full width, up to 90 epochs) "
+                "would take hours even on the demo data; --preset smoke trains a small net "
+                "in minutes (--preset paper to mean it)",
+                file=sys.stderr,
+            )
     devices = args.devices
     result = train(
         args.out,
@@ -102,6 +166,9 @@ def _run_train(args: argparse.Namespace) -> int:
             f"best top-1 error {result.best_top1_error:.2%}"
         )
     print(f"run folder: {result.run_dir}")
+    if (result.run_dir / "report.html").is_file():
+        print(f"report: {result.run_dir / 'report.html'}")
+    print(f"next: alexnet evaluate {args.out} --run {args.run}  (10-crop error, figures)")
     return 0
 
 
@@ -134,7 +201,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         dest="figures",
         action="store_false",
         default=True,
-        help="skip drawing the figures",
+        help="skip drawing the figures (they are drawn unless this is given)",
     )
     p.add_argument(
         "--neighbours-from",
@@ -193,7 +260,12 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "out", metavar="OUT", help="the data root the run was trained on (a folder or a URL)"
     )
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to classify")
+    p.add_argument(
+        "images",
+        metavar="IMAGE",
+        nargs="+",
+        help="image files to classify, or folders (every file in them)",
+    )
     add_run(p, "the trained run")
     add_model_options(p)
     p.add_argument("--top", type=positive_int, default=5, help="classes shown per image")
@@ -219,5 +291,5 @@ def _run_predict(args: argparse.Namespace) -> int:
         else:
             print(r.path)
             for c in r.top:
-                print(f"  {c['probability']:6.2%}  {c['wnid']}  {c['name']}")
+                print(f"  {c['probability']:7.2%}  {c['wnid']}  {c['name']}")
     return 1 if any(r.error for r in results) else 0

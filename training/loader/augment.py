@@ -35,7 +35,7 @@ def lighting_basis(stats: Stats, mode: str) -> np.ndarray:
     """M with shift = M @ a on the 0-255 scale, the same whatever scale `stats` are on.
 
     "paper": 255 P diag(lambda) with lambda the eigenvalues of the covariance of
-    pixel/255 (the spec's reading of the paper); "stddev": 255 P diag(sqrt(lambda)),
+    pixel/255 (docs/alexnet-spec.md's reading of the paper); "stddev": 255 P diag(sqrt(lambda)),
     Krizhevsky's code. Statistics stored on another scale (pixel/unit) are brought
     to pixel/255 first: eigenvalues of a covariance scale with the square of the
     unit, their square roots with the unit itself.
