@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 # Where the demo writes: the sample ImageNet tree, and the data root (OUT).
 DEMO_SRC ?= data/sample
 DEMO_OUT ?= data/out
+# The demo's training length: 3 epochs of the smoke preset (measured: benchmarks/README.md).
+DEMO_EPOCHS ?= 3
 
 .PHONY: help install lint format test demo clean
 
@@ -37,7 +39,8 @@ test: lint
 
 demo: install
 	$(BIN)/alexnet sample-data $(DEMO_SRC)
-	$(BIN)/alexnet pipeline $(DEMO_SRC) $(DEMO_OUT) --run demo --shard-size 200
+	$(BIN)/alexnet pipeline $(DEMO_SRC) $(DEMO_OUT) --run demo --shard-size 200 \
+	    --set epochs=$(DEMO_EPOCHS)
 	@echo
 	@echo "Sample ImageNet tree: $(DEMO_SRC); shards, stats, the smoke run and its evaluation:"
 	@echo "$(DEMO_OUT) (run folder: $(DEMO_OUT)/runs/demo), made by the alexnet-pipeline Prefect"

@@ -31,6 +31,7 @@ and stats) and `launcher` (a command that starts training elsewhere, such as
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from pathlib import Path
@@ -72,6 +73,22 @@ def prepare_settings(
     if quality is not None:
         s["quality"] = quality
     return PrepareSettings.from_dict(s).as_dict()  # checked when made
+
+
+class LogStream(io.TextIOBase):
+    """A text stream whose lines go to a Prefect logger (training's progress lines)."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.info("%s", line)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
 
 
 class _ProgressArtifact:
@@ -230,7 +247,7 @@ def train_task(
             out,
             run,
             TrainConfig.from_dict(config),
-            progress=False,
+            progress=LogStream(get_run_logger()),  # a progress line every 30 s, each epoch's
             on_epoch=lambda m: epochs(m["epoch"], m["epochs"]),
         )
         get_run_logger().info("train: %d epochs, %s", result.epochs_done, result.stopped)

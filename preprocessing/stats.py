@@ -40,6 +40,7 @@ from shards.lease import leased
 from shards.manifest import ShardEntry, read_manifest
 from shards.partials import Partials
 from shards.pixels import decode_rgb
+from shards.progress import Progress
 from shards.reader import iter_samples
 from shards.remote import upload_stats
 from shards.stats import MEAN, PCA, SCALES, Stats, fix_signs, stats_dir, write_stats
@@ -218,9 +219,11 @@ def _reduce(
     todo = iter(groups)
     running = as_completed([submit(g) for g in itertools.islice(todo, window)])
     how, total = Counter(), None
+    show = Progress("stats", sum(map(len, groups)), unit="shards", every_s=30.0)
     for future in running:
         h, partials = future.result()
         future.release()
+        show.update(sum(h.values()))
         how += h
         if total is None:
             total = partials
@@ -229,6 +232,7 @@ def _reduce(
         following = next(todo, None)
         if following is not None:
             running.add(submit(following))
+    show.close()
     return how, total
 
 

@@ -729,3 +729,64 @@ def test_what_train_and_evaluate_say_to_a_new_user(trained, tmp_path):
     _, said = proc.communicate(timeout=120)
     assert proc.returncode == 130, said[-2000:]
     assert f"alexnet train {trained} --run ctrl-c --resume` continues" in said
+
+
+def test_an_exported_model_gives_predicts_probabilities_elsewhere(trained, tmp_path):
+    """Issue 27: `alexnet export` writes one ONNX file (and TorchScript) that takes
+    centre-cropped RGB batches and returns class probabilities, with the class list
+    beside it; run by onnxruntime (no project code) on image files it gives what
+    `alexnet predict --crops 1` gives, to 1e-4, whatever the batch size."""
+    import subprocess
+    import sys
+
+    import onnxruntime
+
+    from flows.predict import predict_files
+    from preprocessing.image import ImageProcessor, read_image_file
+    from shards.manifest import read_manifest
+
+    exe = str(Path(sys.executable).with_name("alexnet"))
+    cmd = [exe, "export", str(trained), "--run", "a", "--to", str(tmp_path / "onnx")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model, info = (
+        tmp_path / "onnx/alexnet.onnx",
+        json.loads((tmp_path / "onnx/model.json").read_text()),
+    )
+    classes = json.loads((tmp_path / "onnx/classes.json").read_text())
+    manifest = read_manifest(trained)
+    assert [c["wnid"] for c in classes] == manifest.wnids and info["input"]["shape"][1:] == [
+        3,
+        227,
+        227,
+    ]
+
+    files = sorted(p for p in (trained.parent / "src" / "val").rglob("*") if p.is_file())[:6]
+    process = ImageProcessor(PrepareSettings.from_dict(manifest.settings).image)
+    crops = np.stack(
+        [  # what the file wants: the central 227x227 of the 256x256, NCHW, 0-255
+            process(read_image_file(f)).pixels[14:241, 14:241].transpose(2, 0, 1) for f in files
+        ]
+    ).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(model))
+    got = np.concatenate(
+        [session.run(None, {"images": crops[:1]})[0], session.run(None, {"images": crops[1:]})[0]]
+    )
+    want = np.zeros_like(got)
+    for i, row in enumerate(predict_files(trained, "a", [str(f) for f in files], crops=1, top=4)):
+        for c in row.top:
+            want[i, c["index"]] = c["probability"]
+    assert np.abs(got - want).max() < 1e-4 and np.allclose(got.sum(1), 1, atol=1e-5)
+
+    from training.export import export
+
+    scripted = export(
+        trained,
+        trained / "runs/a",
+        trained / "runs/a/checkpoints/best.pt",
+        "torchscript",
+        tmp_path / "ts",
+    )
+    with torch.no_grad():
+        again = torch.jit.load(str(scripted.model))(torch.from_numpy(crops)).numpy()
+    assert np.abs(again - want).max() < 1e-4

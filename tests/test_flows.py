@@ -306,6 +306,8 @@ def test_the_pipeline_runs_from_a_bucket_into_a_bucket(harness, s3, src, tmp_pat
     with get_client(sync_client=True) as client:  # parameters, artifacts, logs: no secret
         seen = [*client.read_flow_runs(), *client.read_artifacts(), *client.read_logs()]
     assert "flow-out" in str(seen) and SECRET not in str(seen)
+    # issue 27.2: training's own lines reach the Prefect log (each epoch's, and progress)
+    assert any("epoch 1/1: loss" in getattr(x, "message", "") for x in seen), seen[-5:]
 
 
 def _children(pid: int, marker: str) -> list[int]:

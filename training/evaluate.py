@@ -29,6 +29,7 @@ from shards.dataroot import reading
 from shards.format import sha256_file
 from shards.manifest import ClassEntry, read_manifest
 from shards.pixels import decode_rgb
+from shards.progress import Progress, plural
 from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
 from training.checkpoint import Loaded, check_classes, load_model
@@ -91,14 +92,21 @@ def predict(
         metas.extend(b[2] for b in batch)
         batch.clear()
 
+    split = read_manifest(out).splits.get("val")
+    total = split.count if split is not None else 0
+    total = min(total, limit) if limit is not None else total
+    show = Progress(f"evaluate ({plural(crops, 'view')} an image)", total, every_s=30.0)
     for n, sample in enumerate(iter_samples(shard_paths(out, "val"))):
         if limit is not None and n >= limit:
             break
         batch.append((decode_rgb(sample.image), sample.cls, {"key": sample.key, **sample.meta}))
         if len(batch) == batch_size:
+            show.update(len(batch))
             flush()
     if batch:
+        show.update(len(batch))
         flush()
+    show.close()
     fc7s = torch.cat(features) if features else torch.zeros(0, 0)
     return Predictions([torch.cat(p) for p in probs], torch.tensor(labels), metas, fc7s, kept)
 

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from shards.atomic import atomic_writer
 from shards.manifest import read_manifest
 from shards.pixels import center_crop, decode_rgb
+from shards.progress import Progress
 from shards.reader import iter_samples, shard_paths
 from shards.stats import read_stats
 from training.architecture import AlexNetConfig
@@ -139,12 +140,21 @@ def nearest_in_split(
     whatever the split's size."""
     best_d = torch.full((len(queries), 0), 0.0, dtype=torch.float64)
     best_img: list[list[np.ndarray]] = [[] for _ in range(len(queries))]
+    split = read_manifest(out).splits.get("train")
+    total = split.count if split is not None else 0
+    show = Progress(
+        "Figure 4's neighbours (fc7 of the train split)",
+        min(total, limit) if limit is not None else total,
+        every_s=30.0,
+    )
     for feats, images in _feature_batches(loaded, out, "train", limit, batch):
+        show.update(len(images))
         d = torch.cat([best_d, torch.cdist(queries.double(), feats.double())], 1)
         pool = [[*mine, *images] for mine in best_img]  # candidates: kept ones, then this batch
         keep = torch.topk(d, min(k, d.shape[1]), largest=False).indices  # nearest first
         best_d = torch.gather(d, 1, keep)
         best_img = [[pool[q][j] for j in row.tolist()] for q, row in enumerate(keep)]
+    show.close()
     return best_img
 
 

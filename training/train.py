@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import torch
 import torch.distributed as dist
@@ -41,7 +42,7 @@ from shards.bucket import Publisher
 from shards.bucket import resolve as resolve_root
 from shards.dataroot import reading
 from shards.manifest import Manifest, read_manifest
-from shards.progress import Progress, error_text, plural
+from shards.progress import Progress, duration, error_text, plural
 from shards.reader import shard_paths
 from shards.stats import Stats
 from training.checkpoint import save_checkpoint
@@ -80,7 +81,7 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     devices: list[str] | None = None,
-    progress: bool | None = None,
+    progress: bool | TextIO | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     resume_overrides: list[str] | None = None,
 ) -> TrainResult:
@@ -91,6 +92,8 @@ def train(
 
     `on_epoch(metrics)` is called on rank 0 after each epoch with that epoch's
     metrics line (for a progress display elsewhere, such as a Prefect artifact).
+    `progress`: a live bar (True), none (False), on a terminal only (None), or a text
+    stream that gets a progress line every 30 s and each epoch's (a Prefect log).
     One process owns a run at a time: rank 0 holds OUT/runs/.NAME.lock, and a
     second `train` of the same run is an error naming the holder.
     """
@@ -149,7 +152,7 @@ def _train(
     resume: bool,
     stop_after: int | None,
     devices: list[str] | None,
-    progress: bool | None,
+    progress: bool | TextIO | None,
     on_epoch: Callable[[dict], None] | None,
     resume_overrides: list[str] | None = None,
     publish: Callable[[], None] | None = None,
@@ -208,10 +211,12 @@ def _end_epoch(
     _log(r, entry)
     if on_epoch is not None and r.rank == 0:
         on_epoch({**entry, "epochs": c.epochs})
+    left = c.epochs - r.epoch  # at most: a plateau after the last rate drop ends it sooner
+    to_go = f", at most {duration(left * rates['seconds'])} to go" if left else ""
     r.show.note(
         f"epoch {r.epoch}/{c.epochs}: loss {loss:.4f}, val {error_text(top1, top5)}, "
         f"lr {lr:g}, {rates['images_per_s']:.0f} img/s, "
-        f"data wait {rates['data_wait']:.0%}"
+        f"data wait {rates['data_wait']:.0%}{to_go}"
     )
     if r.rank == 0:
         _save_checkpoints(r, entry, top1)
@@ -225,7 +230,7 @@ def _setup(
     config: TrainConfig | None,
     resume: bool,
     devices: list[str] | None,
-    progress: bool | None,
+    progress: bool | TextIO | None,
     resume_overrides: list[str] | None = None,
 ) -> _Run:
     """Inputs checked, the settings (fresh, resumed or restarted), the model, optimizer
@@ -249,7 +254,17 @@ def _setup(
     counts = {str(p): s.count for p, s in zip(train_ds.shards, listed, strict=True)}
     forward = torch.compile(model_ddp) if config.compile else model_ddp
     mean = torch.from_numpy(stats.mean).to(device)
-    show = Progress("train", None, enabled=progress, every_s=None, quiet=rank != 0, transient=True)
+    # a stream (a Prefect task's log): plain progress lines to it every 30 s, and the epochs
+    log = None if progress is None or isinstance(progress, bool) else progress
+    show = Progress(
+        "train",
+        None,
+        enabled=False if log is not None else progress,
+        every_s=30.0 if log is not None else None,
+        stream=log,
+        quiet=rank != 0,
+        transient=True,
+    )
     events = Events(run_dir, step) if rank == 0 else None
     return _Run(
         config,

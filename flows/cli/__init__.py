@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from flows.cli.data import add_preprocess, add_sample_data, add_stats, add_verify
-from flows.cli.model import add_config, add_evaluate, add_predict, add_train
+from flows.cli.model import add_config, add_evaluate, add_export, add_predict, add_train
 from flows.cli.options import Formatter, package_version
 from flows.cli.prefect import add_pipeline, add_reprocess, add_serve
 
@@ -30,6 +30,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_config,
     add_evaluate,
     add_predict,
+    add_export,
     add_pipeline,
     add_reprocess,
     add_serve,

@@ -244,6 +244,51 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_export(sub: argparse._SubParsersAction) -> None:
+    from training.export import FORMATS
+
+    p = sub.add_parser(
+        "export",
+        formatter_class=Formatter,
+        help="a trained run as one model file (ONNX or TorchScript) with its class list",
+        description=(
+            "Write the run's model as one self-contained file that takes a batch of\n"
+            "centre-cropped RGB images, (B, 3, 227, 227) float32 on 0-255, and returns the\n"
+            "class probabilities: the mean image, the input scale and the softmax are inside.\n"
+            "Beside it: classes.json (the output order) and model.json (the input, the\n"
+            "preprocessing, where it came from). README: 'Using the model elsewhere'."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="the data root the run was trained on")
+    add_run(p, "the trained run")
+    p.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="the file's format")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file's path")
+    p.add_argument("--to", default=None, help="the folder to write (default: OUT/runs/RUN/export)")
+    p.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from shards.bucket import resolve as resolve_root
+    from training.evaluate import checkpoint_of
+    from training.export import export
+    from training.runlog import check_run_name
+
+    check_run_name(args.run)
+    out = resolve_root(args.out, runs=[args.run])
+    made = export(
+        out,
+        run_folder(out, args.run),
+        checkpoint_of(out, args.run, args.checkpoint),
+        args.format,
+        Path(args.to) if args.to else None,
+    )
+    print(f"wrote {made.model} ({made.model.stat().st_size / 2**20:.1f} MiB)")
+    print(f"classes: {made.classes}; input and origin: {made.info}")
+    return 0
+
+
 def add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
