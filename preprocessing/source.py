@@ -186,6 +186,22 @@ def scan(
     return _scan_tree(Disk(root), splits, val_labels)
 
 
+def check_layout(src: str | os.PathLike) -> None:
+    """A clear error at once, without listing anything, for a local SRC that holds none of
+    the layouts `scan` reads (so a command checks it before it starts a server)."""
+    root = Path(src)
+    if not root.is_dir():
+        raise FileNotFoundError(f"source folder {root} does not exist")
+    official = (root / DEVKIT).is_file() and any((root / a).is_file() for a in (TRAIN_TAR, VAL_TAR))
+    if not (
+        official or any((root / s).is_dir() for s in SPLITS) or (root / KAGGLE_IMAGES).is_dir()
+    ):
+        raise ValueError(
+            f"{root} has none of train/, val/ (expected an ImageNet tree, the Kaggle download "
+            f"with {KAGGLE_IMAGES}/ in it, or the official archives with {DEVKIT})"
+        )
+
+
 def _scan_tree(
     src: Source, splits: tuple[str, ...], val_labels: str | os.PathLike | None
 ) -> SourceTree:

@@ -65,3 +65,25 @@ def test_flags_do_not_claim_a_default():
     flag = shown[shown.index("\n  --no-figures") + 1 :].split("\n  -")[0]
     assert "default: True" not in flag and "drawn unless" in flag
     assert "(default: False)" not in _run("train", "--help").stdout
+
+
+def test_pipeline_checks_its_source_before_starting_anything(tmp_path):
+    """Issue 27.4: a wrong SRC started a temporary Prefect server, then after 84 s printed
+    a traceback and left OUT/.prefect behind. Now one line at once, nothing made."""
+    import os
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    (tmp_path / "not-imagenet").mkdir()
+    for src, says in (("missing", "does not exist"), ("not-imagenet", "has none of train/, val/")):
+        started = time.monotonic()
+        done = subprocess.run(
+            [ALEXNET, "pipeline", str(tmp_path / src), str(tmp_path / "out")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        assert time.monotonic() - started < 30 and not (tmp_path / "out").exists()

@@ -73,8 +73,10 @@ def _prefect(src: str, out: str) -> None:
     if storage.is_url(src):
         if not storage.sizes(storage.check_url(src)):
             raise FileNotFoundError(f"source {src} holds no object")
-    elif not Path(src).is_dir():
-        raise FileNotFoundError(f"source folder {src} does not exist")
+    else:
+        from preprocessing.source import check_layout
+
+        check_layout(src)  # one line now, not a server start and a traceback later
     # beside OUT's own files: in the folder, or in a bucket's local view
     where = view_of(out) if storage.is_url(out) else Path(out).resolve()
     os.environ.setdefault("PREFECT_HOME", str(where / ".prefect"))
