@@ -408,6 +408,26 @@ def test_report_is_one_self_contained_page_of_the_run(trained):
     assert page.count('src="data:image/png;base64,') == 3  # the paper's three figures, embedded
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert ">model.width</td><td>0.0625<" in page
+    # issue 27.9: captions that say how to read each figure; how long training took
+    assert "Green: the true class; red: a wrong one" in page and "nearest first" in page
+    assert re.search(r"2 epochs trained in \d+ s", page)
+
+
+def test_report_before_evaluation_names_its_own_command_and_names_are_cut_between_words(
+    trained, tmp_path
+):
+    """Issue 27.9: the mid-training report showed `alexnet evaluate OUT --run NAME`; the
+    top-5 figure cut class names mid-word."""
+    from training.figures import short
+    from training.report import write_report
+
+    run_dir = tmp_path / "out" / "runs" / "mid"
+    run_dir.mkdir(parents=True)
+    shutil.copy(trained / "runs/a/metrics.jsonl", run_dir / "metrics.jsonl")
+    page = write_report(run_dir).read_text()
+    assert f"alexnet evaluate {tmp_path / 'out'} --run mid" in page and "OUT --run NAME" not in page
+    assert short("great white shark, white shark, man-eater", 24) == "great white shark..."
+    assert short("tench, Tinca tinca", 24) == "tench, Tinca tinca"
 
 
 def test_report_renders_in_a_headless_browser(trained, tmp_path):

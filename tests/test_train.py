@@ -60,6 +60,12 @@ def test_smoke_preset_learns(data):
     assert all(m["images_per_s"] > 600 / wall for m in epochs)
     steps = [m for m in metrics if "val_top1_error" not in m]
     assert steps and all(m["epoch"] >= 1 and m["step"] % 5 == 0 for m in steps)  # log_every 5
+    # issue 27.9: TensorBoard finds the run by its name (its events in the run folder, not
+    # in a tensorboard/ folder inside), with its settings and results as HParams
+    tags = {t for t, _, _ in read_events(result.run_dir)}
+    assert {"val/top1_error", "hparam/best_top1_error", "hparam/last_top5_error"} <= tags
+    assert not (result.run_dir / "tensorboard").exists()
+    assert sum(e["seconds"] for e in epochs) < wall  # each epoch's own time, recorded
     saved = json.loads((result.run_dir / "config.json").read_text())
     # the saved settings are the ones given, with the class count the data root has
     ten = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=10))

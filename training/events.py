@@ -1,10 +1,14 @@
 """TensorBoard event files of a training run, written with tensorboardX (no TensorFlow,
 and it encodes images with whatever PIL is installed: pillow-simd stays).
 
-    OUT/runs/NAME/tensorboard/events.out.tfevents.*
+    OUT/runs/NAME/events.out.tfevents.*
         train/loss, train/lr, train/images_per_s, train/data_wait   every logged step
         val/top1_error, val/top5_error                                every epoch
         conv1_kernels                                                 an image, every epoch
+        the run's settings and its best/last errors                  HParams, at the end
+
+In the run folder itself, so `tensorboard --logdir OUT/runs` names each run by its
+name (a `tensorboard/` folder inside made every run "NAME/tensorboard").
 
 On resume the events after the checkpoint's step are dropped (`purge_step`), as
 metrics.jsonl's lines are. Rank 0 writes them. To look at them, run the
@@ -19,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tensorboardX import SummaryWriter
 
-FOLDER = "tensorboard"
+FOLDER = ""  # the run folder itself
 SCALARS = {
     "loss": "train/loss",
     "lr": "train/lr",
@@ -49,6 +53,17 @@ class Events:
     def image(self, tag: str, pixels: np.ndarray, step: int) -> None:
         """An (H, W, 3) uint8 image."""
         self.writer.add_image(tag, pixels, step, dataformats="HWC")
+        self.writer.flush()
+
+    def hparams(self, settings: dict, results: dict) -> None:
+        """The run's settings (flattened: `model.width`) and its results, for TensorBoard's
+        HParams tab; in this run's own folder."""
+        flat = {}
+        for key, value in settings.items():
+            for k, v in value.items() if isinstance(value, dict) else [(None, value)]:
+                name = f"{key}.{k}" if k is not None else key
+                flat[name] = v if isinstance(v, bool | int | float | str) else str(v)
+        self.writer.add_hparams(flat, {f"hparam/{k}": v for k, v in results.items()}, name=".")
         self.writer.flush()
 
     def close(self) -> None:

@@ -83,10 +83,21 @@ def top5_panel(
             y0 = r * row_h + 4 + j * 18
             colour = (40, 160, 60) if c == y else (200, 80, 60)
             draw.rectangle((THUMB + 8, y0, THUMB + 8 + int(100 * v), y0 + 12), fill=colour)
-            draw.text((THUMB + 114, y0), f"{v:.2f} {names[c][:22]}", fill="black", font=font)
+            draw.text((THUMB + 114, y0), f"{v:.2f} {short(names[c], 24)}", fill="black", font=font)
         below = r * row_h + 4 + 5 * 18  # under the bars, beside the image: never over it
-        draw.text((THUMB + 8, below), f"true: {names[y][:40]}", fill=(40, 160, 60), font=font)
+        draw.text((THUMB + 8, below), f"true: {short(names[y], 40)}", fill=(40, 160, 60), font=font)
     return img
+
+
+def short(name: str, n: int) -> str:
+    """`name` in at most n characters, cut between words ("great white shark, white
+    shark, ..." -> "great white shark..."), never in the middle of one."""
+    if len(name) <= n:
+        return name
+    cut = name[: n - 3].rstrip(" ,;")
+    if " " in cut:
+        cut = cut[: cut.rfind(" ")].rstrip(" ,;")
+    return cut + "..."
 
 
 def neighbour_panel(queries: list[np.ndarray], rows: list[list[np.ndarray]]) -> Image.Image:

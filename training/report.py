@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from shards.atomic import read_json, write_bytes
-from shards.progress import plural
+from shards.progress import duration, plural
 from training.events import Events
 from training.figures import conv1_kernels
 from training.runlog import epoch_lines, loss_by_epoch, read_metrics
@@ -162,10 +162,32 @@ def _classes(run_dir: Path, n: int = 10) -> dict | None:
     return {"worst": rows(ranked[::-1][:n]), "best": rows(ranked[:n])}
 
 
+CAPTIONS = {  # what each figure shows, and how to read it
+    "conv1_kernels": (
+        "Figure 3: the conv1 kernels (11x11x3), each scaled to its own range. The upper block "
+        "is column 1's (the paper's GPU 0), the lower column 2's; in the paper the first "
+        "learns mostly colour-agnostic kernels, the second colour-specific ones."
+    ),
+    "top5_predictions": (
+        "Figure 4, left: validation images, each with the five classes the model finds most "
+        "probable (longest bar first, its probability before the name). Green: the true "
+        "class; red: a wrong one. The true class is also written under the bars."
+    ),
+    "nearest_neighbours": (
+        "Figure 4, right: the first column holds validation images (the queries); along "
+        "each row, the training images whose fc7 features (the 4096-d last hidden layer, "
+        "centre crop) are nearest to the query's by Euclidean distance, nearest first."
+    ),
+}
+
+
 def _figures(run_dir: Path) -> list[tuple[str, str]]:
     """(caption, base64 PNG) of each figure in the run's figures/."""
     return [
-        (png.stem.replace("_", " "), base64.b64encode(png.read_bytes()).decode())
+        (
+            CAPTIONS.get(png.stem, png.stem.replace("_", " ")),
+            base64.b64encode(png.read_bytes()).decode(),
+        )
         for png in sorted((run_dir / "figures").glob("*.png"))
     ]
 
@@ -196,7 +218,13 @@ def write_report(run_dir: str | Path) -> Path:
         H=H,
         PAD=PAD,
         name=run_dir.name,
-        status=f"{plural(len(epochs), 'epoch')} trained" if epochs else "no epoch trained yet",
+        status=(
+            f"{plural(len(epochs), 'epoch')} trained in "
+            f"{duration(sum(e.get('seconds', 0.0) for e in epochs))}"
+            if epochs
+            else "no epoch trained yet"
+        ),
+        evaluate_command=f"alexnet evaluate {run_dir.parent.parent} --run {run_dir.name}",
         charts=_curves(metrics),
         evaluation=_evaluation(run_dir),
         classes=_classes(run_dir),

@@ -162,6 +162,7 @@ def _train(
     r = _setup(out, run, config, resume, devices, progress, resume_overrides)
     c = r.config
     result = TrainResult(r.run_dir, r.epoch, r.step, r.schedule.lowest)
+    finished = False  # the run is over (not paused by --stop-after, nor killed)
     try:
         while r.epoch < c.epochs:
             loss, rates = _train_one_epoch(r)
@@ -175,6 +176,7 @@ def _train(
                 result.stopped = (
                     f"validation error stopped improving after {drops} learning-rate drops"
                 )
+                finished = True
                 break
             if stop_after is not None and r.epoch - r.first_epoch >= stop_after:
                 result.stopped = (
@@ -183,9 +185,20 @@ def _train(
                 break
         else:
             result.stopped = f"reached {plural(c.epochs, 'epoch')}"
+            finished = True
     finally:
         r.show.close()
         if r.events is not None:
+            if finished and result.last:  # HParams: the settings beside what they gave
+                r.events.hparams(
+                    c.to_dict(),
+                    {
+                        "best_top1_error": result.best_top1_error,
+                        "last_top1_error": result.last["val_top1_error"],
+                        "last_top5_error": result.last["val_top5_error"],
+                        "epochs": result.epochs_done,
+                    },
+                )
             r.events.close()
         r.train_loader.close()
         r.val_loader.close()
