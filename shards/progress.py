@@ -68,6 +68,15 @@ class Progress:
         if self.tty and not quiet:
             self._bar = self._rich_bar(label, total, transient)
 
+    @classmethod
+    def to(cls, label: str, where: bool | TextIO | None, **kw: Any) -> Progress:
+        """A reporter of work of unknown size shown as `where` says: a live bar (True), none
+        (False), a bar on a terminal only (None), or a text stream (a Prefect task's log)
+        that gets a plain line every 30 s and the notes."""
+        if where is None or isinstance(where, bool):
+            return cls(label, None, enabled=where, every_s=None, **kw)
+        return cls(label, None, enabled=False, every_s=30.0, stream=where, **kw)
+
     def _rich_bar(self, label: str, total: int | None, transient: bool) -> Any:
         """rich's live bar (imported here, where a terminal shows one: 45 ms to import)."""
         from rich.console import Console

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from shards.bucket import fetch_if_linked, open_root
 from shards.format import IMAGE_EXTS, partials_path, sha256_file, shard_dir
-from shards.manifest import read_manifest
+from shards.manifest import ShardEntry, read_manifest
 from shards.progress import Progress
 from shards.reader import iter_grouped
 from shards.stats import read_stats, stats_dir
@@ -67,6 +67,43 @@ def _label_ok(data: bytes, n_classes: int) -> bool:
         return False
 
 
+def _check_shard(
+    out: Path, split: str, s: ShardEntry, deep: bool, n_classes: int, result: Verification
+) -> None:
+    """One shard (and its partial sums) against its manifest entry; problems noted."""
+    problems = result.problems
+    tar = shard_dir(out, split) / s.shard
+    name = f"{split}/{s.shard}"
+    result.shards += 1
+    try:
+        fetched = fetch_if_linked(tar)  # a bucket's shard: its sha256 checked on the way
+    except ValueError as err:
+        problems.append(f"{name}: {err}")
+        return
+    if not tar.is_file():
+        problems.append(f"{name}: missing")
+        return
+    size = tar.stat().st_size
+    result.bytes += size
+    if size != s.bytes:
+        problems.append(f"{name}: {size} bytes, the manifest says {s.bytes}")
+    elif not fetched and sha256_file(tar) != s.sha256:
+        problems.append(f"{name}: sha256 differs from the manifest's")
+    if s.partials:
+        own = partials_path(tar)
+        try:
+            sums_fetched = fetch_if_linked(own)
+        except ValueError as err:
+            problems.append(f"{split}/{own.name}: {err}")
+            return
+        if not own.is_file():
+            problems.append(f"{split}/{own.name}: missing")
+        elif not sums_fetched and sha256_file(own) != s.partials_sha256:
+            problems.append(f"{split}/{own.name}: sha256 differs from the manifest's")
+    if deep:
+        result.samples += _check_samples(tar, s.count, n_classes, problems)
+
+
 def verify(
     out: str | os.PathLike, deep: bool = False, progress: bool | None = None
 ) -> Verification:
@@ -96,36 +133,7 @@ def verify(
     for split, entry in manifest.splits.items():
         for s in entry.shards:
             show.update(1)
-            tar = shard_dir(out, split) / s.shard
-            name = f"{split}/{s.shard}"
-            result.shards += 1
-            try:
-                fetched = fetch_if_linked(tar)  # a bucket's shard: its sha256 checked on the way
-            except ValueError as err:
-                problems.append(f"{name}: {err}")
-                continue
-            if not tar.is_file():
-                problems.append(f"{name}: missing")
-                continue
-            size = tar.stat().st_size
-            result.bytes += size
-            if size != s.bytes:
-                problems.append(f"{name}: {size} bytes, the manifest says {s.bytes}")
-            elif not fetched and sha256_file(tar) != s.sha256:
-                problems.append(f"{name}: sha256 differs from the manifest's")
-            if s.partials:
-                own = partials_path(tar)
-                try:
-                    sums_fetched = fetch_if_linked(own)
-                except ValueError as err:
-                    problems.append(f"{split}/{own.name}: {err}")
-                    continue
-                if not own.is_file():
-                    problems.append(f"{split}/{own.name}: missing")
-                elif not sums_fetched and sha256_file(own) != s.partials_sha256:
-                    problems.append(f"{split}/{own.name}: sha256 differs from the manifest's")
-            if deep:
-                result.samples += _check_samples(tar, s.count, n_classes, problems)
+            _check_shard(out, split, s, deep, n_classes, result)
     show.close()
     if stats_dir(out).is_dir():  # once `alexnet stats` has run, both files must be there
         try:

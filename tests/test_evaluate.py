@@ -744,7 +744,10 @@ def test_what_train_and_evaluate_say_to_a_new_user(trained, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(4)
+    deadline = time.monotonic() + 120  # inside `train` (its run folder made), then Ctrl-C
+    while not (trained / "runs" / "ctrl-c" / "config.json").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, said = proc.communicate(timeout=120)
     assert proc.returncode == 130, said[-2000:]

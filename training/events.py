@@ -55,9 +55,15 @@ class Events:
         self.writer.add_image(tag, pixels, step, dataformats="HWC")
         self.writer.flush()
 
-    def hparams(self, settings: dict, results: dict) -> None:
+    def hparams(self, settings: dict, best_top1: float, last: dict) -> None:
         """The run's settings (flattened: `model.width`) and its results, for TensorBoard's
         HParams tab; in this run's own folder."""
+        results = {
+            "best_top1_error": best_top1,
+            "last_top1_error": last["val_top1_error"],
+            "last_top5_error": last["val_top5_error"],
+            "epochs": last["epoch"],
+        }
         flat = {}
         for key, value in settings.items():
             for k, v in value.items() if isinstance(value, dict) else [(None, value)]:

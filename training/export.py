@@ -20,6 +20,7 @@ code needed).
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,14 +134,12 @@ def export(
 
 def _onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     """ONNX with a dynamic batch, every weight inside the one file."""
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
         raise RuntimeError(
-            "ONNX export needs the onnx and onnxscript packages: pip install "
+            f"ONNX export needs {' and '.join(missing)}: pip install "
             "'alexnet-pipeline[export]' (or --format torchscript, which needs nothing more)"
-        ) from None
+        )
     batch = torch.export.Dim("batch", min=1)
     program = torch.onnx.export(
         model,

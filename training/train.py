@@ -190,15 +190,7 @@ def _train(
         r.show.close()
         if r.events is not None:
             if finished and result.last:  # HParams: the settings beside what they gave
-                r.events.hparams(
-                    c.to_dict(),
-                    {
-                        "best_top1_error": result.best_top1_error,
-                        "last_top1_error": result.last["val_top1_error"],
-                        "last_top5_error": result.last["val_top5_error"],
-                        "epochs": result.epochs_done,
-                    },
-                )
+                r.events.hparams(c.to_dict(), result.best_top1_error, result.last)
             r.events.close()
         r.train_loader.close()
         r.val_loader.close()
@@ -267,17 +259,8 @@ def _setup(
     counts = {str(p): s.count for p, s in zip(train_ds.shards, listed, strict=True)}
     forward = torch.compile(model_ddp) if config.compile else model_ddp
     mean = torch.from_numpy(stats.mean).to(device)
-    # a stream (a Prefect task's log): plain progress lines to it every 30 s, and the epochs
-    log = None if progress is None or isinstance(progress, bool) else progress
-    show = Progress(
-        "train",
-        None,
-        enabled=False if log is not None else progress,
-        every_s=30.0 if log is not None else None,
-        stream=log,
-        quiet=rank != 0,
-        transient=True,
-    )
+    # a stream (a Prefect task's log): a progress line to it every 30 s, and each epoch's
+    show = Progress.to("train", progress, quiet=rank != 0, transient=True)
     events = Events(run_dir, step) if rank == 0 else None
     return _Run(
         config,

@@ -245,8 +245,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
-    from training.export import FORMATS
-
     p = sub.add_parser(
         "export",
         formatter_class=Formatter,
@@ -261,7 +259,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("out", metavar="OUT", help="the data root the run was trained on")
     add_run(p, "the trained run")
-    p.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="the file's format")
+    formats = ["onnx", "torchscript"]  # training.export.FORMATS (not imported here: torch)
+    p.add_argument("--format", choices=formats, default="onnx", help="the file's format")
     p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint file's path")
     p.add_argument("--to", default=None, help="the folder to write (default: OUT/runs/RUN/export)")
     p.set_defaults(handler=_run_export)

@@ -22,10 +22,10 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
     """Show defaults in every option's help and keep descriptions as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if "(default:" in (action.help or "") or action.required or action.nargs == 0:
-            # it says its default in words, must be given, or is a flag (whose "default:
-            # True" would read as "on unless given" for --no-figures)
-            return action.help
+        if "(default:" in (action.help or "") or action.required:
+            return action.help  # it says its default in words, or must be given
+        if isinstance(action, argparse._StoreFalseAction):
+            return action.help  # --no-figures "(default: True)" read as "skipped by default"
         return super()._get_help_string(action)
 
 
