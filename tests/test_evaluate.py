@@ -299,6 +299,8 @@ def test_both_nets_of_the_papers_comparison_train_and_evaluate_from_the_command(
         assert not re.search(r"top-[15] \d", said), said  # a bare "top-1 85%" reads as accuracy
         assert f"report: {trained / 'runs' / run / 'report.html'}" in done.stdout
         assert f"next: alexnet evaluate {trained} --run {run}" in done.stdout
+        page = (trained / "runs" / run / "report.html").read_text()  # issue 27.9: the command
+        assert f"Trained (last) by <code>alexnet train {trained} --run {run} --preset" in page
     form = load_checkpoint(trained / "runs/one/checkpoints/last.pt")["form"]
     assert form == "one-gpu" and isinstance(
         load_model(trained / "runs/one/checkpoints/best.pt").model, OneGpuAlexNet

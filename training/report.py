@@ -225,6 +225,7 @@ def write_report(run_dir: str | Path) -> Path:
             else "no epoch trained yet"
         ),
         evaluate_command=f"alexnet evaluate {run_dir.parent.parent} --run {run_dir.name}",
+        command=(read_json(run_dir / "ranks" / "rank-0.json") or {}).get("command"),
         charts=_curves(metrics),
         evaluation=_evaluation(run_dir),
         classes=_classes(run_dir),

@@ -3,30 +3,29 @@
 Reads OUT/manifest.json, OUT/stats/ and the shards; writes OUT/runs/NAME/:
 
     config.json        the resolved TrainConfig (also inside every checkpoint)
-    metrics.jsonl      one JSON object per logged step and per epoch: the mean loss since
-                       the last line, lr, images_per_s, and data_wait (the fraction of wall
-                       time the loop waited for the loader: near 0, the device is the limit;
-                       well above 0, the loader is), then each epoch's validation errors
+    metrics.jsonl      per logged step and per epoch: the mean loss since the last line,
+                       lr, images_per_s, data_wait (the share of time spent waiting for the
+                       loader: near 0, the device is the limit), seconds; the val errors
     checkpoints/       last.pt and best.pt every epoch, epoch-NNN.pt every N epochs
     ranks/rank-R.json  per process: the shards it read each epoch (under DDP also how many
-                       samples it trained on and a digest of their keys), a hash of
-                       its weights
+                       samples and a digest of their keys), its weights' hash, its command
 
-Schedule (the paper): the learning rate is divided by 10 when the validation
-top-1 error has not improved (by `lr_threshold` of the best, relative) for
-`lr_patience` epochs; after `max_lr_drops` drops, the next plateau ends
-training (or `epochs`, whichever comes first). Or, with `lr_milestones`, after
-each epoch listed, for all `epochs` (a schedule known in advance).
+Schedule (the paper): the learning rate is divided by 10 when the validation top-1 error
+has not improved (by `lr_threshold` of the best, relative) for `lr_patience` epochs; after
+`max_lr_drops` drops, the next plateau ends training (or `epochs`, whichever first). Or,
+with `lr_milestones`, after each epoch listed, for all `epochs` (known in advance).
 
-Beyond one machine: launched by `torchrun`, each process is one replica (a
-two-column model on its own two devices), wrapped in DistributedDataParallel
-(gloo on CPUs, NCCL on GPUs); ranks read disjoint shards (see training/loader/dataset.py).
+Beyond one machine: under `torchrun` each process is one replica (a two-column model on
+two devices) in DistributedDataParallel (gloo on CPUs, NCCL on GPUs); ranks read
+disjoint shards (training/loader/dataset.py).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ from training.loader.workers import Loader
 from training.model import build, kaiming_init
 from training.optim import PaperSGD
 from training.ranks import keys_digest, loader_workers, replica_batch, weights_sha256
-from training.report import show_epoch
+from training.report import show_epoch, write_report
 from training.runlog import append_metrics, check_run_name, run_folder, trim_metrics
 from training.schedule import Milestones, Plateau, schedule
 from training.starting import read_inputs, run_settings
@@ -92,8 +91,7 @@ def train(
 
     `on_epoch(metrics)` is called on rank 0 after each epoch with that epoch's
     metrics line (for a progress display elsewhere, such as a Prefect artifact).
-    `progress`: a live bar (True), none (False), on a terminal only (None), or a text
-    stream that gets a progress line every 30 s and each epoch's (a Prefect log).
+    `progress`: True, False, None (a terminal only) or a stream (`Progress.to`).
     One process owns a run at a time: rank 0 holds OUT/runs/.NAME.lock, and a
     second `train` of the same run is an error naming the holder.
     """
@@ -445,5 +443,8 @@ def _write_rank_record(r: _Run) -> None:
             "shards_read": {str(k): v for k, v in r.read_log.items()},
             "consumed": consumed,
             "weights_sha256": weights_sha256(r.model),
+            "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),  # the last to run
         },
     )
+    if r.rank == 0:
+        write_report(r.run_dir)  # once more: with the command that ran it
