@@ -6,7 +6,6 @@ import io
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -726,6 +725,7 @@ def test_what_train_and_evaluate_say_to_a_new_user(trained, tmp_path):
     import signal
     import subprocess
     import sys
+    import threading
 
     with pytest.raises(FileNotFoundError, match=r"no run 'aa' \(did you mean 'a'\?\)") as err:
         evaluate(trained, "aa", crops=1)
@@ -742,7 +742,7 @@ def test_what_train_and_evaluate_say_to_a_new_user(trained, tmp_path):
     assert done.returncode == 2 and warned == (not torch.cuda.is_available())
     proc = subprocess.Popen(
         [exe, "train", str(trained), "--run", "ctrl-c", "--preset", "smoke", "--set", "epochs=500"],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         # as from a terminal: SIGINT at its default. (Something earlier in a full test run
@@ -750,12 +750,26 @@ def test_what_train_and_evaluate_say_to_a_new_user(trained, tmp_path):
         # raises KeyboardInterrupt, and the run went on to its end.)
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 120  # inside `train` (its run folder made), then Ctrl-C
-    while not (trained / "runs" / "ctrl-c" / "config.json").is_file():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
+    # Ctrl-C once training runs (its first epoch line out): a SIGINT that lands while the
+    # loader forks its workers is lost (Python drops a KeyboardInterrupt raised in an
+    # at-fork handler: "Exception ignored in ... _releaseLock"); noted in the issue
+    lines: list[str] = []
+    training = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("epoch 1/"):
+                training.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert training.wait(120), "".join(lines)[-2000:]
     proc.send_signal(signal.SIGINT)
-    _, said = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    proc.stderr.close()
+    said = "".join(lines)
     assert proc.returncode == 130, said[-2000:]
     assert f"alexnet train {trained} --run ctrl-c --resume` continues" in said
 
