@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import random
+import signal
 
 import numpy as np
 import pytest
@@ -330,6 +332,39 @@ def test_stopping_early_stops_the_workers_and_the_next_epoch_is_whole(shards_roo
         again = _epoch(early)
     with Loader(ds, 2) as reference:
         assert _same(again, _epoch(reference))
+
+
+_FORKED: list[int] = []  # armed by the test below: a Ctrl-C at the next fork, once
+
+
+def _ctrl_c_at_fork() -> None:
+    if _FORKED == [0]:
+        _FORKED[0] = 1
+        signal.raise_signal(signal.SIGINT)  # in the parent, inside Python's at-fork hooks
+
+
+os.register_at_fork(after_in_parent=_ctrl_c_at_fork)
+
+
+def test_a_ctrl_c_while_the_workers_fork_stops_the_loader(shards_root):
+    """Issue 27.6: a Ctrl-C landing while the loader forks its workers (the first second of
+    `train`, where logging's at-fork hooks run) raised KeyboardInterrupt inside a hook,
+    where Python prints "Exception ignored" and drops it: training went on. It is held
+    back until the fork is over and raised then; the workers stop with the loader."""
+    ds = ShardSamples(shard_paths(shards_root, "train"), True, Augment(), None, batch_size=4)
+    loader = Loader(ds, 2)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    _FORKED[:] = [0]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(iter(loader))
+        assert _FORKED == [1]  # the Ctrl-C did land inside the fork
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        _FORKED.clear()
+        signal.signal(signal.SIGINT, before)
+        loader.close()
+    assert len(list(Loader(ds, 1))) == 11  # and a Ctrl-C-free loader runs as ever
 
 
 def test_the_loader_benchmark_runs(tmp_path):

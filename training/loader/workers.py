@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import signal
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -15,6 +18,42 @@ from training.loader.transport import SlotPool
 
 def _as_is(item: object) -> object:
     return item
+
+
+_HELD: list[int] = []  # Ctrl-Cs that came while the workers forked
+
+
+def _hold(signum: int, frame: object) -> None:
+    _HELD.append(signum)
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """A Ctrl-C held back while the workers fork, then raised as KeyboardInterrupt.
+
+    Raised where it lands, it may land in one of the at-fork hooks (logging's) that
+    the fork runs in this process, and Python drops an exception raised there ("Exception
+    ignored in: <function _releaseLock>"): the Ctrl-C would be lost and training go on.
+    Only where Ctrl-C is Python's own KeyboardInterrupt (not ignored, not handled).
+    """
+    default = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if not default or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _HELD.clear()
+    signal.signal(signal.SIGINT, _hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _HELD:
+        raise KeyboardInterrupt
+
+
+def _worker_started(worker_id: int) -> None:
+    """In each worker: Ctrl-C as the process that forked it had it before it was held."""
+    if signal.getsignal(signal.SIGINT) is _hold:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Loader:
@@ -52,7 +91,8 @@ class Loader:
             return
         if self._dl is None or self._pool is None:
             self._dl, self._pool = self._start()
-        items = iter(self._dl)  # the first time, this starts the workers (fork)
+        with _ctrl_c_held():
+            items = iter(self._dl)  # the first time, this starts the workers (fork)
         pool = self._pool
         pool.reap()  # slots whose copies finished after the last epoch's end
         if self.pin and not pool.pinned:
@@ -83,6 +123,7 @@ class Loader:
             batch_size=None,
             num_workers=self.workers,
             collate_fn=_as_is,
+            worker_init_fn=_worker_started,
             persistent_workers=True,
             prefetch_factor=self.prefetch,
             pin_memory=False,
