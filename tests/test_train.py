@@ -390,43 +390,6 @@ def test_the_default_plateau_waits_for_a_noisy_curve_to_flatten():
     assert gain[49] > 0.04
 
 
-def test_the_warmup_ramps_each_step_and_leaves_the_schedules_rate_alone():
-    """warmup_epochs=2 at 4 steps an epoch: steps 0..7 train at 1/8..8/8 of the scheduled
-    rate, then the rate itself; the optimizer's rate (what the plateau rule reads and
-    divides) is never the ramped one, and PaperSGD takes the ramped rate into its
-    velocity as it takes any rate change."""
-    from training.optim import PaperSGD
-    from training.schedule import scaled_step, warmup
-
-    config = resolve("smoke", overrides=["warmup_epochs=2"])
-    shares = [warmup(config, step, 4) for step in range(10)]
-    assert shares == pytest.approx([1 / 8, 2 / 8, 3 / 8, 4 / 8, 5 / 8, 6 / 8, 7 / 8, 1, 1, 1])
-    assert warmup(resolve("paper"), 0, 4) == 1.0  # the paper's: no ramp
-    assert warmup(resolve("smoke", overrides=["warmup_epochs=0.5"]), 1, 4) == 1.0
-
-    def steps(ramped: bool) -> torch.Tensor:
-        w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
-        opt = PaperSGD([w], lr=0.1, momentum=0.9, weight_decay=0.0)
-        for step, share in enumerate(shares[:4]):
-            opt.zero_grad()
-            (w * torch.tensor([1.0, 2.0]) * (step + 1)).sum().backward()
-            if ramped:
-                scaled_step(opt, share)
-                assert opt.param_groups[0]["lr"] == 0.1
-            else:  # by hand: the rate set to its share, as a schedule would
-                opt.param_groups[0]["lr"] = 0.1 * share
-                opt.step()
-        return w.detach()
-
-    assert torch.equal(steps(True), steps(False))
-    # by hand: v = 0.9 v - lr g; g = (1, 2)(step + 1); lr = 0.1 x (1..4)/8
-    v, w = np.zeros(2), np.array([1.0, -2.0])
-    for step in range(4):
-        v = 0.9 * v - 0.1 * (step + 1) / 8 * np.array([1.0, 2.0]) * (step + 1)
-        w = w + v
-    np.testing.assert_allclose(steps(True).numpy(), w, rtol=1e-6)
-
-
 def test_fixed_milestones_drop_where_told_and_never_stop(data):
     from training.schedule import Milestones, schedule
 

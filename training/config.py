@@ -60,9 +60,6 @@ class TrainConfig:
     # Instead of the plateau rule: divide the rate after each of these epochs and run all
     # `epochs` (e.g. [30, 60, 80]: a schedule known in advance).
     lr_milestones: list[int] | None = None
-    # The first warmup_epochs of steps ramp the rate linearly from lr/steps up to the
-    # schedule's (0: the paper's constant start; see schedule.warmup).
-    warmup_epochs: float = rule(0.0, minimum=0)
     # "paper": N(0, 0.01²), biases 0/1; "kaiming": He normal, biases 0
     init: str = rule("paper", choices=("paper", "kaiming"))
     input_scale: float = rule(1.0, above=0)  # multiplies the mean-subtracted 0-255 input

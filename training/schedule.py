@@ -101,31 +101,6 @@ class Milestones:
         self.epochs, self.drops, self.lowest = state["epochs"], state["drops"], state["lowest"]
 
 
-def warmup(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """The share of the scheduled rate that step `step` (counted from 0 over the whole run)
-    trains at: (step + 1) / W for the first W = warmup_epochs x steps_per_epoch steps,
-    then 1. A narrow net without normalisation started at the full rate can fall at once
-    into predicting every class alike (the loss stuck at ln(classes)); a ramp over the
-    first epoch lets it learn from there (measured: benchmarks/README.md, real_images.py).
-    """
-    ramp = config.warmup_epochs * steps_per_epoch
-    return (step + 1) / ramp if step + 1 < ramp else 1.0
-
-
-def scaled_step(opt: torch.optim.Optimizer, share: float) -> None:
-    """One optimizer step at `share` of each group's rate; the rates stay as they were
-    (the schedule reads and divides them, never the warm-up's share of them)."""
-    if share == 1.0:
-        opt.step()
-        return
-    rates = [g["lr"] for g in opt.param_groups]
-    for g in opt.param_groups:
-        g["lr"] *= share
-    opt.step()
-    for g, lr in zip(opt.param_groups, rates, strict=True):
-        g["lr"] = lr
-
-
 def schedule(config: TrainConfig, opt: torch.optim.Optimizer) -> Plateau | Milestones:
     """The config's learning-rate schedule over `opt`: fixed milestones if given, else the
     plateau rule."""

@@ -13,7 +13,7 @@ Reads OUT/manifest.json, OUT/stats/ and the shards; writes OUT/runs/NAME/:
 Schedule (the paper): the learning rate is divided by 10 when the validation top-1 error
 has not improved (by `lr_threshold` of the best, relative) for `lr_patience` epochs; after
 `max_lr_drops` drops, the next plateau ends training (or `epochs`, whichever first). Or,
-with `lr_milestones`, after each epoch listed, for all `epochs`. `warmup_epochs` ramps it.
+with `lr_milestones`, after each epoch listed, for all `epochs` (known in advance).
 
 Beyond one machine: under `torchrun` each process is one replica (a two-column model on
 two devices) in DistributedDataParallel (gloo on CPUs, NCCL on GPUs); ranks read
@@ -57,7 +57,7 @@ from training.optim import PaperSGD
 from training.ranks import keys_digest, loader_workers, replica_batch, weights_sha256
 from training.report import show_epoch, write_report
 from training.runlog import append_metrics, check_run_name, run_folder, trim_metrics
-from training.schedule import Milestones, Plateau, scaled_step, schedule, warmup
+from training.schedule import Milestones, Plateau, schedule
 from training.starting import read_inputs, run_settings
 from training.steps import Meter, first_batches, timed
 from training.validate import TrainingDiverged, validate
@@ -170,8 +170,11 @@ def _train(
                 publish()
             result = TrainResult(r.run_dir, r.epoch, r.step, r.schedule.lowest, entry)
             if action == "stop":
-                why = "validation error stopped improving after {} learning-rate drops"
-                result.stopped, finished = why.format(r.schedule.drops), True
+                drops = r.schedule.drops
+                result.stopped = (
+                    f"validation error stopped improving after {drops} learning-rate drops"
+                )
+                finished = True
                 break
             if stop_after is not None and r.epoch - r.first_epoch >= stop_after:
                 result.stopped = (
@@ -350,7 +353,6 @@ def _train_one_epoch(r: _Run) -> tuple[float | None, dict]:
     if limit is not None:
         images = limit * r.train_ds.batch_size
     r.show.reset(f"epoch {r.epoch + 1}/{c.epochs}", images)
-    steps = math.ceil(images / r.train_ds.batch_size)  # this epoch's, for the warm-up
     whole, window, shown = Meter(), Meter(), time.perf_counter()
     for batch, wait in timed(device_batches(first_batches(r.train_loader, limit), r.device)):
         x = prepare_batch(batch, r.mean, c.input_scale, r.device)
@@ -361,8 +363,7 @@ def _train_one_epoch(r: _Run) -> tuple[float | None, dict]:
         loss = nn.functional.cross_entropy(logits.float(), batch.labels.to(logits.device))
         r.opt.zero_grad(set_to_none=True)
         loss.backward()
-        share = warmup(c, r.step, steps)  # of the scheduled rate: 1 once warmed up
-        scaled_step(r.opt, share)
+        r.opt.step()
         batch.release()  # on the CPU the labels were read until here, by backward
         r.step += 1
         if tally is not None:  # what this rank really trained on (see ranks/)
@@ -370,7 +371,7 @@ def _train_one_epoch(r: _Run) -> tuple[float | None, dict]:
             tally[1] = (tally[1] + keys_digest(batch.keys)) % 2**64
         whole.add(loss, len(batch), wait)
         window.add(loss, len(batch), wait)
-        lr = r.opt.param_groups[0]["lr"] * share  # the rate this step trained at
+        lr = r.opt.param_groups[0]["lr"]
         if r.step % c.log_every == 0:
             entry = {"step": r.step, "epoch": r.epoch + 1, "loss": _read_loss(r, window), "lr": lr}
             _log(r, {**entry, **window.rates()})
