@@ -28,7 +28,7 @@ from training.figures import conv1_kernels
 from training.runlog import epoch_lines, loss_by_epoch, read_metrics
 
 REPORT = "report.html"
-W, H, PAD = 520, 260, 66  # chart size and the margin for the axes' labels
+W, H, PAD = 340, 260, 66  # chart size (three to a row) and the margin for the axes' labels
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -99,8 +99,8 @@ def chart(
 def _curves(metrics: list[dict]) -> list[Chart]:
     epochs = epoch_lines(metrics)
     per_epoch = {m["epoch"]: m for m in epochs}
-    drops = [
-        e - 0.5
+    drops = [  # where the rate changed: after epoch e - 1's validation
+        e - 1
         for e in sorted(per_epoch)
         if e - 1 in per_epoch and per_epoch[e]["lr"] < per_epoch[e - 1]["lr"]
     ]
@@ -108,7 +108,8 @@ def _curves(metrics: list[dict]) -> list[Chart]:
     loss = [(m["epoch"], m["loss"]) for m in epochs if m.get("loss") is not None]
     top1 = [(m["epoch"], m["val_top1_error"]) for m in epochs]
     top5 = [(m["epoch"], m["val_top5_error"]) for m in epochs]
-    lr = [(m["epoch"], m["lr"]) for m in epochs]
+    # a staircase: epoch e trained at its rate from e - 1 to e (a drop is a step, not a slope)
+    lr = [(e, m["lr"]) for m in epochs for e in (m["epoch"] - 1, m["epoch"])]
     loss_series = [("per log line", "#8aa", fraction), ("epoch mean", "#236", loss)]
     error_series = [("top-1", "#c33", top1), ("top-5", "#e90", top5)]
     return [
