@@ -13,8 +13,10 @@ import fcntl
 import itertools
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,3 +245,40 @@ def shared_reader(lock: str | os.PathLike, what: str) -> Iterator[None]:
             _HELD.discard(f.fileno())
             with contextlib.suppress(OSError):
                 note.unlink()
+
+
+_PRESSED: list[int] = []  # Ctrl-Cs that came while held
+
+
+def _hold(signum: int, frame: object) -> None:
+    _PRESSED.append(signum)
+
+
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """A Ctrl-C held back until the block is over, then raised as KeyboardInterrupt.
+
+    For work a KeyboardInterrupt must not land in: torch.save interrupted mid-file
+    fails with its own RuntimeError ("enforce fail at inline_container.cc"), not
+    KeyboardInterrupt; one landing in the at-fork hooks (logging's) that a fork runs is
+    dropped by Python ("Exception ignored in: <function _releaseLock>"). Only in the main
+    thread, where Ctrl-C is Python's own KeyboardInterrupt (not ignored, not handled).
+    """
+    default = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if not default or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _PRESSED.clear()
+    signal.signal(signal.SIGINT, _hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _PRESSED:
+        raise KeyboardInterrupt
+
+
+def ctrl_c_as_before() -> None:
+    """In a process forked inside `ctrl_c_held`: Ctrl-C as it was before it was held."""
+    if signal.getsignal(signal.SIGINT) is _hold:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -736,6 +736,7 @@ def test_what_train_and_evaluate_say_to_a_new_user(trained, tmp_path):
     import subprocess
     import sys
     import threading
+    import time
 
     with pytest.raises(FileNotFoundError, match=r"no run 'aa' \(did you mean 'a'\?\)") as err:
         evaluate(trained, "aa", crops=1)
@@ -768,12 +769,17 @@ def test_what_train_and_evaluate_say_to_a_new_user(trained, tmp_path):
     def read() -> None:
         for line in proc.stderr:
             lines.append(line)
-            if line.startswith("epoch 1/"):
+            if line.startswith("epoch 1/"):  # its checkpoint is written just after
                 training.set()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     assert training.wait(120), "".join(lines)[-2000:]
+    last = trained / "runs/ctrl-c/checkpoints/last.pt"
+    for _ in range(600):
+        if last.exists():
+            break
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     reader.join(timeout=30)
@@ -781,6 +787,25 @@ def test_what_train_and_evaluate_say_to_a_new_user(trained, tmp_path):
     said = "".join(lines)
     assert proc.returncode == 130, said[-2000:]
     assert f"alexnet train {trained} --run ctrl-c --resume` continues" in said
+
+    # Ctrl-C before an epoch is done (once the run's folder is made: its loader is starting)
+    early = subprocess.Popen(
+        [exe, "train", str(trained), "--run", "ctrl-c-early", "--preset", "smoke"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not (trained / "runs/ctrl-c-early/config.json").exists():
+        assert early.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    early.send_signal(signal.SIGINT)
+    said = early.communicate(timeout=120)[1]
+    assert early.returncode == 130, said[-2000:]
+    again = f"`alexnet train {trained} --run ctrl-c-early --resume` starts it again"
+    assert f"no epoch's checkpoint was kept yet: {again}" in said
+    assert "Exception ignored" not in said
 
 
 def test_an_exported_model_gives_predicts_probabilities_elsewhere(trained, tmp_path):

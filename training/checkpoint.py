@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from shards.atomic import atomic_writer
+from shards.atomic import atomic_writer, ctrl_c_held
 from shards.format import sha256_file
 from shards.manifest import Manifest
 from training.config import TrainConfig
@@ -31,7 +31,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     naming the checkpoint, not torch's RuntimeError chained over it.
     """
     try:
-        with atomic_writer(Path(path)) as f:
+        with ctrl_c_held(), atomic_writer(Path(path)) as f:  # a Ctrl-C: once it is written
             torch.save(payload, f)
     except RuntimeError as err:
         cause: BaseException | None = err

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import copy
-import signal
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 
+from shards.atomic import ctrl_c_as_before, ctrl_c_held
 from training.loader.batch import Batch, _SlotRef
 from training.loader.dataset import ShardSamples, _Failure
 from training.loader.stop import stop_workers
@@ -20,40 +18,8 @@ def _as_is(item: object) -> object:
     return item
 
 
-_HELD: list[int] = []  # Ctrl-Cs that came while the workers forked
-
-
-def _hold(signum: int, frame: object) -> None:
-    _HELD.append(signum)
-
-
-@contextmanager
-def _ctrl_c_held() -> Iterator[None]:
-    """A Ctrl-C held back while the workers fork, then raised as KeyboardInterrupt.
-
-    Raised where it lands, it may land in one of the at-fork hooks (logging's) that
-    the fork runs in this process, and Python drops an exception raised there ("Exception
-    ignored in: <function _releaseLock>"): the Ctrl-C would be lost and training go on.
-    Only where Ctrl-C is Python's own KeyboardInterrupt (not ignored, not handled).
-    """
-    default = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    if not default or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _HELD.clear()
-    signal.signal(signal.SIGINT, _hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if _HELD:
-        raise KeyboardInterrupt
-
-
 def _worker_started(worker_id: int) -> None:
-    """In each worker: Ctrl-C as the process that forked it had it before it was held."""
-    if signal.getsignal(signal.SIGINT) is _hold:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    ctrl_c_as_before()  # the fork happened under ctrl_c_held
 
 
 class Loader:
@@ -91,7 +57,7 @@ class Loader:
             return
         if self._dl is None or self._pool is None:
             self._dl, self._pool = self._start()
-        with _ctrl_c_held():
+        with ctrl_c_held():  # one landing in the fork's at-fork hooks would be lost
             items = iter(self._dl)  # the first time, this starts the workers (fork)
         pool = self._pool
         pool.reap()  # slots whose copies finished after the last epoch's end
