@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from training.architecture import AlexNetConfig
-from training.events import FOLDER
 from training.figures import GAP, KERNEL_ZOOM, PER_ROW
 from training.loader.batch import Batch, BatchBuffer, View
 from training.model import _layers, _param_key
@@ -23,7 +22,7 @@ def read_events(run_dir: Path) -> list[tuple[str, int, float | bytes]]:
     from tensorboardX.proto.event_pb2 import Event, SessionLog
 
     found = []
-    for path in sorted((Path(run_dir) / FOLDER).glob("events.out.tfevents.*")):
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
         data = path.read_bytes()
         at = 0
         while at + 12 <= len(data):

@@ -140,6 +140,15 @@ def test_cli_help_lists_every_stage():
         assert name in top.stdout
 
 
+def test_exports_format_choices_are_the_exporters():
+    """The CLI lists export's formats by hand (importing training.export would import
+    torch at start): the list must stay the exporter's."""
+    from training.export import FORMATS
+
+    (fmt,) = [a for a in _stages()["export"]._actions if a.dest == "format"]
+    assert sorted(fmt.choices) == sorted(FORMATS)
+
+
 def test_every_subcommand_help_shows_defaults():
     for name, parser in _stages().items():
         res = _alexnet(name, "--help")

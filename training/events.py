@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from tensorboardX import SummaryWriter
 
-FOLDER = ""  # the run folder itself
 SCALARS = {
     "loss": "train/loss",
     "lr": "train/lr",
@@ -40,9 +39,7 @@ class Events:
     def __init__(self, run_dir: Path, resume_step: int = 0) -> None:
         # Resuming after step S keeps what was logged at S and before (as metrics.jsonl)
         purge = resume_step + 1 if resume_step else None
-        self.writer = SummaryWriter(
-            logdir=str(Path(run_dir) / FOLDER), purge_step=purge, flush_secs=30
-        )
+        self.writer = SummaryWriter(logdir=str(run_dir), purge_step=purge, flush_secs=30)
 
     def log(self, entry: dict) -> None:
         for key, tag in SCALARS.items():

@@ -67,10 +67,8 @@ def _train_interrupted(args: argparse.Namespace) -> str:
     """What goes on from here: --resume where the run has a folder (from its last saved
     epoch, or from the start if none was saved), the same command where it has none."""
     resume = f"`alexnet train {args.out} --run {args.run} --resume`"
-    if storage.is_url(args.out):
-        return f"{resume} continues from the last completed epoch"
-    run_dir = run_folder(args.out, args.run)
-    if (run_dir / "checkpoints" / "last.pt").is_file():
+    run_dir = None if storage.is_url(args.out) else run_folder(args.out, args.run)
+    if run_dir is None or (run_dir / "checkpoints" / "last.pt").is_file():
         return f"{resume} continues from the last completed epoch"
     if run_dir.is_dir():
         return f"no epoch's checkpoint was kept yet: {resume} starts it again"
