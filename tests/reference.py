@@ -12,7 +12,6 @@ from torch import nn
 from training.architecture import AlexNetConfig
 from training.figures import GAP, KERNEL_ZOOM, PER_ROW
 from training.loader.batch import Batch, BatchBuffer, View
-from training.model import _layers, _param_key
 
 
 def read_events(run_dir: Path) -> list[tuple[str, int, float | bytes]]:
@@ -56,12 +55,15 @@ def conv1_size(n_per_column: int, columns: int = 2, k: int = 11) -> tuple[int, i
 def to_two_column(state: dict[str, torch.Tensor], config: AlexNetConfig) -> dict[str, torch.Tensor]:
     """GroupedAlexNet state dict -> two-column state dict (the inverse of `to_grouped`)."""
     out = {}
-    for layer in _layers(config):
-        split = config.class_split() if layer == "fc8" else (config.channels(layer),) * 2
-        for kind in ("weight", "bias"):
-            key = _param_key(layer, kind)
-            for i, part in enumerate(torch.split(state[key].cpu(), list(split), 0)):
-                out[f"columns.{i}.{key}"] = part.clone()
+    for key, tensor in state.items():
+        if not tensor.ndim:  # BatchNorm's count of batches: the same in both columns
+            parts = [tensor, tensor]
+        else:
+            half = tensor.shape[0] // 2
+            split = config.class_split() if key.startswith("fc8.") else (half, half)
+            parts = torch.split(tensor.cpu(), list(split), 0)
+        for i, part in enumerate(parts):
+            out[f"columns.{i}.{key}"] = part.clone()
     return out
 
 

@@ -164,9 +164,7 @@ def test_two_column_and_grouped_checkpoints_give_the_same_errors(trained):
     src = out / "runs/a/checkpoints/best.pt"
     payload = load_checkpoint(src)
     two = evaluate(out, "a", checkpoint=str(src), figures=False)
-    grouped = dict(
-        payload, model=to_grouped(payload["model"], load_model(src).config.model), form="grouped"
-    )
+    grouped = dict(payload, model=to_grouped(payload["model"]), form="grouped")
     path = out / "runs/a/checkpoints/best-grouped.pt"
     save_checkpoint(path, grouped)
     one = evaluate(out, "a", checkpoint=str(path), figures=False)

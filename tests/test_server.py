@@ -100,15 +100,16 @@ def test_served_deployment_run_from_the_cli(tmp_path):
     server, api = _start_server(base, tmp_path / "server.log")
     client = {**base, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
     try:
-        _run_served_deployment(api, client, src, out, tmp_path)
-        _deploy_prefect_yaml(api, client, src, out)
+        run_out = _run_served_deployment(api, client, src, out, tmp_path)
+        _deploy_prefect_yaml(api, client, src, out, run_out)
     finally:
         _stop(server)
     assert _gone(server)
 
 
-def _run_served_deployment(api: str, client: dict, src: Path, out: Path, tmp_path: Path) -> None:
-    """`alexnet serve`, then `prefect deployment run --watch`; outputs and records checked."""
+def _run_served_deployment(api: str, client: dict, src: Path, out: Path, tmp_path: Path) -> Path:
+    """`alexnet serve`, then `prefect deployment run --watch`; outputs and records checked.
+    Returns the run's data root."""
     serve_log = tmp_path / "serve.log"
     with open(serve_log, "w") as log:
         serve = subprocess.Popen(
@@ -170,6 +171,7 @@ def _run_served_deployment(api: str, client: dict, src: Path, out: Path, tmp_pat
     finally:
         _stop(serve)
     assert _gone(serve)
+    return run_out
 
 
 def _open_the_report_from_the_ui(ui: str, flow_run: str, reports: str, tmp_path: Path) -> None:
@@ -211,8 +213,10 @@ def _open_the_report_from_the_ui(ui: str, flow_run: str, reports: str, tmp_path:
         page.wait_for("[...document.images].every(i => i.complete && i.naturalWidth > 0)", 30)
 
 
-def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path) -> None:
-    """The other way: prefect.yaml's deployments in a process work pool."""
+def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path, done: Path) -> None:
+    """The other way: prefect.yaml's deployments in a process work pool; its worker runs
+    the pipeline on `done`, the data root the served deployment's run made (an unchanged
+    pipeline: every stage a cache hit, which keeps the test short)."""
     subprocess.run(
         [BIN / "prefect", "work-pool", "create", "alexnet", "--type", "process"],
         env=client,
@@ -237,14 +241,14 @@ def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path) -> None:
 
     # and a worker of the pool really runs one: a flow run of the deployment, picked up by
     # `prefect worker start --run-once`, run in a process of its own, to COMPLETED
-    pool_out = out.with_name("pool-out")
+    before = (done / "runs/pipeline/eval.json").read_bytes()
     queued = subprocess.run(
         [
             BIN / "prefect",
             "deployment",
             "run",
             "alexnet-pipeline/default",
-            *_pipeline_params(src, pool_out),
+            *_pipeline_params(src, done),
         ],
         env=client,
         capture_output=True,
@@ -264,8 +268,8 @@ def _deploy_prefect_yaml(api: str, client: dict, src: Path, out: Path) -> None:
     runs = _api(f"{api}/flow_runs/filter", {})
     by_pool = [r for r in runs if r["deployment_id"] == pipeline["id"] and r["work_pool_name"]]
     assert [r["state_type"] for r in by_pool] == ["COMPLETED"], by_pool
-    result = json.loads((pool_out / "runs/pipeline/eval.json").read_text())
-    assert result["n"] == 6 and result["crops"] == 1
+    assert (done / "runs/pipeline/eval.json").read_bytes() == before  # not trained again
+    assert "cached" in (worker.stdout + worker.stderr).lower(), worker.stdout[-3000:]
 
 
 def test_pipeline_without_a_server_keeps_its_state_in_out(tmp_path):

@@ -89,8 +89,9 @@ def test_resume_at_an_epoch_boundary_equals_an_unbroken_run(data):
     b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    for i, s in a["optimizer"]["state"].items():
-        assert torch.equal(s["velocity"], b["optimizer"]["state"][i]["velocity"])
+    for i, s in a["optimizer"]["state"].items():  # AdamW's moments and step count
+        for key, value in s.items():
+            assert torch.equal(value, b["optimizer"]["state"][i][key]), (i, key)
 
     def logged(run_dir):  # every field but the timing-dependent ones
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -430,7 +431,7 @@ def test_fixed_milestones_drop_where_told_and_never_stop(data):
     result = train(
         data,
         "milestones",
-        resolve("smoke", overrides=[*TINY, "epochs=4", "lr_milestones=[2, 3]"]),
+        resolve("smoke", overrides=[*TINY, "epochs=4", "lr_milestones=[2, 3]", "lr=0.01"]),
         progress=False,
     )
     lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -439,10 +440,45 @@ def test_fixed_milestones_drop_where_told_and_never_stop(data):
     assert result.epochs_done == 4 and result.stopped == "reached 4 epochs"
 
 
+def test_the_cosine_schedule_glides_to_near_zero_and_resumes_where_it_was():
+    from training.schedule import Cosine, schedule
+
+    opt = _opt()
+    assert isinstance(schedule(resolve("smoke", overrides=["epochs=4"]), opt), Cosine)
+    c = Cosine(opt, 0.01, 4)
+    rates = [opt.param_groups[0]["lr"]]
+    for error in (0.5, 0.4, 0.45):
+        assert c.step(error) == "keep"
+        rates.append(opt.param_groups[0]["lr"])
+    # epoch e (from 0) of 4 at 0.01 (1 + cos(pi e / 4)) / 2
+    assert rates == pytest.approx([0.01, 0.0085355, 0.005, 0.0014645], rel=1e-4)
+    again = Cosine(_opt(), 0.01, 4)
+    again.load_state_dict(c.state_dict())
+    assert again.step(0.3) == "keep" and again.lowest == 0.3
+    assert again.opt.param_groups[0]["lr"] == pytest.approx(0.0)
+
+
+def test_adamw_spares_biases_and_batch_norm_from_decay():
+    from training.model import AlexNet
+    from training.optim import PaperSGD, make_optimizer
+
+    config = resolve("smoke", overrides=["model.width=0.0625", "model.num_classes=4"])
+    net = AlexNet(config.model)
+    opt = make_optimizer(net, config)
+    assert isinstance(opt, torch.optim.AdamW)
+    decayed, spared = opt.param_groups
+    assert decayed["weight_decay"] == 0.05 and spared["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decayed["params"]) and spared["params"]
+    assert all(p.ndim == 1 for p in spared["params"])  # biases, BatchNorm's scale and shift
+    paper = resolve("paper", overrides=["model.width=0.0625", "model.num_classes=4"])
+    assert isinstance(make_optimizer(AlexNet(paper.model), paper), PaperSGD)
+
+
 def test_a_run_whose_rate_drops_resumes_across_the_drop_and_stops_after_the_last(data):
     # threshold 0.5: no epoch after the first can count as an improvement, so the rate
     # drops after epoch 2 (patience 1) and training stops after epoch 3 (one drop allowed)
     schedule = [*TINY, "epochs=6", "lr_patience=1", "lr_threshold=0.5", "max_lr_drops=1"]
+    schedule += ["lr_schedule=plateau", "lr=0.01"]  # smoke's is a cosine
     config = resolve("smoke", overrides=schedule)
     unbroken = train(data, "drop-unbroken", config, progress=False)
     assert unbroken.epochs_done == 3 and "after 1 learning-rate drops" in unbroken.stopped

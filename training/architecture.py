@@ -36,6 +36,9 @@ class AlexNetConfig:
     lrn_alpha: float = rule(1e-4, minimum=0)
     lrn_beta: float = 0.75
     lrn_k: float = rule(2.0, minimum=0)
+    # "batch": BatchNorm after every conv layer and fc6/fc7, before the activation (not the
+    # paper's; what lets a small set learn in a few epochs: the `smoke` preset)
+    norm: str = rule("none", choices=("none", "batch"))
     # "overlapping": z=3, s=2; "non-overlapping": z=2, s=2
     pool: str = rule("overlapping", choices=("overlapping", "non-overlapping"))
     dropout: float = rule(0.5, minimum=0, below=1)

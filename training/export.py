@@ -74,7 +74,7 @@ def deployable(out: Path, checkpoint: Path) -> tuple[Deployable, dict]:
         net.load_state_dict(payload["model"])
     else:  # the two columns as one grouped net on one device: the same function
         net = GroupedAlexNet(config.model, "cpu")
-        net.load_state_dict(to_grouped(payload["model"], config.model))
+        net.load_state_dict(to_grouped(payload["model"]))
     mean = read_stats(out, manifest).mean  # (256, 256, 3) float32, 0-255
     c, size = config.crop, mean.shape[0]
     top = center_offset(size, c)

@@ -96,14 +96,14 @@ def _pool(config: AlexNetConfig) -> nn.Module:
 def _conv_block(
     config: AlexNetConfig, name: str, in_ch: int, out_ch: int, groups: int, lrn_groups: int
 ) -> nn.Sequential:
-    """conv ─ act [─ LRN] [─ pool], as the table says for layer `name`."""
+    """conv [─ BatchNorm] ─ act [─ LRN] [─ pool], as the table says for layer `name`."""
     _, size, stride, pad, _ = CONV_SPEC[name]
     if name == "conv1":
         pad = CONV1_PADDING[config.input_size]
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_ch, out_ch, size, stride, pad, groups=groups),
-        _activation(config),
-    ]
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, size, stride, pad, groups=groups)]
+    if config.norm == "batch":  # per channel: the same in a column as in the grouped net
+        layers.append(nn.BatchNorm2d(out_ch))
+    layers.append(_activation(config))
     if name in _LRN_AFTER and config.lrn != "none":
         layers.append(LRN(config, groups=lrn_groups))
     if _pools_after(config, name):
@@ -153,8 +153,30 @@ class Column(nn.Module):
         self.fc6 = nn.Linear(_fc6_inputs(config), fc)
         self.fc7 = nn.Linear(2 * fc, fc)
         self.fc8 = nn.Linear(2 * fc, n_classes)
+        _add_fc_norms(self, config, fc)
         self.act = _activation(config)
         self.drop = nn.Dropout(config.dropout)
+
+
+class _FcBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over fc units. A training batch of one image (a loader worker's last may
+    be) has no spread to normalise by: it is normalised by the running statistics, as at
+    evaluation, so every replica still takes the step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, eps=self.eps
+            )
+        return super().forward(x)
+
+
+def _add_fc_norms(module: nn.Module, config: AlexNetConfig, units: int) -> None:
+    """fc6_norm and fc7_norm: BatchNorm over `units` outputs, or nothing (no parameters,
+    so a net without them keeps the state dict it always had)."""
+    for name in ("fc6_norm", "fc7_norm"):
+        norm = _FcBatchNorm(units) if config.norm == "batch" else nn.Identity()
+        module.add_module(name, norm)
 
 
 def default_devices(
@@ -211,7 +233,7 @@ class AlexNet(nn.Module):
             for name, module in column.named_children():
                 if name.startswith("conv"):
                     _init(module[0], name)
-                elif name.startswith("fc"):
+                elif name in ("fc6", "fc7", "fc8"):
                     _init(module, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,10 +251,16 @@ class AlexNet(nn.Module):
         h = [t.flatten(1) for t in h]  # (B, 128*6*6) each
         for layer in ("fc6", "fc7"):
             joined = [_join(h, d0), _join(h, d1)]  # each column sees both: (B, 9216|4096)
-            h = [c.drop(c.act(getattr(c, layer)(j))) for c, j in zip((c0, c1), joined, strict=True)]
+            h = [_fc(c, layer, j) for c, j in zip((c0, c1), joined, strict=True)]
         fc7 = _join(h, d0)
         logits = [c0.fc8(fc7), c1.fc8(_join(h, d1))]  # each column: half of the classes
         return torch.cat([logits[0], logits[1].to(d0)], 1), fc7
+
+
+def _fc(module: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """fc6 or fc7 of a column or a one-device net: linear [─ BatchNorm] ─ act ─ dropout."""
+    norm = getattr(module, f"{layer}_norm")
+    return module.drop(module.act(norm(getattr(module, layer)(x))))
 
 
 def _join(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -253,12 +281,13 @@ class _OneDevice(nn.Module):
         self.fc6 = nn.Linear(fc6_inputs, fc)
         self.fc7 = nn.Linear(fc, fc)
         self.fc8 = nn.Linear(fc, num_classes)
+        _add_fc_norms(self, c, fc)
         self.act = _activation(c)
         self.drop = nn.Dropout(c.dropout)
         for name, module in self.named_children():
             if name.startswith("conv"):
                 _init(module[0], name)
-            elif name.startswith("fc"):
+            elif name in ("fc6", "fc7", "fc8"):
                 _init(module, name)
         self.to(device)
 
@@ -271,8 +300,7 @@ class _OneDevice(nn.Module):
         for name in self.config.convs:
             x = getattr(self, name)(x)
         x = x.flatten(1)
-        x = self.drop(self.act(self.fc6(x)))
-        x = self.drop(self.act(self.fc7(x)))
+        x = _fc(self, "fc7", _fc(self, "fc6", x))
         return self.fc8(x), x
 
 
@@ -335,21 +363,16 @@ def build(
     return AlexNet(config, devices)
 
 
-def _layers(config: AlexNetConfig) -> list[str]:
-    return [*config.convs, "fc6", "fc7", "fc8"]
-
-
-def _param_key(layer: str, kind: str) -> str:
-    return f"{layer}.0.{kind}" if layer.startswith("conv") else f"{layer}.{kind}"
-
-
-def to_grouped(state: dict[str, torch.Tensor], config: AlexNetConfig) -> dict[str, torch.Tensor]:
-    """Two-column state dict -> GroupedAlexNet state dict (on the CPU)."""
+def to_grouped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Two-column state dict -> GroupedAlexNet state dict (on the CPU): every tensor of a
+    column (weights, biases, BatchNorm's statistics) is the two columns' joined along the
+    output dimension; a count (BatchNorm's batches seen) is the first column's."""
     out = {}
-    for layer in _layers(config):
-        for kind in ("weight", "bias"):
-            key = _param_key(layer, kind)
-            out[key] = torch.cat([state[f"columns.{i}.{key}"].cpu() for i in (0, 1)], 0)
+    for name in state:
+        if name.startswith("columns.0."):
+            key = name.removeprefix("columns.0.")
+            parts = [state[f"columns.{i}.{key}"].cpu() for i in (0, 1)]
+            out[key] = torch.cat(parts, 0) if parts[0].ndim else parts[0]
     return out
 
 
@@ -379,4 +402,13 @@ def kaiming_init(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+
+def zero_fc8(model: nn.Module) -> None:
+    """fc8's weights and biases at zero (`zero_fc8`): every class equally likely at first,
+    the loss ln(classes), and no large random logits for the first steps to undo."""
+    for name, m in model.named_modules():
+        if name == "fc8" or name.endswith(".fc8"):
+            nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)

@@ -13,6 +13,10 @@ Biases are not decayed by default, as in Krizhevsky's cuda-convnet layer
 definitions, where weight decay (`wc`) is a property of a layer's weights
 only; decaying the biases that the paper starts at 1 would only pull them
 back towards 0. `decay_biases=True` decays every parameter.
+
+`make_optimizer` gives the config's: this rule, or torch's AdamW (the `smoke`
+preset's), whose decay spares the same parameters (biases, and BatchNorm's
+scales and shifts: every parameter of one dimension).
 """
 
 from __future__ import annotations
@@ -20,7 +24,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+from torch import nn
 from torch.optim import Optimizer
+
+from training.config import TrainConfig
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> Optimizer:
+    """The config's optimizer over `model`'s parameters."""
+    if config.optimizer == "sgd":
+        return PaperSGD(
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            decay_biases=config.decay_biases,
+        )
+    params = list(model.parameters())
+    decayed = [p for p in params if config.decay_biases or p.ndim > 1]
+    spared = [p for p in params if not (config.decay_biases or p.ndim > 1)]
+    groups = [{"params": decayed}, {"params": spared, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 class PaperSGD(Optimizer):

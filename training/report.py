@@ -96,13 +96,15 @@ def chart(
     return c
 
 
-def _curves(metrics: list[dict]) -> list[Chart]:
+def _curves(metrics: list[dict], stepped: bool = True) -> list[Chart]:
+    """The three charts; `stepped`: the schedule divides the rate (a cosine lowers it every
+    epoch: no marks)."""
     epochs = epoch_lines(metrics)
     per_epoch = {m["epoch"]: m for m in epochs}
     drops = [  # where the rate changed: after epoch e - 1's validation
         e - 1
         for e in sorted(per_epoch)
-        if e - 1 in per_epoch and per_epoch[e]["lr"] < per_epoch[e - 1]["lr"]
+        if stepped and e - 1 in per_epoch and per_epoch[e]["lr"] < per_epoch[e - 1]["lr"]
     ]
     fraction = loss_by_epoch(metrics)
     loss = [(m["epoch"], m["loss"]) for m in epochs if m.get("loss") is not None]
@@ -214,6 +216,8 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     metrics = read_metrics(run_dir)
     epochs = epoch_lines(metrics)
+    settings = read_json(run_dir / "config.json") or {}
+    stepped = settings.get("lr_schedule") != "cosine"
     page = TEMPLATE.render(
         W=W,
         H=H,
@@ -227,12 +231,13 @@ def write_report(run_dir: str | Path) -> Path:
         ),
         evaluate_command=f"alexnet evaluate {run_dir.parent.parent} --run {run_dir.name}",
         command=(read_json(run_dir / "ranks" / "rank-0.json") or {}).get("command"),
-        charts=_curves(metrics),
+        charts=_curves(metrics, stepped),
+        stepped=stepped,
         evaluation=_evaluation(run_dir),
         classes=_classes(run_dir),
         class_head=["wnid", "name", "images", "top-1 error", "top-5 error"],
         figures=_figures(run_dir),
-        settings=_flat(read_json(run_dir / "config.json") or {}),
+        settings=_flat(settings),
     )
     write_bytes(run_dir / REPORT, page.encode())
     return run_dir / REPORT

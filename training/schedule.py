@@ -1,11 +1,12 @@
-"""The learning-rate schedule: the paper's plateau rule, or fixed milestones.
+"""The learning-rate schedule: the paper's plateau rule, fixed milestones, or a cosine.
 
 The paper divides the rate by 10 when the validation error stops improving,
 three times. `Plateau` is torch's ReduceLROnPlateau (an epoch improves when its
 error is below the best by more than `threshold` of it, relative) plus what
 torch cannot say: after `max_drops` drops, the next plateau ends training.
-`Milestones` divides after listed epochs. Both change the optimizer's rate
-themselves and answer each epoch 'keep', 'drop' or 'stop'.
+`Milestones` divides after listed epochs; `Cosine` lowers the rate every epoch
+along half a cosine (the `smoke` preset's). Each changes the optimizer's rate
+itself and answers each epoch 'keep', 'drop' or 'stop'.
 """
 
 from __future__ import annotations
@@ -101,10 +102,41 @@ class Milestones:
         self.epochs, self.drops, self.lowest = state["epochs"], state["drops"], state["lowest"]
 
 
-def schedule(config: TrainConfig, opt: torch.optim.Optimizer) -> Plateau | Milestones:
-    """The config's learning-rate schedule over `opt`: fixed milestones if given, else the
-    plateau rule."""
+@dataclass
+class Cosine:
+    """Epoch e (from 0) of `total` trains at lr (1 + cos(pi e / total)) / 2: the full rate
+    first, then lower every epoch, near zero for the last; never stops early."""
+
+    opt: torch.optim.Optimizer
+    lr: float
+    total: int
+    epochs: int = 0  # epochs stepped so far
+    drops: int = 0  # never a division: the rate glides
+    lowest: float = math.inf  # the lowest error seen (best.pt)
+
+    def step(self, error: float) -> str:
+        self.epochs += 1
+        self.lowest = min(self.lowest, error)
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr * (1 + math.cos(math.pi * self.epochs / self.total)) / 2
+        return "keep"
+
+    def state_dict(self) -> dict:
+        return {"epochs": self.epochs, "lowest": self.lowest}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs, self.lowest = state["epochs"], state["lowest"]
+
+
+Schedule = Plateau | Milestones | Cosine
+
+
+def schedule(config: TrainConfig, opt: torch.optim.Optimizer) -> Schedule:
+    """The config's learning-rate schedule over `opt`: fixed milestones if given, the
+    cosine if asked, else the plateau rule."""
     if config.lr_milestones:
         return Milestones(opt, list(config.lr_milestones), config.lr_factor)
+    if config.lr_schedule == "cosine":
+        return Cosine(opt, config.lr, config.epochs)
     c = config
     return Plateau(opt, c.lr_patience, c.lr_threshold, c.max_lr_drops, c.lr_factor)

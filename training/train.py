@@ -52,12 +52,12 @@ from training.loader.augment import Augment, lighting_basis, prepare_batch
 from training.loader.dataset import ShardSamples
 from training.loader.transport import device_batches
 from training.loader.workers import Loader
-from training.model import build, kaiming_init
-from training.optim import PaperSGD
+from training.model import build, kaiming_init, zero_fc8
+from training.optim import make_optimizer
 from training.ranks import keys_digest, loader_workers, replica_batch, weights_sha256
 from training.report import show_epoch, write_report
 from training.runlog import append_metrics, check_run_name, run_folder, trim_metrics
-from training.schedule import Milestones, Plateau, schedule
+from training.schedule import Schedule, schedule
 from training.starting import read_inputs, run_settings
 from training.steps import Meter, first_batches, timed
 from training.validate import TrainingDiverged, validate
@@ -121,8 +121,8 @@ class _Run:
     model: nn.Module  # AlexNet or OneGpuAlexNet
     model_ddp: nn.Module  # the model, or its DistributedDataParallel wrapper
     forward: Callable[[torch.Tensor], torch.Tensor]  # model_ddp, compiled if asked
-    opt: PaperSGD
-    schedule: Plateau | Milestones
+    opt: torch.optim.Optimizer
+    schedule: Schedule
     device: torch.device
     mean: torch.Tensor  # the (256, 256, 3) mean image on `device`
     train_ds: ShardSamples
@@ -206,6 +206,9 @@ def _end_epoch(
     """Validate, apply the schedule, log, and write the checkpoints of the epoch just
     trained; return its metrics line and the schedule's verdict (keep, drop or stop)."""
     c = r.config
+    if r.world > 1:  # BatchNorm's statistics: rank 0's on every replica (as DDP's forward does)
+        for buffer in r.model.buffers():
+            dist.broadcast(buffer, 0)
     top1, top5 = validate(r.model, r.val_loader, r.mean, c, r.device, r.rank, r.world)
     lr = r.opt.param_groups[0]["lr"]  # the rate this epoch trained at
     action = r.schedule.step(top1)  # which may divide it for the next
@@ -287,7 +290,7 @@ def _setup(
 
 def _model(
     config: TrainConfig, devices: list[str] | None, rank: int, world: int, state: dict | None
-) -> tuple[nn.Module, nn.Module, PaperSGD, Plateau | Milestones]:
+) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, Schedule]:
     """(model, its DDP wrapper or itself, optimizer, schedule), restored from `state`."""
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -295,17 +298,13 @@ def _model(
     model = build(config.model, devices)  # the two-column net, or (columns=1) the one-GPU one
     if config.init == "kaiming":
         kaiming_init(model)
+    if config.zero_fc8:
+        zero_fc8(model)
     # same initial weights everywhere: DDP broadcasts rank 0's
     model_ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = PaperSGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        decay_biases=config.decay_biases,
-    )
+    opt = make_optimizer(model, config)
     sched = schedule(config, opt)
     if state is not None:
         model.load_state_dict(state["model"])
