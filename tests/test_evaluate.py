@@ -491,7 +491,10 @@ def _doctored_run(out, name: str, fill: float) -> None:
     shutil.copytree(out / "runs" / "a", out / "runs" / name)
     path = out / "runs" / name / "checkpoints" / "best.pt"
     payload = load_checkpoint(path)
-    payload["model"] = {k: torch.full_like(v, fill) for k, v in payload["model"].items()}
+    payload["model"] = {  # every float: BatchNorm's count of batches stays an integer
+        k: torch.full_like(v, fill) if v.is_floating_point() else v
+        for k, v in payload["model"].items()
+    }
     save_checkpoint(path, payload)
 
 
@@ -652,9 +655,11 @@ def test_an_ensembles_errors_are_those_of_its_members_mean_softmax(trained):
 
     (a, labels), n = alone(trained / "runs/a/checkpoints/best.pt"), 16
     negated, _ = alone(doctor("negated", lambda k, v: -v if ".fc8." in k else v))
-    for amount in (0.25, 0.5, 0.75, 1.0, 1.5):  # column 1's half of fc8: classes 2 and 3
-        push = torch.tensor([amount, 0.0])
-        path = doctor("pushed", lambda k, v, p=push: v + p if k == "columns.1.fc8.bias" else v)
+    # column 1's half of fc8 holds classes 2 and 3: push one of them, more and more
+    amounts = (0.25, 0.5, 1.0, 2.0)
+    for push in [*((x, 0.0) for x in amounts), *((0.0, x) for x in amounts)]:
+        shift = torch.tensor(push)
+        path = doctor("pushed", lambda k, v, p=shift: v + p if k == "columns.1.fc8.bias" else v)
         pushed, _ = alone(path)
         probs = [a, negated, pushed]
         mean = sum(probs) / 3

@@ -19,6 +19,10 @@ conv4, conv5, LRN within each group); `to_grouped` converts a two-column state
 dict to it losslessly (every layer is the two columns' tensors concatenated
 along the output dimension).
 
+`norm="batch"` (the `smoke` preset, not the paper) puts BatchNorm between every
+conv layer and fc6/fc7 and their ReLU; per channel, so each column's is its half
+of the grouped net's.
+
 Input is 227x227 by default: the paper's "224" cannot give its own 55x55 conv1
 output with stride 4 and no padding; 227 is what cuda-convnet and Caffe used.
 `input_size=224` takes the paper's text (or torchvision) at its word: conv1
