@@ -40,10 +40,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> Optimizer:
             weight_decay=config.weight_decay,
             decay_biases=config.decay_biases,
         )
-    params = list(model.parameters())
-    decayed = [p for p in params if config.decay_biases or p.ndim > 1]
-    spared = [p for p in params if not (config.decay_biases or p.ndim > 1)]
-    groups = [{"params": decayed}, {"params": spared, "weight_decay": 0.0}]
+    groups = [{"params": []}, {"params": [], "weight_decay": 0.0}]  # decayed, spared
+    for p in model.parameters():
+        groups[0 if config.decay_biases or p.ndim > 1 else 1]["params"].append(p)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 

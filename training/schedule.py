@@ -111,7 +111,6 @@ class Cosine:
     lr: float
     total: int
     epochs: int = 0  # epochs stepped so far
-    drops: int = 0  # never a division: the rate glides
     lowest: float = math.inf  # the lowest error seen (best.pt)
 
     def step(self, error: float) -> str:
