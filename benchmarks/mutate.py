@@ -609,6 +609,15 @@ MUTANTS = [
         "initialisation",
     ),
     m(
+        "centre-over-one-axis",
+        "training/model.py",
+        "return x - x.mean((2, 3), keepdim=True) if config.centre_images else x",
+        "return x - x.mean(3, keepdim=True) if config.centre_images else x",
+        MODEL,
+        "-k",
+        "centred",
+    ),
+    m(
         "conv3-sees-one-column",
         "training/architecture.py",
         '"conv3": (192, 3, 1, 1, True),',

@@ -15,6 +15,7 @@ from training.model import (
     AlexNet,
     AlexNetConfig,
     GroupedAlexNet,
+    OneGpuAlexNet,
     default_devices,
     local_response_norm,
     to_grouped,
@@ -108,6 +109,7 @@ def _rescale(model: nn.Module) -> None:
         {"lrn": "divided", "width": 0.25},
         {"remove_conv": "conv3", "width": 0.25},
         {"norm": "batch", "lrn": "none", "width": 0.25},
+        {"norm": "batch", "lrn": "none", "width": 0.25, "centre_images": True},
     ],
 )
 def test_two_column_and_grouped_forms_agree(settings):
@@ -165,6 +167,29 @@ def test_batch_norm_sits_after_every_conv_and_fc6_fc7():
     assert net.columns[0].conv1[0].weight.grad.abs().sum() > 0
     plain = AlexNet(dataclasses.replace(config, norm="none")).state_dict()
     assert not any("norm" in k or "running" in k for k in plain)  # old checkpoints still load
+
+
+def test_centred_images_ignore_a_shift_of_each_image_colour():
+    x = torch.rand(3, 3, 227, 227) * 255 - 128
+    shift = torch.tensor([[40.0, -25.0, 10.0], [-60.0, 5.0, 90.0], [0.0, 0.0, -70.0]])
+    shifted = x + shift[:, :, None, None]  # a different colour cast per image
+    for centre in (True, False):
+        config = AlexNetConfig(num_classes=6, width=0.125, centre_images=centre)
+        for cls in (AlexNet, GroupedAlexNet, OneGpuAlexNet):
+            net = cls(config)
+            _rescale(net)
+            net.eval()
+            with torch.no_grad():
+                a, b = net(x), net(shifted)
+            assert a.abs().max() > 0.1, cls.__name__
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4) == centre, (cls.__name__, centre)
+            if centre:  # the whole crop's mean, per image and channel, and nothing more
+                plain = cls(dataclasses.replace(config, centre_images=False))
+                plain.load_state_dict(net.state_dict())
+                plain.eval()
+                with torch.no_grad():
+                    want = plain(x - x.mean((2, 3), keepdim=True))
+                assert torch.allclose(a, want, rtol=1e-4, atol=1e-4), cls.__name__
 
 
 def test_initialisation_as_the_paper(full):

@@ -39,6 +39,9 @@ class AlexNetConfig:
     # "batch": BatchNorm after every conv layer and fc6/fc7, before the activation (not the
     # paper's; what lets a small set learn in a few epochs: the `smoke` preset)
     norm: str = rule("none", choices=("none", "batch"))
+    # Each image's own mean colour (per channel, over the crop) subtracted before conv1 (not
+    # the paper's; what lets a set whose colours say nothing of the class learn at once)
+    centre_images: bool = False
     # "overlapping": z=3, s=2; "non-overlapping": z=2, s=2
     pool: str = rule("overlapping", choices=("overlapping", "non-overlapping"))
     dropout: float = rule(0.5, minimum=0, below=1)

@@ -247,6 +247,7 @@ class AlexNet(nn.Module):
         """(logits, fc7): fc7 is the last hidden layer, (B, 4096), both columns, on devices[0]."""
         d0, d1 = self.devices
         c0, c1 = self.columns
+        x = _centred(self.config, x)
         h = [x.to(d0, non_blocking=True), x.to(d1, non_blocking=True)]  # both columns see the image
         for name in self.config.convs:
             if CONV_SPEC[name][4]:  # conv3: each column sees both columns' maps
@@ -259,6 +260,12 @@ class AlexNet(nn.Module):
         fc7 = _join(h, d0)
         logits = [c0.fc8(fc7), c1.fc8(_join(h, d1))]  # each column: half of the classes
         return torch.cat([logits[0], logits[1].to(d0)], 1), fc7
+
+
+def _centred(config: AlexNetConfig, x: torch.Tensor) -> torch.Tensor:
+    """The input, less each image's mean colour when `centre_images` (a constant shift of an
+    image's colour, PCA lighting's included, then changes nothing)."""
+    return x - x.mean((2, 3), keepdim=True) if config.centre_images else x
 
 
 def _fc(module: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
@@ -300,7 +307,7 @@ class _OneDevice(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, fc7), as AlexNet.forward_features."""
-        x = x.to(self.fc6.weight.device, non_blocking=True)
+        x = _centred(self.config, x.to(self.fc6.weight.device, non_blocking=True))
         for name in self.config.convs:
             x = getattr(self, name)(x)
         x = x.flatten(1)
