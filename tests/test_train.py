@@ -44,15 +44,15 @@ def data(tmp_path_factory):
 
 
 def test_smoke_preset_learns(data):
-    config = resolve("smoke", overrides=["epochs=6", "checkpoint_every=3"])
+    config = resolve("smoke", overrides=["epochs=3", "checkpoint_every=2"])
     t0 = time.perf_counter()
     result = train(data, "smoke", config, progress=False)
     wall = time.perf_counter() - t0
     metrics = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs = [m for m in metrics if "val_top1_error" in m]
-    assert len(epochs) == 6
-    # chance is 90% top-1 error on 10 classes
-    assert epochs[-1]["val_top1_error"] < 0.6, epochs
+    assert len(epochs) == 3
+    # chance is 90% top-1 error on 10 classes (measured: 45%, 6%, 4%)
+    assert epochs[-1]["val_top1_error"] < 0.25, epochs
     assert epochs[-1]["val_top1_error"] < epochs[0]["val_top1_error"] - 0.25
     assert all(k in metrics[0] for k in ("step", "epoch", "loss", "lr", "images_per_s"))
     # every line, step and epoch, says whether the loader or the model was the limit
@@ -72,10 +72,10 @@ def test_smoke_preset_learns(data):
     ten = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=10))
     assert TrainConfig.from_dict(saved) == ten and config.model.num_classes == 1000
     ckpt = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")  # weights_only=True
-    assert ckpt["config"]["model"]["width"] == 0.25 and ckpt["epoch"] == 6
+    assert ckpt["config"]["model"]["width"] == 0.25 and ckpt["epoch"] == 3
     assert (result.run_dir / "checkpoints" / "best.pt").is_file()
-    assert (result.run_dir / "checkpoints" / "epoch-003.pt").is_file()
-    assert (result.run_dir / "checkpoints" / "epoch-006.pt").is_file()
+    kept = sorted(p.name for p in (result.run_dir / "checkpoints").glob("epoch-*.pt"))
+    assert kept == ["epoch-002.pt"]  # every checkpoint_every epochs, and only then
 
 
 def test_resume_at_an_epoch_boundary_equals_an_unbroken_run(data):
