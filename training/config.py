@@ -17,8 +17,8 @@ one of six). Width 0.25; BatchNorm after every conv layer and fc6/fc7, no LRN
 and no dropout; each image's own mean colour subtracted (so no PCA lighting,
 which only shifts that colour); Kaiming init with fc8 at zero; inputs scaled by
 1/64 (about unit spread); AdamW (lr 5e-4, weight decay 0.05), batch 32, a
-cosine schedule over 10 epochs. What each change bought, measured on six real sets over three
-seeds, is in benchmarks/README.md (`real_images.py`): the paper's N(0, 0.01²)
+cosine schedule over 10 epochs. What each change bought, measured on six real
+sets over three seeds, is in benchmarks/README.md (`real_images.py`): the paper's N(0, 0.01²)
 init holds a net this narrow at chance, Kaiming's init with the raw 0-255
 input diverges, without BatchNorm and AdamW a set of coloured, noisy digits
 stays at chance, and without the centring it stays there for two epochs.

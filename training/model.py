@@ -145,6 +145,16 @@ def _init(module: nn.Module, name: str) -> None:
     nn.init.constant_(module.bias, 1.0 if name in _BIAS_ONE else 0.0)
 
 
+def _init_layers(module: nn.Module) -> None:
+    """The paper's init of each conv and fc layer among `module`'s children (a column, or a
+    one-device net); BatchNorm keeps torch's."""
+    for name, child in module.named_children():
+        if name.startswith("conv"):
+            _init(child[0], name)
+        elif name in ("fc6", "fc7", "fc8"):
+            _init(child, name)
+
+
 class Column(nn.Module):
     """One column's layers (a GPU's half of the network)."""
 
@@ -234,11 +244,7 @@ class AlexNet(nn.Module):
 
     def reset_parameters(self) -> None:
         for column in self.columns:
-            for name, module in column.named_children():
-                if name.startswith("conv"):
-                    _init(module[0], name)
-                elif name in ("fc6", "fc7", "fc8"):
-                    _init(module, name)
+            _init_layers(column)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]
@@ -295,11 +301,7 @@ class _OneDevice(nn.Module):
         _add_fc_norms(self, c, fc)
         self.act = _activation(c)
         self.drop = nn.Dropout(c.dropout)
-        for name, module in self.named_children():
-            if name.startswith("conv"):
-                _init(module[0], name)
-            elif name in ("fc6", "fc7", "fc8"):
-                _init(module, name)
+        _init_layers(self)
         self.to(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
